@@ -1,0 +1,5 @@
+"""``python -m tokenotel`` runs the CLI."""
+
+from tokenotel.cli import main
+
+main()

@@ -1,0 +1,277 @@
+"""The ``tokenotel`` command: serve, query, fingerprint, migrate, demo."""
+
+from __future__ import annotations
+
+import asyncio
+import getpass
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Annotated, NoReturn
+
+import typer
+from rich.console import Console
+
+from tokenotel import __version__
+from tokenotel.config import Settings, load_settings
+from tokenotel.errors import TokenotelError
+from tokenotel.mapping.fingerprint import load_key
+from tokenotel.model import Outcome
+from tokenotel.output import Format, write_events
+from tokenotel.query.search import EventFilter, search
+from tokenotel.query.timeparse import parse_time
+from tokenotel.store.client import Store
+from tokenotel.store.migrate import migrate as apply_migrations
+
+app = typer.Typer(
+    name="tokenotel",
+    help="One audit trail for every API token: OTLP logs in, token events in ClickHouse.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+err = Console(stderr=True)
+
+ConfigOpt = Annotated[
+    Path | None,
+    typer.Option("--config", envvar="TOKENOTEL_CONFIG", help="YAML file with any of the settings."),
+]
+DataDirOpt = Annotated[
+    Path | None,
+    typer.Option(
+        "--data-dir",
+        help="Data directory (embedded store, fingerprint key). "
+        "[env: TOKENOTEL_DATA_DIR; default: ./tokenotel-data]",
+    ),
+]
+UrlOpt = Annotated[
+    str | None,
+    typer.Option(
+        "--clickhouse-url",
+        help="ClickHouse server, http(s)://user:password@host:8123/db; "
+        "unset = embedded store in the data directory. [env: TOKENOTEL_CLICKHOUSE_URL]",
+    ),
+]
+
+
+def _settings(config: Path | None, **overrides: object) -> Settings:
+    try:
+        return load_settings(config, **overrides)
+    except TokenotelError as e:
+        _fail(str(e))
+
+
+def _fail(message: str, code: int = 2) -> NoReturn:
+    err.print(f"[bold red]tokenotel:[/bold red] {message}", highlight=False, soft_wrap=True)
+    raise typer.Exit(code)
+
+
+def _logging(level: str) -> None:
+    logging.basicConfig(
+        level=level.upper(),
+        format="%(asctime)s %(levelname)s %(name)s: %(message)s",
+        stream=sys.stderr,
+    )
+
+
+def _open_store(settings: Settings) -> Store:
+    if settings.server is None and not settings.data_dir.is_dir():
+        _fail(
+            f"no tokenotel data in {settings.data_dir}: run `tokenotel serve --data-dir "
+            f"{settings.data_dir}` first, or point --data-dir at its data directory"
+        )
+    store = Store(settings.data_dir, settings.server, settings.database)
+    try:
+        store.connect()
+    except TokenotelError as e:
+        _fail(str(e))
+    return store
+
+
+@app.callback(invoke_without_command=True)
+def _root(
+    version: Annotated[bool, typer.Option("--version", help="Print the version and exit.")] = False,
+) -> None:
+    if version:
+        typer.echo(f"tokenotel {__version__}")
+        raise typer.Exit()
+
+
+@app.command()
+def serve(
+    config: ConfigOpt = None,
+    grpc_listen: Annotated[
+        str | None,
+        typer.Option(
+            help="OTLP/gRPC address. [env: TOKENOTEL_GRPC_LISTEN; default: 127.0.0.1:4317]"
+        ),
+    ] = None,
+    http_listen: Annotated[
+        str | None,
+        typer.Option(
+            help="OTLP/HTTP + health address. [env: TOKENOTEL_HTTP_LISTEN; default: 127.0.0.1:4318]"
+        ),
+    ] = None,
+    data_dir: DataDirOpt = None,
+    clickhouse_url: UrlOpt = None,
+    max_request_bytes: Annotated[
+        int | None,
+        typer.Option(
+            help="Largest request after decompression. [env: TOKENOTEL_MAX_REQUEST_BYTES; "
+            "default: 64 MiB]"
+        ),
+    ] = None,
+    log_level: Annotated[
+        str | None,
+        typer.Option(
+            help="debug, info, warning or error. [env: TOKENOTEL_LOG_LEVEL; default: info]"
+        ),
+    ] = None,
+) -> None:
+    """Receive OTLP logs (gRPC and HTTP) and store every token event."""
+    from tokenotel.service import Service
+
+    settings = _settings(
+        config,
+        grpc_listen=grpc_listen,
+        http_listen=http_listen,
+        data_dir=data_dir,
+        clickhouse_url=clickhouse_url,
+        max_request_bytes=max_request_bytes,
+        log_level=log_level,
+    )
+    _logging(settings.log_level)
+
+    async def run() -> None:
+        stop = asyncio.Event()
+        loop = asyncio.get_running_loop()
+        for sig in (signal.SIGINT, signal.SIGTERM):
+            loop.add_signal_handler(sig, stop.set)
+        await Service(settings).run_until(stop)
+
+    try:
+        asyncio.run(run())
+    except (TokenotelError, OSError) as e:
+        _fail(str(e), code=1)
+
+
+@app.command()
+def query(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    clickhouse_url: UrlOpt = None,
+    token: Annotated[
+        list[str] | None, typer.Option("--token", help="Token id or fingerprint (repeatable).")
+    ] = None,
+    principal: Annotated[str | None, typer.Option(help="Principal (user.id).")] = None,
+    ip: Annotated[str | None, typer.Option(help="Client IP or CIDR range, IPv4 or IPv6.")] = None,
+    event: Annotated[
+        list[str] | None,
+        typer.Option("--event", help="Event name, e.g. token.auth_failed (repeatable)."),
+    ] = None,
+    outcome: Annotated[Outcome | None, typer.Option(help="success, failure or unknown.")] = None,
+    since: Annotated[
+        str | None, typer.Option(help="From: ISO 8601, epoch seconds, or relative (30m, 24h, 7d).")
+    ] = None,
+    until: Annotated[str | None, typer.Option(help="Until: same forms as --since.")] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Most events to return.")] = 1000,
+    fmt: Annotated[
+        Format, typer.Option("--format", help="table, json (one object per line) or csv.")
+    ] = Format.TABLE,
+) -> None:
+    """Search token events in the store."""
+    settings = _settings(config, data_dir=data_dir, clickhouse_url=clickhouse_url)
+    try:
+        event_filter = EventFilter(
+            tokens=token or [],
+            principal=principal,
+            ip=ip,
+            events=event or [],
+            outcome=outcome,
+            since=parse_time(since) if since else None,
+            until=parse_time(until) if until else None,
+            limit=limit,
+        )
+        event_filter.where()  # validates the IP range before opening the store
+    except ValueError as e:
+        _fail(str(e))
+    store = _open_store(settings)
+    try:
+        write_events(search(store, event_filter), fmt)
+    except TokenotelError as e:
+        _fail(str(e), code=1)
+    finally:
+        store.close()
+
+
+@app.command()
+def fingerprint(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    key_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--key-file",
+            help="Fingerprint key file. [env: TOKENOTEL_FINGERPRINT_KEY_FILE; default: "
+            "the key in the data directory]",
+        ),
+    ] = None,
+) -> None:
+    """Print the fingerprint of a token read from standard input (never from the command line)."""
+    settings = _settings(config, data_dir=data_dir, fingerprint_key_file=key_file)
+    tty = sys.stdin.isatty()
+    secret = (getpass.getpass("token (input hidden): ") if tty else sys.stdin.read()).strip("\r\n")
+    if not secret:
+        _fail(
+            "no token on standard input: pipe it in, e.g. `pass show my-token | tokenotel "
+            "fingerprint`"
+        )
+    try:
+        fingerprinter = load_key(settings.fingerprint_key_file, settings.data_dir, create=False)
+    except TokenotelError as e:
+        _fail(str(e))
+    except ValueError as e:
+        _fail(str(e))
+    typer.echo(fingerprinter(secret))
+
+
+@app.command()
+def migrate(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    clickhouse_url: UrlOpt = None,
+) -> None:
+    """Create or upgrade the schema (also done by serve at start)."""
+    settings = _settings(config, data_dir=data_dir, clickhouse_url=clickhouse_url)
+    _logging("warning")
+    store = _open_store(settings)
+    try:
+        ran = apply_migrations(store.connect())
+    finally:
+        store.close()
+    if ran:
+        for m in ran:
+            typer.echo(f"applied {m.version:04d}_{m.name}")
+    typer.echo(f"schema up to date in {store.target}")
+
+
+@app.command()
+def demo(
+    data_dir: Annotated[
+        Path, typer.Option("--data-dir", help="Where the demo keeps its data (emptied first).")
+    ] = Path("tokenotel-demo"),
+    events: Annotated[int, typer.Option(min=200, help="Roughly how many events to send.")] = 3000,
+) -> None:
+    """Run the service in-process, send realistic traffic (with an attack) and summarise it."""
+    from tokenotel.demo.run import run_demo
+
+    _logging("warning")
+    try:
+        run_demo(data_dir, events)
+    except TokenotelError as e:
+        _fail(str(e), code=1)
+
+
+def main() -> None:
+    app()

@@ -1,0 +1,21 @@
+"""What an export returns to the protocol edges, independent of gRPC or HTTP."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
+
+
+@dataclass(frozen=True)
+class ExportResult:
+    rejected: int = 0
+    message: str = ""
+
+    def response(self) -> ExportLogsServiceResponse:
+        """Full success leaves ``partial_success`` unset, as the OTLP specification asks."""
+        response = ExportLogsServiceResponse()
+        if self.rejected or self.message:
+            response.partial_success.rejected_log_records = self.rejected
+            response.partial_success.error_message = self.message
+        return response

@@ -1,0 +1,90 @@
+"""Keyed fingerprints of token secrets: HMAC-SHA256 under a key with an id, so keys can rotate."""
+
+from __future__ import annotations
+
+import hashlib
+import hmac
+import logging
+import os
+import secrets
+from dataclasses import dataclass
+from pathlib import Path
+
+log = logging.getLogger(__name__)
+
+PREFIX = "hmac-sha256"
+KEY_FILE_NAME = "fingerprint.key"
+
+
+class FingerprintKeyError(ValueError):
+    """The fingerprint key file is missing, unreadable or malformed."""
+
+
+@dataclass(frozen=True)
+class Fingerprinter:
+    """Turns a raw secret into ``hmac-sha256:<key id>:<64 hex digits>``.
+
+    The key id is the first 8 hex digits of SHA-256 of the key itself, so it names the key
+    without revealing it and changes when the key does.
+    """
+
+    key: bytes
+
+    @property
+    def key_id(self) -> str:
+        return hashlib.sha256(self.key).hexdigest()[:8]
+
+    def __call__(self, secret: str) -> str:
+        digest = hmac.new(self.key, secret.encode("utf-8"), hashlib.sha256).hexdigest()
+        return f"{PREFIX}:{self.key_id}:{digest}"
+
+    def __repr__(self) -> str:  # never show the key
+        return f"Fingerprinter(key_id={self.key_id!r})"
+
+
+def load_key(key_file: Path | None, data_dir: Path, *, create: bool = True) -> Fingerprinter:
+    """The key from ``key_file``; without one, ``<data_dir>/fingerprint.key`` (created if allowed).
+
+    The file holds the key as hex (64 digits = 32 bytes recommended; at least 16 bytes).
+    """
+    if key_file is not None:
+        return Fingerprinter(_read_key(key_file))
+    path = data_dir / KEY_FILE_NAME
+    if path.exists():
+        return Fingerprinter(_read_key(path))
+    if not create:
+        raise FingerprintKeyError(
+            f"no fingerprint key in {data_dir}: point --data-dir at the service's data directory "
+            "or set TOKENOTEL_FINGERPRINT_KEY_FILE"
+        )
+    data_dir.mkdir(parents=True, exist_ok=True)
+    key = secrets.token_bytes(32)
+    fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(key.hex() + "\n")
+    fingerprinter = Fingerprinter(key)
+    log.warning(
+        "no fingerprint key configured: created a random key (id %s) in %s; keep it with the "
+        "data, or set TOKENOTEL_FINGERPRINT_KEY_FILE to use your own",
+        fingerprinter.key_id,
+        path,
+    )
+    return fingerprinter
+
+
+def _read_key(path: Path) -> bytes:
+    try:
+        text = path.read_text().strip()
+    except OSError as e:
+        raise FingerprintKeyError(f"cannot read fingerprint key file {path}: {e.strerror}") from e
+    try:
+        key = bytes.fromhex(text)
+    except ValueError:
+        raise FingerprintKeyError(
+            f"fingerprint key file {path} must hold the key as hex digits"
+        ) from None
+    if len(key) < 16:
+        raise FingerprintKeyError(
+            f"fingerprint key in {path} is {len(key)} bytes; use at least 16 (32 recommended)"
+        )
+    return key

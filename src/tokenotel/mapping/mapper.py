@@ -1,0 +1,253 @@
+"""Turns an OTLP logs request into token event rows: picks token events, maps attributes, redacts.
+
+This is the hot path of ingest: one pass over each record's attributes, a dict lookup per key,
+no per-record allocation beyond the row itself.
+"""
+
+from __future__ import annotations
+
+import hashlib
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+from tokenotel.mapping.redact import SECRET_RE, redact
+from tokenotel.mapping.values import ZERO_IP, to_epoch_ms, to_ip, to_python, to_string_list, to_text
+from tokenotel.model import EVENT_PREFIX, ROW_COLUMNS, Outcome, default_outcome
+
+_I = {name: i for i, name in enumerate(ROW_COLUMNS)}
+
+# Shortest secret any pattern of redact.SECRET_RE matches: shorter strings skip the regex.
+_MIN_SECRET_LEN = 15
+_OUTCOMES = frozenset(o.value for o in Outcome)
+_EMPTY: tuple[()] = ()
+
+# Attribute key -> (column, kind). Kinds: text, int, scopes, time, ip, outcome, secret.
+_CLAIMED: dict[str, tuple[int, str]] = {
+    "token.id": (_I["token_id"], "text"),
+    "token.value": (_I["token_fingerprint"], "secret"),
+    "token.type": (_I["token_type"], "text"),
+    "token.name": (_I["token_name"], "text"),
+    "token.hint": (_I["token_hint"], "text"),
+    "token.previous_id": (_I["previous_token_id"], "text"),
+    "user.id": (_I["principal_id"], "text"),
+    "token.principal.id": (_I["principal_id"], "text"),
+    "token.principal.type": (_I["principal_type"], "text"),
+    "token.actor.id": (_I["actor_id"], "text"),
+    "token.tenant": (_I["tenant"], "text"),
+    "client.address": (_I["client_ip"], "ip"),
+    "user_agent.original": (_I["user_agent"], "text"),
+    "geo.country.iso_code": (_I["country"], "text"),
+    "token.client.asn": (_I["asn"], "int"),
+    "token.scopes": (_I["scopes"], "scopes"),
+    "token.scopes_added": (_I["scopes_added"], "scopes"),
+    "token.scopes_removed": (_I["scopes_removed"], "scopes"),
+    "token.expires_at": (_I["expires_at"], "time"),
+    "token.issued_at": (_I["issued_at"], "time"),
+    "http.request.method": (_I["http_method"], "text"),
+    "http.route": (_I["http_route"], "text"),
+    "url.path": (_I["url_path"], "text"),
+    "http.response.status_code": (_I["http_status"], "int"),
+    "token.request.id": (_I["request_id"], "text"),
+    "token.outcome": (_I["outcome"], "outcome"),
+    "token.failure_reason": (_I["failure_reason"], "text"),
+    "token.reason": (_I["reason"], "text"),
+    "token.source": (_I["source"], "text"),
+}
+_RESOURCE_CLAIMED: dict[str, int] = {
+    "service.name": _I["service_name"],
+    "deployment.environment.name": _I["environment"],
+    "deployment.environment": _I["environment"],
+}
+_INT_LIMITS = {_I["http_status"]: 0xFFFF, _I["asn"]: 0xFFFFFFFF}
+
+_TEMPLATE: list[Any] = [""] * len(ROW_COLUMNS)
+for _name, _default in {
+    "event_time": 0,
+    "observed_time": 0,
+    "event_id": 0,
+    "client_ip": ZERO_IP,
+    "asn": 0,
+    "scopes": _EMPTY,
+    "scopes_added": _EMPTY,
+    "scopes_removed": _EMPTY,
+    "expires_at": None,
+    "issued_at": None,
+    "http_status": 0,
+    "severity_number": 0,
+    "attributes": _EMPTY,
+    "resource_attributes": _EMPTY,
+}.items():
+    _TEMPLATE[_I[_name]] = _default
+
+
+@dataclass
+class MappedBatch:
+    """Rows (in ``ROW_COLUMNS`` order) taken from one request, and what was left out and why."""
+
+    rows: list[list[Any]] = field(default_factory=list)
+    ignored: int = 0
+    rejected: int = 0
+    errors: list[str] = field(default_factory=list)
+
+    def error_message(self, limit: int = 5) -> str:
+        shown = "; ".join(self.errors[:limit])
+        more = len(self.errors) - limit
+        return shown + (f"; and {more} more" if more > 0 else "")
+
+
+class Mapper:
+    """Maps OTLP log records to token event rows, replacing every secret by its fingerprint."""
+
+    def __init__(self, fingerprint: Callable[[str], str]) -> None:
+        self._fingerprint = fingerprint
+
+    def map(self, request: ExportLogsServiceRequest, received_ns: int) -> MappedBatch:
+        batch = MappedBatch()
+        index = -1
+        for resource_logs in request.resource_logs:
+            resource_values, resource_digest = self._resource(resource_logs.resource)
+            for scope_logs in resource_logs.scope_logs:
+                scope_name = scope_logs.scope.name
+                for record in scope_logs.log_records:
+                    index += 1
+                    event_name = record.event_name
+                    if not event_name:
+                        for kv in record.attributes:
+                            if kv.key == "event.name":
+                                event_name = kv.value.string_value
+                                break
+                    if not event_name.startswith(EVENT_PREFIX):
+                        batch.ignored += 1
+                        continue
+                    row = self._row(record, event_name, received_ns, scope_name, resource_values)
+                    if not row[_I["token_id"]] and not row[_I["token_fingerprint"]]:
+                        batch.rejected += 1
+                        batch.errors.append(
+                            f"log record {index} ({event_name}) has no token identity: "
+                            "set token.id or token.value"
+                        )
+                        continue
+                    row[_I["event_id"]] = _event_id(resource_digest, record.SerializeToString())
+                    batch.rows.append(row)
+        return batch
+
+    def _resource(self, resource: Any) -> tuple[list[tuple[int, Any]], bytes]:
+        values: list[tuple[int, Any]] = []
+        extra: list[tuple[str, str]] = []
+        for kv in resource.attributes:
+            column = _RESOURCE_CLAIMED.get(kv.key)
+            text = self._clean(to_text(to_python(kv.value)))
+            if column is not None:
+                values.append((column, text))
+            else:
+                extra.append((kv.key, text))
+        if extra:
+            values.append((_I["resource_attributes"], extra))
+        digest = hashlib.blake2b(resource.SerializeToString(), digest_size=8).digest()
+        return values, digest
+
+    def _clean(self, text: str) -> str:
+        if len(text) < _MIN_SECRET_LEN or SECRET_RE.search(text) is None:
+            return text
+        return redact(text, self._fingerprint)[0]
+
+    def _row(
+        self,
+        record: Any,
+        event_name: str,
+        received_ns: int,
+        scope_name: str,
+        resource_values: list[tuple[int, Any]],
+    ) -> list[Any]:
+        row = _TEMPLATE.copy()
+        for column, value in resource_values:
+            row[column] = value
+        observed = record.observed_time_unix_nano or received_ns
+        row[_I["event_time"]] = record.time_unix_nano or observed
+        row[_I["observed_time"]] = observed
+        row[_I["event_name"]] = event_name
+        row[_I["scope_name"]] = scope_name
+        row[_I["severity_text"]] = record.severity_text
+        row[_I["severity_number"]] = record.severity_number
+        if record.trace_id.strip(b"\0"):
+            row[_I["trace_id"]] = record.trace_id.hex()
+        if record.span_id.strip(b"\0"):
+            row[_I["span_id"]] = record.span_id.hex()
+        if record.HasField("body"):
+            row[_I["body"]] = self._clean(to_text(to_python(record.body)))
+
+        extra: list[tuple[str, str]] = []
+        auth_fingerprint: str | None = None
+        outcome: str | None = None
+        for kv in record.attributes:
+            key = kv.key
+            value = to_python(kv.value)
+            claimed = _CLAIMED.get(key)
+            if claimed is None:
+                if key == "event.name":
+                    continue
+                text = to_text(value)
+                if len(text) >= _MIN_SECRET_LEN and SECRET_RE.search(text) is not None:
+                    text, found = redact(text, self._fingerprint)
+                    if auth_fingerprint is None and "authorization" in key.lower():
+                        auth_fingerprint = found
+                extra.append((key, text))
+                continue
+            column, kind = claimed
+            if kind == "text":
+                row[column] = self._clean(to_text(value))
+            elif kind == "secret":
+                if value:
+                    row[column] = self._fingerprint(to_text(value))
+            elif kind == "scopes":
+                row[column] = [self._clean(s) for s in to_string_list(value)]
+            elif kind == "ip":
+                packed = to_ip(value)
+                if packed is None:
+                    extra.append((key, self._clean(to_text(value))))
+                else:
+                    row[column] = packed
+            elif kind == "time":
+                ms = to_epoch_ms(value)
+                if ms is None:
+                    extra.append((key, self._clean(to_text(value))))
+                else:
+                    row[column] = ms
+            elif kind == "int":
+                number = _to_int(value)
+                if number is None or not 0 <= number <= _INT_LIMITS[column]:
+                    extra.append((key, self._clean(to_text(value))))
+                else:
+                    row[column] = number
+            else:  # outcome
+                text = to_text(value).lower()
+                if text in _OUTCOMES:
+                    outcome = text
+                else:
+                    extra.append((key, self._clean(to_text(value))))
+        row[_I["outcome"]] = outcome or default_outcome(event_name).value
+        if not row[_I["token_fingerprint"]] and auth_fingerprint:
+            row[_I["token_fingerprint"]] = auth_fingerprint
+        if extra:
+            row[_I["attributes"]] = extra
+        return row
+
+
+def _to_int(value: Any) -> int | None:
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value
+    if isinstance(value, float) and value.is_integer():
+        return int(value)
+    if isinstance(value, str) and value.strip().isdigit():
+        return int(value)
+    return None
+
+
+def _event_id(resource_digest: bytes, record_bytes: bytes) -> int:
+    digest = hashlib.blake2b(record_bytes, digest_size=8, key=resource_digest).digest()
+    return int.from_bytes(digest, "little")

@@ -1,0 +1,118 @@
+"""Conversions of OTLP AnyValues and attribute text into column values."""
+
+from __future__ import annotations
+
+import base64
+import ipaddress
+import json
+from datetime import UTC, datetime
+from typing import Any
+
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
+
+ZERO_IP = bytes(16)
+_V4_MAPPED_PREFIX = bytes(10) + b"\xff\xff"
+
+
+def to_python(value: AnyValue) -> Any:
+    """An AnyValue as plain Python: str, bool, int, float, bytes, list, dict or None."""
+    kind = value.WhichOneof("value")
+    if kind == "string_value":
+        return value.string_value
+    if kind == "int_value":
+        return value.int_value
+    if kind == "bool_value":
+        return value.bool_value
+    if kind == "double_value":
+        return value.double_value
+    if kind == "array_value":
+        return [to_python(v) for v in value.array_value.values]
+    if kind == "kvlist_value":
+        return {kv.key: to_python(kv.value) for kv in value.kvlist_value.values}
+    if kind == "bytes_value":
+        return value.bytes_value
+    return None
+
+
+def _json_default(obj: Any) -> str:
+    if isinstance(obj, bytes):
+        return base64.b64encode(obj).decode("ascii")
+    raise TypeError(type(obj).__name__)
+
+
+def to_text(value: Any) -> str:
+    """A Python attribute value as the text kept in a map column or a string column."""
+    if isinstance(value, str):
+        return value
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    if isinstance(value, int | float):
+        return repr(value)
+    if isinstance(value, bytes):
+        return base64.b64encode(value).decode("ascii")
+    if value is None:
+        return ""
+    return json.dumps(value, ensure_ascii=False, separators=(",", ":"), default=_json_default)
+
+
+def to_string_list(value: Any) -> list[str]:
+    """Scopes: an array of strings, or one string separated by spaces or commas (OAuth style)."""
+    if isinstance(value, list):
+        return [to_text(v) for v in value if v is not None and v != ""]
+    text = to_text(value)
+    return [s for s in text.replace(",", " ").split() if s]
+
+
+def to_epoch_ms(value: Any) -> int | None:
+    """A timestamp as epoch milliseconds: ISO 8601 text, or epoch s / ms / us / ns by magnitude."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, str):
+        text = value.strip()
+        if text.lstrip("-").isdigit():
+            return to_epoch_ms(int(text))
+        try:
+            parsed = datetime.fromisoformat(text)
+        except ValueError:
+            return None
+        if parsed.tzinfo is None:  # a time without zone is taken as UTC
+            parsed = parsed.replace(tzinfo=UTC)
+        return int(parsed.timestamp() * 1000)
+    if isinstance(value, float):
+        return int(value * 1000) if abs(value) < 1e11 else to_epoch_ms(int(value))
+    if isinstance(value, int):
+        magnitude = abs(value)
+        if magnitude < 10**11:
+            return value * 1000
+        if magnitude < 10**14:
+            return value
+        if magnitude < 10**17:
+            return value // 1000
+        return value // 1_000_000
+    return None
+
+
+def to_ip(value: Any) -> bytes | None:
+    """An IPv4 or IPv6 address as 16 bytes (IPv4 mapped), or None when it is not an address."""
+    if not isinstance(value, str):
+        return None
+    text = value.strip()
+    if text.startswith("[") and "]" in text:  # [v6]:port
+        text = text[1 : text.index("]")]
+    try:
+        address = ipaddress.ip_address(text)
+    except ValueError:
+        return None
+    if address.version == 4:
+        return _V4_MAPPED_PREFIX + address.packed
+    return address.packed
+
+
+def ip_to_text(packed: bytes | str) -> str:
+    """Stored IPv6 (16 bytes or ClickHouse text) as people write it: IPv4 for mapped addresses."""
+    address = ipaddress.IPv6Address(packed)
+    if address.ipv4_mapped is not None:
+        return str(address.ipv4_mapped)
+    if address.packed == ZERO_IP:
+        return ""
+    return str(address)

@@ -1,0 +1,129 @@
+"""The service: how an OTLP request becomes rows, and the servers that receive it."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+from dataclasses import dataclass
+
+from aiohttp import web
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+
+from tokenotel.config import Settings, split_listen
+from tokenotel.errors import StoreUnavailable
+from tokenotel.ingest import otlp_grpc, otlp_http
+from tokenotel.ingest.result import ExportResult
+from tokenotel.mapping.fingerprint import load_key
+from tokenotel.mapping.mapper import Mapper
+from tokenotel.store.client import Store
+from tokenotel.store.writer import BatchWriter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IngestStats:
+    requests: int = 0
+    records_stored: int = 0
+    records_ignored: int = 0
+    records_rejected: int = 0
+
+
+class Service:
+    """Decode → map & redact → batch → ClickHouse, behind OTLP/gRPC and OTLP/HTTP."""
+
+    def __init__(self, settings: Settings, store: Store | None = None) -> None:
+        self.settings = settings
+        self.fingerprint = load_key(settings.fingerprint_key_file, settings.data_dir)
+        self.mapper = Mapper(self.fingerprint)
+        self.store = store or Store(settings.data_dir, settings.server, settings.database)
+        self.writer = BatchWriter(
+            self.store,
+            max_rows=settings.batch_max_rows,
+            max_delay_s=settings.batch_max_delay_ms / 1000,
+            max_pending_rows=settings.max_pending_rows,
+            dedup_window=settings.dedup_window,
+            retry_after_s=settings.retry_after_s,
+        )
+        self.stats = IngestStats()
+        self.grpc_port = 0
+        self.http_port = 0
+        self._grpc: otlp_grpc.grpc.aio.Server | None = None
+        self._http: web.AppRunner | None = None
+        self._tasks: list[asyncio.Task[None]] = []
+
+    async def export(self, request: ExportLogsServiceRequest) -> ExportResult:
+        """One request: map every record, store the token events, report what was left out."""
+        self.stats.requests += 1
+        batch = self.mapper.map(request, time.time_ns())
+        await self.writer.write(batch.rows)
+        self.stats.records_stored += len(batch.rows)
+        self.stats.records_ignored += batch.ignored
+        self.stats.records_rejected += batch.rejected
+        if batch.rejected:
+            return ExportResult(batch.rejected, batch.error_message())
+        return ExportResult()
+
+    async def ready(self) -> bool:
+        return await asyncio.to_thread(self.store.ready)
+
+    async def start(self) -> None:
+        """Binds both ports and starts serving; the store may still be unreachable."""
+        s = self.settings
+        try:
+            await asyncio.to_thread(self.store.connect)
+        except StoreUnavailable as e:
+            log.warning("%s; starting anyway, clients will be asked to retry", e)
+        self.writer.start()
+
+        self._grpc, health, self.grpc_port = otlp_grpc.build_server(
+            self.export, s.grpc_listen, s.max_request_bytes
+        )
+        await self._grpc.start()
+        self._tasks.append(asyncio.create_task(otlp_grpc.report_health(health, self.ready)))
+
+        app = otlp_http.build_app(self.export, self.ready, s.max_request_bytes)
+        self._http = web.AppRunner(app, access_log=None, auto_decompress=False)
+        await self._http.setup()
+        host, port = split_listen(s.http_listen)
+        site = web.TCPSite(self._http, host, port, reuse_port=False)
+        await site.start()
+        self.http_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        log.info(
+            "tokenotel listening: OTLP/gRPC on %s:%d, OTLP/HTTP on %s:%d; store: %s",
+            split_listen(s.grpc_listen)[0],
+            self.grpc_port,
+            host,
+            self.http_port,
+            self.store.target,
+        )
+
+    async def stop(self) -> None:
+        """Stops taking requests, finishes those in flight, flushes, closes the store."""
+        if self._http is not None:
+            await self._http.cleanup()
+        if self._grpc is not None:
+            await self._grpc.stop(grace=5)
+        for task in self._tasks:
+            task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await task
+        await self.writer.stop()
+        self.store.close()
+        log.info(
+            "tokenotel stopped: %d requests, %d token events stored, %d other records ignored, "
+            "%d rejected",
+            self.stats.requests,
+            self.stats.records_stored,
+            self.stats.records_ignored,
+            self.stats.records_rejected,
+        )
+
+    async def run_until(self, stop: asyncio.Event) -> None:
+        await self.start()
+        try:
+            await stop.wait()
+        finally:
+            await self.stop()

@@ -1,0 +1,188 @@
+"""The write path: coalesces concurrent requests into one insert and answers after the commit.
+
+Each request hands its rows to ``write`` and waits. One flusher task takes everything pending
+(bounded by rows and by a short delay), drops rows already committed (a retried request
+re-sends the same event ids), inserts once, then resolves every waiting request together.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import logging
+from dataclasses import dataclass
+from typing import Any
+
+from tokenotel.errors import StoreUnavailable
+from tokenotel.model import ROW_COLUMNS
+from tokenotel.store.arrow import rows_to_arrow
+from tokenotel.store.client import EVENTS_TABLE, Store
+
+log = logging.getLogger(__name__)
+
+_EVENT_ID = ROW_COLUMNS.index("event_id")
+
+RECENT_IDS_SQL = f"""
+SELECT event_id FROM {EVENTS_TABLE}
+WHERE ingested_at >= now64(3) - INTERVAL 1 HOUR
+ORDER BY ingested_at DESC
+LIMIT {{limit:UInt64}}
+"""
+
+
+@dataclass
+class _Pending:
+    rows: list[list[Any]]
+    done: asyncio.Future[int]
+
+
+@dataclass
+class WriterStats:
+    inserts: int = 0
+    rows_written: int = 0
+    duplicates_dropped: int = 0
+    failed_inserts: int = 0
+
+
+class BatchWriter:
+    """Group commit into the events table, with a window of recently committed event ids."""
+
+    def __init__(
+        self,
+        store: Store,
+        *,
+        max_rows: int = 100_000,
+        max_delay_s: float = 0.02,
+        max_pending_rows: int = 1_000_000,
+        dedup_window: int = 1_000_000,
+        retry_after_s: float = 1.0,
+    ) -> None:
+        self._store = store
+        self._max_rows = max_rows
+        self._max_delay_s = max_delay_s
+        self._max_pending_rows = max_pending_rows
+        self._dedup_window = dedup_window
+        self._retry_after_s = retry_after_s
+        self._pending: list[_Pending] = []
+        self._pending_rows = 0
+        self._arrived = asyncio.Event()
+        self._recent: dict[int, None] = {}
+        self._primed = False
+        self._task: asyncio.Task[None] | None = None
+        self._stopping = False
+        self.stats = WriterStats()
+
+    def start(self) -> None:
+        self._task = asyncio.create_task(self._run(), name="tokenotel-writer")
+
+    async def stop(self) -> None:
+        """Flushes what is pending, then stops."""
+        if self._task is None:
+            return
+        self._stopping = True
+        self._arrived.set()
+        await self._task
+        self._task = None
+
+    async def write(self, rows: list[list[Any]]) -> int:
+        """Returns once ``rows`` are committed (how many were new); raises StoreUnavailable."""
+        if not rows:
+            return 0
+        if self._pending_rows + len(rows) > self._max_pending_rows:
+            raise StoreUnavailable(
+                "the store is falling behind: too many rows waiting to be written",
+                self._retry_after_s,
+            )
+        done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._pending.append(_Pending(rows, done))
+        self._pending_rows += len(rows)
+        self._arrived.set()
+        return await done
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
+        while not (self._stopping and not self._pending):
+            await self._arrived.wait()
+            deadline = loop.time() + self._max_delay_s
+            while (
+                not self._stopping
+                and self._pending_rows < self._max_rows
+                and (wait := deadline - loop.time()) > 0
+            ):
+                self._arrived.clear()
+                try:
+                    await asyncio.wait_for(self._arrived.wait(), wait)
+                except TimeoutError:
+                    break
+            await self._flush()
+            if not self._pending and not self._stopping:
+                self._arrived.clear()
+
+    async def _flush(self) -> None:
+        taken: list[_Pending] = []
+        count = 0
+        while self._pending and (not taken or count + len(self._pending[0].rows) <= self._max_rows):
+            item = self._pending.pop(0)
+            taken.append(item)
+            count += len(item.rows)
+        self._pending_rows -= count
+        if not taken:
+            return
+        try:
+            written = await asyncio.to_thread(self._insert, [p.rows for p in taken])
+        except StoreUnavailable as e:
+            e.retry_after_s = self._retry_after_s
+            self.stats.failed_inserts += 1
+            log.warning("write of %d rows failed, clients will retry: %s", count, e)
+            for item in taken:
+                if not item.done.done():
+                    item.done.set_exception(e)
+            return
+        for item, new in zip(taken, written, strict=True):
+            if not item.done.done():
+                item.done.set_result(new)
+
+    def _insert(self, groups: list[list[list[Any]]]) -> list[int]:
+        """Runs in a worker thread: dedup, convert, insert; returns new rows per group."""
+        self._prime()
+        recent = self._recent
+        seen: set[int] = set()
+        rows: list[list[Any]] = []
+        written: list[int] = []
+        for group in groups:
+            new = 0
+            for row in group:
+                event_id = row[_EVENT_ID]
+                if event_id in recent or event_id in seen:
+                    continue
+                seen.add(event_id)
+                rows.append(row)
+                new += 1
+            written.append(new)
+        dropped = sum(len(g) for g in groups) - len(rows)
+        if rows:
+            self._store.insert_arrow(EVENTS_TABLE, rows_to_arrow(rows))
+        self._remember(seen)
+        self.stats.inserts += 1
+        self.stats.rows_written += len(rows)
+        self.stats.duplicates_dropped += dropped
+        return written
+
+    def _prime(self) -> None:
+        """After a restart, remembers the ids committed lately: a retry may be on its way."""
+        if self._primed or self._dedup_window == 0:
+            return
+        result = self._store.query(RECENT_IDS_SQL, {"limit": self._dedup_window})
+        self._remember(row[0] for row in result.result_rows)
+        self._primed = True
+
+    def _remember(self, ids: Any) -> None:
+        if self._dedup_window == 0:
+            return
+        recent = self._recent
+        for event_id in ids:
+            recent[event_id] = None
+        excess = len(recent) - self._dedup_window
+        if excess > 0:
+            for event_id in list(itertools.islice(recent, excess)):
+                del recent[event_id]
