@@ -21,7 +21,7 @@ SELECT
     event_name, outcome, failure_reason,
     token_id, token_fingerprint, token_type, token_name, token_hint, previous_token_id,
     principal_id, principal_type, actor_id, tenant,
-    toString(client_ip) AS client_ip, user_agent, country, asn,
+    toString(client_ip) AS client_address, user_agent, country, asn,
     scopes, scopes_added, scopes_removed,
     toUnixTimestamp64Milli(expires_at) AS expires_at,
     toUnixTimestamp64Milli(issued_at) AS issued_at,
@@ -109,7 +109,7 @@ def _readable(event: dict[str, Any]) -> dict[str, Any]:
     event["observed_time"] = format_ns(event["observed_time"])
     event["expires_at"] = format_ms(event["expires_at"])
     event["issued_at"] = format_ms(event["issued_at"])
-    event["client_ip"] = ip_to_text(event["client_ip"])
+    event["client_address"] = ip_to_text(event["client_address"])
     for name in ("scopes", "scopes_added", "scopes_removed"):
         event[name] = list(event[name])
-    return event
+    return {("client_ip" if k == "client_address" else k): v for k, v in event.items()}

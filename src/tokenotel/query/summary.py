@@ -1,0 +1,106 @@
+"""The questions a first look asks: what happened, which tokens, which failures, which misuse."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Any
+
+from tokenotel.mapping.values import ip_to_text
+from tokenotel.query.timeparse import format_ns
+from tokenotel.store.client import EVENTS_TABLE, Store
+
+#: A token's identity in summaries: its id, else its fingerprint.
+TOKEN_KEY = "if(token_id != '', token_id, token_fingerprint)"
+
+EVENTS_BY_TYPE = f"""
+SELECT event_name, outcome, count() AS events
+FROM {EVENTS_TABLE}
+GROUP BY event_name, outcome
+ORDER BY events DESC, event_name, outcome
+"""
+
+TOP_TOKENS = f"""
+SELECT {TOKEN_KEY} AS token, any(principal_id) AS principal,
+       countIf(event_name = 'token.used') AS uses,
+       countIf(outcome = 'failure') AS failures,
+       uniqExact(client_ip) AS client_ips
+FROM {EVENTS_TABLE}
+GROUP BY token
+ORDER BY uses DESC, failures DESC, token
+LIMIT {{limit:UInt32}}
+"""
+
+#: Failures of one token from one IP; a burst is one whose busiest 5 minutes hold
+#: ``threshold`` failures or more.
+FAILURE_BURSTS = f"""
+SELECT token, toString(client_ip) AS client_ip,
+       toUnixTimestamp64Nano(min(event_time)) AS first,
+       toUnixTimestamp64Nano(max(event_time)) AS last,
+       count() AS failures, max(in_5_minutes) AS peak_5m,
+       arrayStringConcat(groupUniqArray(failure_reason), ', ') AS reasons
+FROM (
+    SELECT {TOKEN_KEY} AS token, client_ip, event_time, failure_reason,
+           count() OVER (PARTITION BY token, client_ip ORDER BY toUnixTimestamp(event_time)
+                         RANGE BETWEEN 300 PRECEDING AND CURRENT ROW) AS in_5_minutes
+    FROM {EVENTS_TABLE}
+    WHERE outcome = 'failure'
+)
+GROUP BY token, client_ip
+HAVING peak_5m >= {{threshold:UInt32}}
+ORDER BY peak_5m DESC
+"""
+
+USE_AFTER_REVOCATION = f"""
+WITH revoked AS (
+    SELECT {TOKEN_KEY} AS token, min(event_time) AS revoked_at
+    FROM {EVENTS_TABLE} WHERE event_name = 'token.revoked' GROUP BY token
+)
+SELECT e.token AS token, toUnixTimestamp64Nano(r.revoked_at) AS revoked_at,
+       toUnixTimestamp64Nano(e.event_time) AS used_at, toString(e.client_ip) AS client_ip,
+       e.event_name AS event_name, e.outcome AS outcome
+FROM (SELECT {TOKEN_KEY} AS token, event_time, client_ip, event_name, outcome
+      FROM {EVENTS_TABLE} WHERE event_name IN ('token.used', 'token.auth_failed')) AS e
+INNER JOIN revoked AS r ON e.token = r.token
+WHERE e.event_time > r.revoked_at
+ORDER BY used_at
+"""
+
+USE_AFTER_EXPIRY = f"""
+SELECT {TOKEN_KEY} AS token, toUnixTimestamp64Nano(event_time) AS used_at,
+       toString(client_ip) AS client_ip, event_name, outcome
+FROM {EVENTS_TABLE}
+WHERE event_name IN ('token.used', 'token.auth_failed')
+  AND expires_at IS NOT NULL AND event_time > expires_at
+ORDER BY used_at
+"""
+
+
+@dataclass
+class Summary:
+    by_type: list[dict[str, Any]]
+    top_tokens: list[dict[str, Any]]
+    bursts: list[dict[str, Any]]
+    after_revocation: list[dict[str, Any]]
+    after_expiry: list[dict[str, Any]]
+
+
+def summarise(store: Store, top: int = 5, burst_threshold: int = 10) -> Summary:
+    return Summary(
+        by_type=_rows(store, EVENTS_BY_TYPE),
+        top_tokens=_rows(store, TOP_TOKENS, {"limit": top}),
+        bursts=_rows(store, FAILURE_BURSTS, {"threshold": burst_threshold}),
+        after_revocation=_rows(store, USE_AFTER_REVOCATION),
+        after_expiry=_rows(store, USE_AFTER_EXPIRY),
+    )
+
+
+def _rows(store: Store, sql: str, params: dict[str, Any] | None = None) -> list[dict[str, Any]]:
+    result = store.query(sql, params)
+    rows = [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
+    for row in rows:
+        for key in ("first", "last", "revoked_at", "used_at"):
+            if key in row:
+                row[key] = format_ns(row[key])
+        if "client_ip" in row:
+            row["client_ip"] = ip_to_text(row["client_ip"])
+    return rows
