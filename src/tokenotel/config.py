@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
@@ -91,9 +92,10 @@ class Settings(BaseSettings):
     fingerprint_key_file: Path | None = None
     max_request_bytes: int = Field(64 * 1024 * 1024, gt=0)
     batch_max_rows: int = Field(100_000, gt=0)
-    batch_max_delay_ms: int = Field(20, ge=0)
+    batch_max_delay_ms: int = Field(50, ge=0)
     max_pending_rows: int = Field(1_000_000, gt=0)
     dedup_window: int = Field(1_000_000, ge=0)
+    mapping_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=0)
     retry_after_s: float = Field(1.0, gt=0)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 

@@ -9,16 +9,15 @@ import time
 from dataclasses import dataclass
 
 from aiohttp import web
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from tokenotel.config import Settings, split_listen
 from tokenotel.errors import StoreUnavailable
 from tokenotel.ingest import otlp_grpc, otlp_http
-from tokenotel.ingest.result import ExportResult
+from tokenotel.ingest.result import ExportResult, error_summary
 from tokenotel.mapping.fingerprint import load_key
-from tokenotel.mapping.mapper import Mapper
 from tokenotel.store.client import Store
 from tokenotel.store.writer import BatchWriter
+from tokenotel.workers import MappingPool
 
 log = logging.getLogger(__name__)
 
@@ -37,7 +36,7 @@ class Service:
     def __init__(self, settings: Settings, store: Store | None = None) -> None:
         self.settings = settings
         self.fingerprint = load_key(settings.fingerprint_key_file, settings.data_dir)
-        self.mapper = Mapper(self.fingerprint)
+        self.mapping = MappingPool(self.fingerprint, settings.mapping_workers)
         self.store = store or Store(settings.data_dir, settings.server, settings.database)
         self.writer = BatchWriter(
             self.store,
@@ -54,16 +53,17 @@ class Service:
         self._http: web.AppRunner | None = None
         self._tasks: list[asyncio.Task[None]] = []
 
-    async def export(self, request: ExportLogsServiceRequest) -> ExportResult:
-        """One request: map every record, store the token events, report what was left out."""
+    async def export(self, body: bytes, content_type: str) -> ExportResult:
+        """One request: decode and map it (in a worker), store its token events, and report
+        what was left out. Answers only once the rows are committed."""
         self.stats.requests += 1
-        batch = self.mapper.map(request, time.time_ns())
-        await self.writer.write(batch.rows)
-        self.stats.records_stored += len(batch.rows)
-        self.stats.records_ignored += batch.ignored
-        self.stats.records_rejected += batch.rejected
-        if batch.rejected:
-            return ExportResult(batch.rejected, batch.error_message())
+        mapped = await self.mapping.map(body, content_type, time.time_ns())
+        await self.writer.write(mapped.table)
+        self.stats.records_stored += mapped.table.num_rows
+        self.stats.records_ignored += mapped.ignored
+        self.stats.records_rejected += mapped.rejected
+        if mapped.rejected:
+            return ExportResult(mapped.rejected, error_summary(mapped.errors))
         return ExportResult()
 
     async def ready(self) -> bool:
@@ -77,6 +77,7 @@ class Service:
         except StoreUnavailable as e:
             log.warning("%s; starting anyway, clients will be asked to retry", e)
         self.writer.start()
+        await self.mapping.start()
 
         self._grpc, health, self.grpc_port = otlp_grpc.build_server(
             self.export, s.grpc_listen, s.max_request_bytes
@@ -111,6 +112,7 @@ class Service:
             with contextlib.suppress(asyncio.CancelledError):
                 await task
         await self.writer.stop()
+        self.mapping.close()
         self.store.close()
         log.info(
             "tokenotel stopped: %d requests, %d token events stored, %d other records ignored, "

@@ -34,6 +34,7 @@ class _InProcessService:
             grpc_listen="127.0.0.1:0",
             http_listen="127.0.0.1:0",
             log_level="warning",
+            mapping_workers=0,  # a few thousand events: no worker processes needed
         )
         self.service = Service(settings)
         self._loop = asyncio.new_event_loop()

@@ -12,6 +12,7 @@ from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from tokenotel.errors import PermanentError, RequestTooLarge
+from tokenotel.mapping.redact import SECRET_RE
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -28,19 +29,23 @@ def decompress(body: bytes, encoding: str, limit: int) -> bytes:
         if len(body) > limit:
             raise RequestTooLarge(_too_large(limit))
         return body
-    if encoding == "gzip":
-        inflater = zlib.decompressobj(16 + zlib.MAX_WBITS)
-    elif encoding == "deflate":
-        inflater = zlib.decompressobj()
-    else:
+    if encoding not in ("gzip", "deflate"):
         raise MalformedRequest(f"Content-Encoding {encoding!r} is not supported; use gzip or none")
-    try:
-        data = inflater.decompress(body, limit + 1)
-    except zlib.error as e:
-        raise MalformedRequest(f"the {encoding} body cannot be decompressed: {e}") from None
-    if len(data) > limit or inflater.unconsumed_tail:
-        raise RequestTooLarge(_too_large(limit))
-    return data
+    wbits = 16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS
+    data = bytearray()
+    while True:  # a gzip body may be several members, one after the other
+        inflater = zlib.decompressobj(wbits)
+        try:
+            data += inflater.decompress(body, limit + 1 - len(data))
+        except zlib.error as e:
+            raise MalformedRequest(f"the {encoding} body cannot be decompressed: {e}") from None
+        if len(data) > limit or inflater.unconsumed_tail:
+            raise RequestTooLarge(_too_large(limit))
+        if not inflater.eof:  # a cut-off body must not pass for a shorter request
+            raise MalformedRequest(f"the {encoding} body is truncated")
+        body = inflater.unused_data
+        if not body:
+            return bytes(data)
 
 
 def _too_large(limit: int) -> str:
@@ -73,7 +78,9 @@ def decode_json(body: bytes) -> ExportLogsServiceRequest:
             document, ExportLogsServiceRequest(), ignore_unknown_fields=True
         )
     except (json_format.ParseError, TypeError, AttributeError) as e:
-        raise MalformedRequest(f"the JSON is not an OTLP logs export request: {e}") from None
+        # The parser quotes the value it rejected, which may be a token: never echo one.
+        detail = SECRET_RE.sub("<redacted>", str(e))
+        raise MalformedRequest(f"the JSON is not an OTLP logs export request: {detail}") from None
 
 
 def _items(parent: Any, camel: str, snake: str) -> list[Any]:
@@ -94,7 +101,7 @@ def _hex_ids_to_base64(record: dict[str, Any]) -> None:
         try:
             raw = bytes.fromhex(value)
         except (ValueError, TypeError):
-            raise MalformedRequest(f"{camel} {value!r} is not hex") from None
+            raise MalformedRequest(f"{camel} is not hex") from None
         if len(raw) != size:
             raise MalformedRequest(f"{camel} must be {size} bytes ({size * 2} hex digits)")
         record[key] = base64.b64encode(raw).decode("ascii")

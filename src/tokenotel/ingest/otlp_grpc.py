@@ -11,23 +11,22 @@ from google.protobuf import any_pb2, duration_pb2
 from google.rpc import code_pb2, error_details_pb2, status_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
-from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
-    ExportLogsServiceRequest,
-    ExportLogsServiceResponse,
-)
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 
 from tokenotel.errors import PermanentError, RequestTooLarge, RetryableError
-from tokenotel.ingest.decode import decode_protobuf
+from tokenotel.ingest.decode import PROTOBUF
 from tokenotel.ingest.result import ExportResult
 
 log = logging.getLogger(__name__)
 
 LOGS_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
-Export = Callable[[ExportLogsServiceRequest], Awaitable[ExportResult]]
+#: The next consumer: takes a request body (decompressed) and its content type.
+Export = Callable[[bytes, str], Awaitable[ExportResult]]
 
 
 class LogsServicer:
-    """Receives raw request bytes so a malformed body is INVALID_ARGUMENT, not INTERNAL."""
+    """Takes raw request bytes: decoding happens downstream, and a malformed body is then
+    INVALID_ARGUMENT rather than gRPC's own INTERNAL."""
 
     def __init__(self, export: Export) -> None:
         self._export = export
@@ -36,7 +35,7 @@ class LogsServicer:
         self, body: bytes, context: grpc.aio.ServicerContext
     ) -> ExportLogsServiceResponse:
         try:
-            result = await self._export(decode_protobuf(body))
+            result = await self._export(body, PROTOBUF)
         except RequestTooLarge as e:  # no RetryInfo: the client must not retry it
             await context.abort(grpc.StatusCode.RESOURCE_EXHAUSTED, str(e))
         except PermanentError as e:

@@ -12,13 +12,13 @@ from google.protobuf.message import Message
 from google.rpc import code_pb2, status_pb2
 
 from tokenotel.errors import PermanentError, RequestTooLarge, RetryableError
-from tokenotel.ingest.decode import JSON, PROTOBUF, decode_json, decode_protobuf, decompress
+from tokenotel.ingest.decode import JSON, PROTOBUF, decompress
 from tokenotel.ingest.otlp_grpc import Export
 
 log = logging.getLogger(__name__)
 
 LOGS_PATH = "/v1/logs"
-_DECODERS = {PROTOBUF: decode_protobuf, JSON: decode_json}
+_CONTENT_TYPES = (PROTOBUF, JSON)
 _STATUS_CODES = {
     400: code_pb2.INVALID_ARGUMENT,
     405: code_pb2.UNIMPLEMENTED,
@@ -40,8 +40,7 @@ def build_app(
                 headers={"Allow": "POST"},
             )
         content_type = request.content_type
-        decoder = _DECODERS.get(content_type)
-        if decoder is None:
+        if content_type not in _CONTENT_TYPES:
             return _error(
                 415,
                 f"Content-Type {content_type!r} is not supported; use {PROTOBUF} or {JSON}",
@@ -50,7 +49,7 @@ def build_app(
         try:
             body = await _read(request, max_request_bytes)
             data = decompress(body, request.headers.get("Content-Encoding", ""), max_request_bytes)
-            result = await export(decoder(data))
+            result = await export(data, content_type)
         except RequestTooLarge as e:
             return _error(413, str(e), content_type)
         except PermanentError as e:

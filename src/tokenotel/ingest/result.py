@@ -19,3 +19,10 @@ class ExportResult:
             response.partial_success.rejected_log_records = self.rejected
             response.partial_success.error_message = self.message
         return response
+
+
+def error_summary(errors: list[str], limit: int = 5) -> str:
+    """The first ``limit`` errors in one message, and how many more there were."""
+    shown = "; ".join(errors[:limit])
+    more = len(errors) - limit
+    return shown + (f"; and {more} more" if more > 0 else "")

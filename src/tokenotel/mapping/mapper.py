@@ -15,13 +15,15 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 
 from tokenotel.mapping.redact import SECRET_RE, redact
 from tokenotel.mapping.values import ZERO_IP, to_epoch_ms, to_ip, to_python, to_string_list, to_text
-from tokenotel.model import EVENT_PREFIX, ROW_COLUMNS, Outcome, default_outcome
+from tokenotel.model import EVENT_PREFIX, KNOWN_EVENTS, ROW_COLUMNS, Outcome, default_outcome
 
 _I = {name: i for i, name in enumerate(ROW_COLUMNS)}
 
 # Shortest secret any pattern of redact.SECRET_RE matches: shorter strings skip the regex.
 _MIN_SECRET_LEN = 15
 _OUTCOMES = frozenset(o.value for o in Outcome)
+_DEFAULT_OUTCOMES = {name: default_outcome(name).value for name in KNOWN_EVENTS}
+_UNKNOWN = Outcome.UNKNOWN.value
 _EMPTY: tuple[()] = ()
 
 # Attribute key -> (column, kind). Kinds: text, int, scopes, time, ip, outcome, secret.
@@ -61,6 +63,13 @@ _RESOURCE_CLAIMED: dict[str, int] = {
     "deployment.environment.name": _I["environment"],
     "deployment.environment": _I["environment"],
 }
+_EVENT_TIME, _OBSERVED_TIME, _EVENT_NAME = _I["event_time"], _I["observed_time"], _I["event_name"]
+_SCOPE_NAME, _SEVERITY_TEXT = _I["scope_name"], _I["severity_text"]
+_SEVERITY_NUMBER, _TRACE_ID, _SPAN_ID = _I["severity_number"], _I["trace_id"], _I["span_id"]
+_BODY, _OUTCOME, _ATTRIBUTES = _I["body"], _I["outcome"], _I["attributes"]
+_FINGERPRINT, _TOKEN_ID, _EVENT_ID = _I["token_fingerprint"], _I["token_id"], _I["event_id"]
+# How many distinct secret-free texts to remember (user agents, routes, paths repeat a lot).
+_CLEAN_CACHE_SIZE = 100_000
 _INT_LIMITS = {_I["http_status"]: 0xFFFF, _I["asn"]: 0xFFFFFFFF}
 
 _TEMPLATE: list[Any] = [""] * len(ROW_COLUMNS)
@@ -92,17 +101,13 @@ class MappedBatch:
     rejected: int = 0
     errors: list[str] = field(default_factory=list)
 
-    def error_message(self, limit: int = 5) -> str:
-        shown = "; ".join(self.errors[:limit])
-        more = len(self.errors) - limit
-        return shown + (f"; and {more} more" if more > 0 else "")
-
 
 class Mapper:
     """Maps OTLP log records to token event rows, replacing every secret by its fingerprint."""
 
     def __init__(self, fingerprint: Callable[[str], str]) -> None:
         self._fingerprint = fingerprint
+        self._clean_texts: set[str] = set()
 
     def map(self, request: ExportLogsServiceRequest, received_ns: int) -> MappedBatch:
         batch = MappedBatch()
@@ -123,14 +128,14 @@ class Mapper:
                         batch.ignored += 1
                         continue
                     row = self._row(record, event_name, received_ns, scope_name, resource_values)
-                    if not row[_I["token_id"]] and not row[_I["token_fingerprint"]]:
+                    if not row[_TOKEN_ID] and not row[_FINGERPRINT]:
                         batch.rejected += 1
                         batch.errors.append(
                             f"log record {index} ({event_name}) has no token identity: "
                             "set token.id or token.value"
                         )
                         continue
-                    row[_I["event_id"]] = _event_id(resource_digest, record.SerializeToString())
+                    row[_EVENT_ID] = _event_id(resource_digest, record.SerializeToString())
                     batch.rows.append(row)
         return batch
 
@@ -150,7 +155,13 @@ class Mapper:
         return values, digest
 
     def _clean(self, text: str) -> str:
-        if len(text) < _MIN_SECRET_LEN or SECRET_RE.search(text) is None:
+        """``text`` with secrets replaced; texts seen clean before skip the regex."""
+        if len(text) < _MIN_SECRET_LEN or text in self._clean_texts:
+            return text
+        if SECRET_RE.search(text) is None:
+            if len(self._clean_texts) >= _CLEAN_CACHE_SIZE:
+                self._clean_texts.clear()
+            self._clean_texts.add(text)
             return text
         return redact(text, self._fingerprint)[0]
 
@@ -162,64 +173,83 @@ class Mapper:
         scope_name: str,
         resource_values: list[tuple[int, Any]],
     ) -> list[Any]:
+        clean = self._clean
         row = _TEMPLATE.copy()
         for column, value in resource_values:
             row[column] = value
         observed = record.observed_time_unix_nano or received_ns
-        row[_I["event_time"]] = record.time_unix_nano or observed
-        row[_I["observed_time"]] = observed
-        row[_I["event_name"]] = event_name
-        row[_I["scope_name"]] = scope_name
-        row[_I["severity_text"]] = record.severity_text
-        row[_I["severity_number"]] = record.severity_number
-        if record.trace_id.strip(b"\0"):
-            row[_I["trace_id"]] = record.trace_id.hex()
-        if record.span_id.strip(b"\0"):
-            row[_I["span_id"]] = record.span_id.hex()
+        row[_EVENT_TIME] = record.time_unix_nano or observed
+        row[_OBSERVED_TIME] = observed
+        row[_EVENT_NAME] = event_name
+        row[_SCOPE_NAME] = scope_name
+        row[_SEVERITY_TEXT] = record.severity_text
+        row[_SEVERITY_NUMBER] = record.severity_number
+        trace_id = record.trace_id
+        if trace_id and trace_id.strip(b"\0"):
+            row[_TRACE_ID] = trace_id.hex()
+        span_id = record.span_id
+        if span_id and span_id.strip(b"\0"):
+            row[_SPAN_ID] = span_id.hex()
         if record.HasField("body"):
-            row[_I["body"]] = self._clean(to_text(to_python(record.body)))
+            row[_BODY] = clean(to_text(to_python(record.body)))
 
         extra: list[tuple[str, str]] = []
         auth_fingerprint: str | None = None
         outcome: str | None = None
+        clean_texts = self._clean_texts
         for kv in record.attributes:
             key = kv.key
-            value = to_python(kv.value)
+            any_value = kv.value
             claimed = _CLAIMED.get(key)
+            if any_value.WhichOneof("value") == "string_value":
+                value: Any = any_value.string_value
+                if claimed is not None and claimed[1] == "text":  # the common case, inlined
+                    short_or_known = len(value) < _MIN_SECRET_LEN or value in clean_texts
+                    row[claimed[0]] = value if short_or_known else clean(value)
+                    continue
+            else:
+                value = to_python(any_value)
             if claimed is None:
                 if key == "event.name":
                     continue
-                text = to_text(value)
-                if len(text) >= _MIN_SECRET_LEN and SECRET_RE.search(text) is not None:
-                    text, found = redact(text, self._fingerprint)
-                    if auth_fingerprint is None and "authorization" in key.lower():
-                        auth_fingerprint = found
+                text = value if type(value) is str else to_text(value)
+                if auth_fingerprint is None and "authorization" in key.lower():
+                    text, auth_fingerprint = redact(text, self._fingerprint)
+                else:
+                    text = clean(text)
                 extra.append((key, text))
                 continue
             column, kind = claimed
             if kind == "text":
-                row[column] = self._clean(to_text(value))
+                row[column] = clean(value if type(value) is str else to_text(value))
             elif kind == "secret":
                 if value:
                     row[column] = self._fingerprint(to_text(value))
             elif kind == "scopes":
-                row[column] = [self._clean(s) for s in to_string_list(value)]
+                scopes = value if type(value) is list else to_string_list(value)
+                row[column] = [
+                    s
+                    if type(s) is str and (len(s) < _MIN_SECRET_LEN or s in clean_texts)
+                    else clean(to_text(s))
+                    for s in scopes
+                    if s is not None and s != ""
+                ]
             elif kind == "ip":
                 packed = to_ip(value)
                 if packed is None:
-                    extra.append((key, self._clean(to_text(value))))
+                    extra.append((key, clean(to_text(value))))
                 else:
                     row[column] = packed
             elif kind == "time":
                 ms = to_epoch_ms(value)
                 if ms is None:
-                    extra.append((key, self._clean(to_text(value))))
+                    extra.append((key, clean(to_text(value))))
                 else:
                     row[column] = ms
             elif kind == "int":
                 number = _to_int(value)
                 if number is None or not 0 <= number <= _INT_LIMITS[column]:
-                    extra.append((key, self._clean(to_text(value))))
+                    extra.append((key, clean(to_text(value))))
                 else:
                     row[column] = number
             else:  # outcome
@@ -227,12 +257,12 @@ class Mapper:
                 if text in _OUTCOMES:
                     outcome = text
                 else:
-                    extra.append((key, self._clean(to_text(value))))
-        row[_I["outcome"]] = outcome or default_outcome(event_name).value
-        if not row[_I["token_fingerprint"]] and auth_fingerprint:
-            row[_I["token_fingerprint"]] = auth_fingerprint
+                    extra.append((key, clean(to_text(value))))
+        row[_OUTCOME] = outcome or _DEFAULT_OUTCOMES.get(event_name, _UNKNOWN)
+        if auth_fingerprint and not row[_FINGERPRINT]:
+            row[_FINGERPRINT] = auth_fingerprint
         if extra:
-            row[_I["attributes"]] = extra
+            row[_ATTRIBUTES] = extra
         return row
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
+import socket
 from datetime import UTC, datetime
 from typing import Any
 
@@ -96,6 +97,10 @@ def to_ip(value: Any) -> bytes | None:
     """An IPv4 or IPv6 address as 16 bytes (IPv4 mapped), or None when it is not an address."""
     if not isinstance(value, str):
         return None
+    try:  # inet_pton is strict and far faster than the ipaddress module
+        return _V4_MAPPED_PREFIX + socket.inet_pton(socket.AF_INET, value)
+    except OSError:
+        pass
     text = value.strip()
     if text.startswith("[") and "]" in text:  # [v6]:port
         text = text[1 : text.index("]")]

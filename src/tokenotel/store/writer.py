@@ -13,14 +13,12 @@ import logging
 from dataclasses import dataclass
 from typing import Any
 
+import pyarrow as pa
+
 from tokenotel.errors import StoreUnavailable
-from tokenotel.model import ROW_COLUMNS
-from tokenotel.store.arrow import rows_to_arrow
 from tokenotel.store.client import EVENTS_TABLE, Store
 
 log = logging.getLogger(__name__)
-
-_EVENT_ID = ROW_COLUMNS.index("event_id")
 
 RECENT_IDS_SQL = f"""
 SELECT event_id FROM {EVENTS_TABLE}
@@ -32,7 +30,7 @@ LIMIT {{limit:UInt64}}
 
 @dataclass
 class _Pending:
-    rows: list[list[Any]]
+    table: pa.Table
     done: asyncio.Future[int]
 
 
@@ -84,18 +82,22 @@ class BatchWriter:
         await self._task
         self._task = None
 
-    async def write(self, rows: list[list[Any]]) -> int:
-        """Returns once ``rows`` are committed (how many were new); raises StoreUnavailable."""
+    async def write(self, table: pa.Table) -> int:
+        """Returns once the rows of ``table`` are committed (how many were new).
+
+        Raises StoreUnavailable when the store cannot take them now.
+        """
+        rows = table.num_rows
         if not rows:
             return 0
-        if self._pending_rows + len(rows) > self._max_pending_rows:
+        if self._pending_rows + rows > self._max_pending_rows:
             raise StoreUnavailable(
                 "the store is falling behind: too many rows waiting to be written",
                 self._retry_after_s,
             )
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._pending.append(_Pending(rows, done))
-        self._pending_rows += len(rows)
+        self._pending.append(_Pending(table, done))
+        self._pending_rows += rows
         self._arrived.set()
         return await done
 
@@ -121,15 +123,17 @@ class BatchWriter:
     async def _flush(self) -> None:
         taken: list[_Pending] = []
         count = 0
-        while self._pending and (not taken or count + len(self._pending[0].rows) <= self._max_rows):
+        while self._pending and (
+            not taken or count + self._pending[0].table.num_rows <= self._max_rows
+        ):
             item = self._pending.pop(0)
             taken.append(item)
-            count += len(item.rows)
+            count += item.table.num_rows
         self._pending_rows -= count
         if not taken:
             return
         try:
-            written = await asyncio.to_thread(self._insert, [p.rows for p in taken])
+            written = await asyncio.to_thread(self._insert, [p.table for p in taken])
         except StoreUnavailable as e:
             e.retry_after_s = self._retry_after_s
             self.stats.failed_inserts += 1
@@ -142,30 +146,30 @@ class BatchWriter:
             if not item.done.done():
                 item.done.set_result(new)
 
-    def _insert(self, groups: list[list[list[Any]]]) -> list[int]:
-        """Runs in a worker thread: dedup, convert, insert; returns new rows per group."""
+    def _insert(self, tables: list[pa.Table]) -> list[int]:
+        """Runs in a worker thread: drop known event ids, insert once; new rows per table."""
         self._prime()
         recent = self._recent
         seen: set[int] = set()
-        rows: list[list[Any]] = []
+        kept: list[pa.Table] = []
         written: list[int] = []
-        for group in groups:
-            new = 0
-            for row in group:
-                event_id = row[_EVENT_ID]
-                if event_id in recent or event_id in seen:
-                    continue
+        for table in tables:
+            mask = []
+            for event_id in table.column("event_id").to_pylist():
+                new = event_id not in recent and event_id not in seen
                 seen.add(event_id)
-                rows.append(row)
-                new += 1
-            written.append(new)
-        dropped = sum(len(g) for g in groups) - len(rows)
-        if rows:
-            self._store.insert_arrow(EVENTS_TABLE, rows_to_arrow(rows))
+                mask.append(new)
+            new_rows = sum(mask)
+            written.append(new_rows)
+            if new_rows:
+                kept.append(table if new_rows == table.num_rows else table.filter(pa.array(mask)))
+        rows = sum(written)
+        if kept:
+            self._store.insert_arrow(EVENTS_TABLE, pa.concat_tables(kept))
         self._remember(seen)
         self.stats.inserts += 1
-        self.stats.rows_written += len(rows)
-        self.stats.duplicates_dropped += dropped
+        self.stats.rows_written += rows
+        self.stats.duplicates_dropped += sum(t.num_rows for t in tables) - rows
         return written
 
     def _prime(self) -> None:

@@ -1,4 +1,4 @@
-"""Token event rows as an Arrow table, the fastest way into ClickHouse (columns, not rows)."""
+"""Mapped rows as Arrow columns: the hand-off from mapping to the store (columns, not rows)."""
 
 from __future__ import annotations
 
@@ -12,7 +12,7 @@ _TEXT = pa.string()
 _TEXT_LIST = pa.list_(pa.string())
 _TEXT_MAP = pa.map_(pa.string(), pa.string())
 
-#: Arrow type of each column the mapper fills, matching the ClickHouse type in the migrations.
+#: Arrow type of each mapped column, matching the ClickHouse type in the migrations.
 ARROW_TYPES: dict[str, pa.DataType] = {name: _TEXT for name in ROW_COLUMNS} | {
     "event_time": pa.timestamp("ns", tz="UTC"),
     "observed_time": pa.timestamp("ns", tz="UTC"),

@@ -1,0 +1,250 @@
+"""Ingest benchmark: OTLP/gRPC requests of 1,000 token events into `tokenotel serve`.
+
+The server runs as its own process with the embedded store; this process is the client. It
+prints sustained events/s, Export latency percentiles and the server's peak RSS; the last line
+is machine-readable: ``events_per_s=<n> p99_ms=<n> peak_rss_mb=<n>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import shutil
+import socket
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import urllib.request
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import grpc
+import psutil
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
+    ExportLogsServiceRequest,
+    ExportLogsServiceResponse,
+)
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+from rich.console import Console
+from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+from rich.table import Table
+
+EXPORT = "/opentelemetry.proto.collector.logs.v1.LogsService/Export"
+EVENTS = ["token.used"] * 14 + ["token.auth_failed", "token.created", "token.refreshed"]
+console = Console(stderr=True)
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def _kv(key: str, value: str | int | list[str]) -> KeyValue:
+    if isinstance(value, list):
+        any_value = AnyValue(
+            array_value=ArrayValue(values=[AnyValue(string_value=v) for v in value])
+        )
+    elif isinstance(value, int):
+        any_value = AnyValue(int_value=value)
+    else:
+        any_value = AnyValue(string_value=value)
+    return KeyValue(key=key, value=any_value)
+
+
+def template(records: int) -> ExportLogsServiceRequest:
+    """One request of realistic token events: ~14 attributes each, a few hundred tokens."""
+    request = ExportLogsServiceRequest()
+    resource_logs = request.resource_logs.add()
+    resource_logs.resource.attributes.extend(
+        [_kv("service.name", "api-gateway"), _kv("deployment.environment.name", "prod")]
+    )
+    scope_logs = resource_logs.scope_logs.add()
+    scope_logs.scope.name = "gateway.auth"
+    for i in range(records):
+        event = EVENTS[i % len(EVENTS)]
+        record = LogRecord(event_name=event, severity_number=9, severity_text="INFO")
+        record.attributes.extend(
+            [
+                _kv("token.id", f"tok_{(i * 7919) % 400:05d}"),
+                _kv("token.type", "pat" if i % 3 else "api_key"),
+                _kv("user.id", f"user{(i * 31) % 150}"),
+                _kv("client.address", f"10.{i % 7}.{(i * 13) % 250}.{(i * 17) % 250}"),
+                _kv("user_agent.original", "octokit.js/21.1.1 Node.js/20"),
+                _kv("http.request.method", "GET"),
+                _kv("http.route", "/repos/{owner}/{repo}"),
+                _kv("url.path", f"/repos/acme/project-{i % 40}"),
+                _kv("http.response.status_code", 401 if event == "token.auth_failed" else 200),
+                _kv("token.scopes", ["repo", "read:org"]),
+                _kv("token.request.id", f"req-{i:08x}"),
+                _kv("token.source", "gateway"),
+                _kv("region", "eu-west-1"),
+            ]
+        )
+        scope_logs.log_records.append(record)
+    return request
+
+
+def watch_rss(pid: int, peak: list[int], stop: threading.Event) -> None:
+    """Peak resident memory of the server and its mapping workers together."""
+    process = psutil.Process(pid)
+    while not stop.is_set():
+        try:
+            tree = [process, *process.children(recursive=True)]
+            peak[0] = max(peak[0], sum(p.memory_info().rss for p in tree))
+        except psutil.Error:
+            return
+        stop.wait(0.05)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--batch", type=int, default=1000)
+    parser.add_argument(
+        "--concurrency",
+        type=int,
+        default=10,
+        help="requests in flight (the collector's exporter sends with 10 consumers by default)",
+    )
+    parser.add_argument("--keep", action="store_true", help="keep the data directory")
+    args = parser.parse_args()
+
+    data_dir = Path(tempfile.mkdtemp(prefix="tokenotel-bench-"))
+    grpc_port, http_port = free_port(), free_port()
+    log_path = data_dir.parent / f"{data_dir.name}.log"
+    server = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tokenotel",
+            "serve",
+            "--data-dir",
+            str(data_dir / "data"),
+            "--grpc-listen",
+            f"127.0.0.1:{grpc_port}",
+            "--http-listen",
+            f"127.0.0.1:{http_port}",
+            "--log-level",
+            "warning",
+        ],
+        stdout=subprocess.DEVNULL,
+        stderr=log_path.open("w"),
+    )
+    try:
+        for _ in range(300):
+            try:
+                with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/readyz", timeout=1):
+                    break
+            except OSError:
+                time.sleep(0.1)
+        else:
+            raise SystemExit(f"server did not become ready; see {log_path}")
+
+        requests = args.events // args.batch
+        base = template(args.batch)
+        base_ns = time.time_ns() - 3_600_000_000_000
+        channel = grpc.insecure_channel(f"127.0.0.1:{grpc_port}")
+        export = channel.unary_unary(
+            EXPORT,
+            request_serializer=None,
+            response_deserializer=ExportLogsServiceResponse.FromString,
+        )
+
+        def payload(n: int) -> bytes:
+            records = base.resource_logs[0].scope_logs[0].log_records
+            start = base_ns + n * args.batch * 1000
+            for i, record in enumerate(records):  # distinct events: distinct times
+                record.time_unix_nano = start + i * 1000
+            return base.SerializeToString()
+
+        with Progress(
+            TextColumn("building requests"), BarColumn(), MofNCompleteColumn(), console=console
+        ) as progress:  # ahead of time: the client's CPU is not
+            task = progress.add_task("build", total=requests)  # what is being measured
+            payloads = []
+            for n in range(requests):
+                payloads.append(payload(n))
+                progress.advance(task)
+        latencies: list[float] = []
+        peak = [0]
+        stop = threading.Event()
+        threading.Thread(target=watch_rss, args=(server.pid, peak, stop), daemon=True).start()
+
+        def send(n: int) -> None:
+            body = payloads[n]
+            t0 = time.perf_counter()
+            response = export(body, timeout=60)
+            latencies.append(time.perf_counter() - t0)
+            if response.HasField("partial_success"):
+                raise SystemExit(f"server rejected records: {response.partial_success}")
+
+        with Progress(
+            TextColumn("exporting"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TimeElapsedColumn(),
+            console=console,
+        ) as progress:
+            task = progress.add_task("export", total=requests)
+            started = time.perf_counter()
+            with ThreadPoolExecutor(args.concurrency) as pool:
+                for future in [pool.submit(send, n) for n in range(requests)]:
+                    future.result()
+                    progress.advance(task)
+            elapsed = time.perf_counter() - started
+        stop.set()
+        channel.close()
+    finally:
+        server.terminate()
+        server.wait(60)
+
+    stored = _count(data_dir / "data")
+    sent = requests * args.batch
+    latencies.sort()
+    p50 = statistics.median(latencies) * 1000
+    p99 = latencies[min(len(latencies) - 1, int(len(latencies) * 0.99))] * 1000
+    events_per_s = sent / elapsed
+    rss_mb = peak[0] / 2**20
+
+    table = Table(title="tokenotel ingest benchmark (OTLP/gRPC, embedded ClickHouse)")
+    for name in ("figure", "value"):
+        table.add_column(name)
+    for name, value in [
+        ("events sent", f"{sent:,}"),
+        ("events stored", f"{stored:,}"),
+        ("records per request", f"{args.batch:,}"),
+        ("requests in flight", str(args.concurrency)),
+        ("elapsed", f"{elapsed:.1f} s"),
+        ("sustained events/s", f"{events_per_s:,.0f}"),
+        ("Export p50", f"{p50:.1f} ms"),
+        ("Export p99", f"{p99:.1f} ms"),
+        ("server peak RSS (with workers)", f"{rss_mb:,.0f} MB"),
+        ("cpu cores", str(os.cpu_count())),
+    ]:
+        table.add_row(name, value)
+    Console().print(table)
+    if not args.keep:
+        shutil.rmtree(data_dir, ignore_errors=True)
+        log_path.unlink(missing_ok=True)
+    if stored != sent:
+        raise SystemExit(f"stored {stored} events but sent {sent}")
+    print(f"events_per_s={events_per_s:.0f} p99_ms={p99:.1f} peak_rss_mb={rss_mb:.0f}")
+
+
+def _count(path: Path) -> int:
+    from tokenotel.store.client import EVENTS_TABLE, Store
+
+    store = Store(path, None)
+    try:
+        return store.query(f"SELECT count() FROM {EVENTS_TABLE}").result_rows[0][0]
+    finally:
+        store.close()
+
+
+if __name__ == "__main__":
+    main()
