@@ -106,6 +106,12 @@ COLUMNS: tuple[Column, ...] = (
     ),
     Column("token_id", "String", "token.id", "Non-secret token id (key id, accessor, PAT id)."),
     Column(
+        "token_key",
+        "String",
+        "(computed)",
+        "The token's identity: token_id, else token_fingerprint. First in the sorting key.",
+    ),
+    Column(
         "token_type",
         "LowCardinality(String)",
         "token.type",
@@ -231,5 +237,8 @@ COLUMNS: tuple[Column, ...] = (
 
 COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
 COLUMN_INDEX: dict[str, int] = {name: i for i, name in enumerate(COLUMN_NAMES)}
-#: Columns a mapped row carries, in order; ``ingested_at`` is set by the store on insert.
-ROW_COLUMNS: tuple[str, ...] = tuple(n for n in COLUMN_NAMES if n != "ingested_at")
+#: Columns ClickHouse computes on insert.
+COMPUTED_COLUMNS = frozenset(c.name for c in COLUMNS if c.source == "(computed)")
+#: Columns a mapped row carries, in order: the event id (a hash of the record, to drop
+#: retried duplicates; stored only in ``recent_event_ids``), then the stored columns.
+ROW_COLUMNS: tuple[str, ...] = ("event_id", *(n for n in COLUMN_NAMES if n not in COMPUTED_COLUMNS))

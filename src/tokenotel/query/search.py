@@ -29,9 +29,9 @@ SELECT
     reason, source, service_name, environment, scope_name,
     trace_id, span_id, severity_text, severity_number, body,
     attributes, resource_attributes
-FROM {EVENTS_TABLE} FINAL
+FROM {EVENTS_TABLE}
 WHERE {{where}}
-ORDER BY event_time, event_id
+ORDER BY event_time, token_key
 LIMIT {{{{limit:UInt64}}}}
 """
 

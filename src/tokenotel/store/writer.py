@@ -20,9 +20,10 @@ from tokenotel.store.client import EVENTS_TABLE, Store
 
 log = logging.getLogger(__name__)
 
+IDS_TABLE = "recent_event_ids"
 RECENT_IDS_SQL = f"""
-SELECT event_id FROM {EVENTS_TABLE}
-WHERE ingested_at >= now64(3) - INTERVAL 1 HOUR
+SELECT event_id FROM {IDS_TABLE}
+WHERE ingested_at >= now() - INTERVAL 1 HOUR
 ORDER BY ingested_at DESC
 LIMIT {{limit:UInt64}}
 """
@@ -165,8 +166,13 @@ class BatchWriter:
                 kept.append(table if new_rows == table.num_rows else table.filter(pa.array(mask)))
         rows = sum(written)
         if kept:
-            self._store.insert_arrow(EVENTS_TABLE, pa.concat_tables(kept))
-        self._remember(seen)
+            batch = pa.concat_tables(kept)
+            self._store.insert_arrow(EVENTS_TABLE, batch.drop_columns(["event_id"]))
+            self._remember(seen)  # committed: from here on a retry of these rows is a duplicate
+            try:
+                self._store.insert_arrow(IDS_TABLE, batch.select(["event_id"]))
+            except StoreUnavailable as e:  # the rows are durable; only restart dedup is weaker
+                log.warning("could not record event ids for deduplication: %s", e)
         self.stats.inserts += 1
         self.stats.rows_written += rows
         self.stats.duplicates_dropped += sum(t.num_rows for t in tables) - rows

@@ -1,14 +1,15 @@
--- 0001: one row per token event. Sorted by token so one token's history is a range read.
+-- 0001: one row per token event. Sorted by token (its id, else its fingerprint), so one
+-- token's history is a range read.
 CREATE TABLE IF NOT EXISTS token_events
 (
     event_time          DateTime64(9, 'UTC') CODEC(Delta(8), ZSTD(1)),
     observed_time       DateTime64(9, 'UTC') CODEC(Delta(8), ZSTD(1)),
-    event_id            UInt64,
     event_name          LowCardinality(String),
     outcome             LowCardinality(String),
     failure_reason      LowCardinality(String),
     token_fingerprint   String CODEC(ZSTD(1)),
     token_id            String CODEC(ZSTD(1)),
+    token_key           String MATERIALIZED if(token_id != '', token_id, token_fingerprint),
     token_type          LowCardinality(String),
     token_name          String CODEC(ZSTD(1)),
     token_hint          String CODEC(ZSTD(1)),
@@ -43,13 +44,23 @@ CREATE TABLE IF NOT EXISTS token_events
     body                String CODEC(ZSTD(1)),
     attributes          Map(LowCardinality(String), String) CODEC(ZSTD(1)),
     resource_attributes Map(LowCardinality(String), String) CODEC(ZSTD(1)),
-    ingested_at         DateTime64(3, 'UTC') DEFAULT now64(3),
+    ingested_at         DateTime64(3, 'UTC') DEFAULT now64(3) CODEC(Delta(8), ZSTD(1)),
     INDEX idx_fingerprint token_fingerprint TYPE bloom_filter(0.001) GRANULARITY 1,
     INDEX idx_principal principal_id TYPE bloom_filter(0.01) GRANULARITY 1,
     INDEX idx_client_ip client_ip TYPE minmax GRANULARITY 4,
-    INDEX idx_trace_id trace_id TYPE bloom_filter(0.001) GRANULARITY 1,
-    INDEX idx_ingested_at ingested_at TYPE minmax GRANULARITY 1
+    INDEX idx_trace_id trace_id TYPE bloom_filter(0.001) GRANULARITY 1
 )
-ENGINE = ReplacingMergeTree
+ENGINE = MergeTree
 PARTITION BY toYYYYMM(event_time)
-ORDER BY (token_id, token_fingerprint, event_time, event_id);
+ORDER BY (token_key, event_time);
+
+-- Ids of the events committed lately, so a request retried after a restart stores nothing
+-- twice. The ingest path also keeps them in memory; this table only outlives the process.
+CREATE TABLE IF NOT EXISTS recent_event_ids
+(
+    event_id    UInt64,
+    ingested_at DateTime('UTC') DEFAULT now()
+)
+ENGINE = MergeTree
+ORDER BY ingested_at
+TTL ingested_at + INTERVAL 1 DAY;
