@@ -93,6 +93,14 @@ COLUMNS: tuple[Column, ...] = (
         "success, failure or unknown.",
     ),
     Column(
+        "token_status",
+        "LowCardinality(String)",
+        "(set at ingest)",
+        "The token's status when the event arrived: active, disabled, revoked, rotated, "
+        "expired, or empty when unknown. A use with revoked or expired is a use after "
+        "revocation or expiry.",
+    ),
+    Column(
         "failure_reason",
         "LowCardinality(String)",
         "token.failure_reason",
@@ -237,8 +245,8 @@ COLUMNS: tuple[Column, ...] = (
 
 COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
 COLUMN_INDEX: dict[str, int] = {name: i for i, name in enumerate(COLUMN_NAMES)}
-#: Columns ClickHouse computes on insert.
-COMPUTED_COLUMNS = frozenset(c.name for c in COLUMNS if c.source == "(computed)")
+#: Columns the mapping does not fill: computed by ClickHouse, or by the writer at insert.
+COMPUTED_COLUMNS = frozenset(c.name for c in COLUMNS if c.source.startswith("("))
 #: Columns a mapped row carries, in order: the event id (a hash of the record, to drop
 #: retried duplicates; stored only in ``recent_event_ids``), then the stored columns.
 ROW_COLUMNS: tuple[str, ...] = ("event_id", *(n for n in COLUMN_NAMES if n not in COMPUTED_COLUMNS))

@@ -11,6 +11,8 @@ from typing import Any, TextIO
 from rich.console import Console
 from rich.table import Table
 
+from tokenotel.lifecycle import DEAD_STATUSES
+
 
 class Format(StrEnum):
     TABLE = "table"
@@ -53,7 +55,17 @@ def _write_table(events: list[dict[str, Any]], out: TextIO) -> None:
         console.print("[yellow]no events match[/yellow]")
         return
     table = Table(show_lines=False, header_style="bold")
-    for name in ("time", "event", "outcome", "token", "principal", "client ip", "scopes", "detail"):
+    table.add_column("time", no_wrap=True)
+    for name in (
+        "event",
+        "outcome",
+        "token status",
+        "token",
+        "principal",
+        "client ip",
+        "scopes",
+        "detail",
+    ):
         table.add_column(name, overflow="fold")
     for e in events:
         outcome_style = {"failure": "red", "success": "green"}.get(e["outcome"], "yellow")
@@ -61,6 +73,7 @@ def _write_table(events: list[dict[str, Any]], out: TextIO) -> None:
             e["time"][:23] + "Z",
             e["event_name"],
             f"[{outcome_style}]{e['outcome']}[/{outcome_style}]",
+            _status(e["token_status"]),
             e["token_id"] or short_fingerprint(e["token_fingerprint"]),
             e["principal_id"],
             e["client_ip"],
@@ -69,3 +82,7 @@ def _write_table(events: list[dict[str, Any]], out: TextIO) -> None:
         )
     console.print(table)
     console.print(f"{len(events)} event{'s' if len(events) != 1 else ''}")
+
+
+def _status(status: str) -> str:
+    return f"[bold red]{status}[/bold red]" if status in DEAD_STATUSES else status

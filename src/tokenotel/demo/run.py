@@ -166,12 +166,12 @@ def _print_summary(summary: Summary, data_dir: Path) -> None:
     console.print(bursts)
 
     revoked = _table(
-        "Used after revocation", "token", "revoked at", "used at", "client IP", "event", "outcome"
+        "Used after revocation", "token", "status", "used at", "client IP", "event", "outcome"
     )
     for row in summary.after_revocation:
         revoked.add_row(
             f"[red]{row['token']}[/red]",
-            row["revoked_at"][:19] + "Z",
+            row["status"],
             row["used_at"][:19] + "Z",
             row["client_ip"],
             row["event_name"],

@@ -18,7 +18,7 @@ SELECT_EVENTS = f"""
 SELECT
     toUnixTimestamp64Nano(event_time) AS time,
     toUnixTimestamp64Nano(observed_time) AS observed_time,
-    event_name, outcome, failure_reason,
+    event_name, outcome, token_status, failure_reason,
     token_id, token_fingerprint, token_type, token_name, token_hint, previous_token_id,
     principal_id, principal_type, actor_id, tenant,
     toString(client_ip) AS client_address, user_agent, country, asn,
@@ -55,8 +55,9 @@ class EventFilter:
         params: dict[str, Any] = {"limit": self.limit}
         if self.tokens:
             conditions.append(
-                "(token_id IN {tokens:Array(String)} "
-                "OR token_fingerprint IN {tokens:Array(String)})"
+                "token_key IN (SELECT arrayJoin({tokens:Array(String)}) UNION ALL "
+                "SELECT token_key FROM token_fingerprints "
+                "WHERE token_fingerprint IN {tokens:Array(String)})"
             )
             params["tokens"] = self.tokens
         if self.principal:

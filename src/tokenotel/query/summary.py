@@ -9,9 +9,6 @@ from tokenotel.mapping.values import ip_to_text
 from tokenotel.query.timeparse import format_ns
 from tokenotel.store.client import EVENTS_TABLE, Store
 
-#: A token's identity in summaries: its id, else its fingerprint.
-TOKEN_KEY = "if(token_id != '', token_id, token_fingerprint)"
-
 EVENTS_BY_TYPE = f"""
 SELECT event_name, outcome, count() AS events
 FROM {EVENTS_TABLE}
@@ -20,7 +17,7 @@ ORDER BY events DESC, event_name, outcome
 """
 
 TOP_TOKENS = f"""
-SELECT {TOKEN_KEY} AS token, any(principal_id) AS principal,
+SELECT token_key AS token, any(principal_id) AS principal,
        countIf(event_name = 'token.used') AS uses,
        countIf(outcome = 'failure') AS failures,
        uniqExact(client_ip) AS client_ips
@@ -39,7 +36,7 @@ SELECT token, toString(client_ip) AS client_ip,
        count() AS failures, max(in_5_minutes) AS peak_5m,
        arrayStringConcat(groupUniqArray(failure_reason), ', ') AS reasons
 FROM (
-    SELECT {TOKEN_KEY} AS token, client_ip, event_time, failure_reason,
+    SELECT token_key AS token, client_ip, event_time, failure_reason,
            count() OVER (PARTITION BY token, client_ip ORDER BY toUnixTimestamp(event_time)
                          RANGE BETWEEN 300 PRECEDING AND CURRENT ROW) AS in_5_minutes
     FROM {EVENTS_TABLE}
@@ -50,28 +47,24 @@ HAVING peak_5m >= {{threshold:UInt32}}
 ORDER BY peak_5m DESC
 """
 
+#: Uses of a token that was revoked, rotated or disabled (marked on the row at ingest).
 USE_AFTER_REVOCATION = f"""
-WITH revoked AS (
-    SELECT {TOKEN_KEY} AS token, min(event_time) AS revoked_at
-    FROM {EVENTS_TABLE} WHERE event_name = 'token.revoked' GROUP BY token
-)
-SELECT e.token AS token, toUnixTimestamp64Nano(r.revoked_at) AS revoked_at,
-       toUnixTimestamp64Nano(e.event_time) AS used_at, toString(e.client_ip) AS client_ip,
-       e.event_name AS event_name, e.outcome AS outcome
-FROM (SELECT {TOKEN_KEY} AS token, event_time, client_ip, event_name, outcome
-      FROM {EVENTS_TABLE} WHERE event_name IN ('token.used', 'token.auth_failed')) AS e
-INNER JOIN revoked AS r ON e.token = r.token
-WHERE e.event_time > r.revoked_at
-ORDER BY used_at
+SELECT token_key AS token, token_status AS status,
+       toUnixTimestamp64Nano(event_time) AS used_at, toString(client_ip) AS client_ip,
+       event_name, outcome
+FROM {EVENTS_TABLE}
+WHERE token_status IN ('revoked', 'rotated', 'disabled')
+  AND event_name IN ('token.used', 'token.auth_failed', 'token.refreshed')
+ORDER BY event_time
 """
 
 USE_AFTER_EXPIRY = f"""
-SELECT {TOKEN_KEY} AS token, toUnixTimestamp64Nano(event_time) AS used_at,
+SELECT token_key AS token, toUnixTimestamp64Nano(event_time) AS used_at,
        toString(client_ip) AS client_ip, event_name, outcome
 FROM {EVENTS_TABLE}
-WHERE event_name IN ('token.used', 'token.auth_failed')
-  AND expires_at IS NOT NULL AND event_time > expires_at
-ORDER BY used_at
+WHERE token_status = 'expired'
+  AND event_name IN ('token.used', 'token.auth_failed', 'token.refreshed')
+ORDER BY event_time
 """
 
 
@@ -98,7 +91,7 @@ def _rows(store: Store, sql: str, params: dict[str, Any] | None = None) -> list[
     result = store.query(sql, params)
     rows = [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
     for row in rows:
-        for key in ("first", "last", "revoked_at", "used_at"):
+        for key in ("first", "last", "used_at"):
             if key in row:
                 row[key] = format_ns(row[key])
         if "client_ip" in row:

@@ -16,11 +16,18 @@ from typing import Any
 import pyarrow as pa
 
 from tokenotel.errors import StoreUnavailable
+from tokenotel.lifecycle import TokenLifecycle
 from tokenotel.store.client import EVENTS_TABLE, Store
 
 log = logging.getLogger(__name__)
 
 IDS_TABLE = "recent_event_ids"
+KNOWN_TOKENS_SQL = """
+SELECT token_key, lifecycle_status, toUnixTimestamp64Nano(lifecycle_at),
+       toUnixTimestamp64Milli(expires_at)
+FROM token_inventory
+WHERE lifecycle_status != '' OR expires_at IS NOT NULL
+"""
 RECENT_IDS_SQL = f"""
 SELECT event_id FROM {IDS_TABLE}
 WHERE ingested_at >= now() - INTERVAL 1 HOUR
@@ -67,6 +74,7 @@ class BatchWriter:
         self._arrived = asyncio.Event()
         self._recent: dict[int, None] = {}
         self._primed = False
+        self.lifecycle = TokenLifecycle()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self.stats = WriterStats()
@@ -167,6 +175,7 @@ class BatchWriter:
         rows = sum(written)
         if kept:
             batch = pa.concat_tables(kept)
+            batch = batch.append_column("token_status", self.lifecycle.annotate(batch))
             self._store.insert_arrow(EVENTS_TABLE, batch.drop_columns(["event_id"]))
             self._remember(seen)  # committed: from here on a retry of these rows is a duplicate
             try:
@@ -179,11 +188,14 @@ class BatchWriter:
         return written
 
     def _prime(self) -> None:
-        """After a restart, remembers the ids committed lately: a retry may be on its way."""
-        if self._primed or self._dedup_window == 0:
+        """Once the store answers: the ids committed lately (a retry may be on its way after
+        a restart) and the lifecycle of every token known."""
+        if self._primed:
             return
-        result = self._store.query(RECENT_IDS_SQL, {"limit": self._dedup_window})
-        self._remember(row[0] for row in result.result_rows)
+        if self._dedup_window:
+            result = self._store.query(RECENT_IDS_SQL, {"limit": self._dedup_window})
+            self._remember(row[0] for row in result.result_rows)
+        self.lifecycle.load(self._store.query(KNOWN_TOKENS_SQL).result_rows)
         self._primed = True
 
     def _remember(self, ids: Any) -> None:

@@ -1,0 +1,269 @@
+-- 0002: the token status of each event, secondary indexes for the questions people ask,
+-- and rollups kept by ClickHouse itself (materialized views): per-minute counts, the token
+-- inventory, first-seen (token, IP) pairs and a fingerprint lookup. Each rollup is filled
+-- from the events already stored (guarded, so a repeated run adds nothing twice).
+
+-- The token's status when the event arrived: active, disabled, revoked, rotated, expired, or
+-- '' when tokenotel has seen no lifecycle event or expiry for it. A use with status revoked
+-- or expired is a use after revocation or expiry.
+ALTER TABLE token_events ADD COLUMN IF NOT EXISTS token_status LowCardinality(String) AFTER outcome;
+
+-- Secondary indexes: only row positions, sorted by the column (a few bytes a row), so a
+-- principal, an IP range or a time window reads its granules instead of the whole table.
+ALTER TABLE token_events ADD PROJECTION IF NOT EXISTS by_principal (SELECT _part_offset ORDER BY principal_id);
+ALTER TABLE token_events ADD PROJECTION IF NOT EXISTS by_client_ip (SELECT _part_offset ORDER BY client_ip);
+ALTER TABLE token_events ADD PROJECTION IF NOT EXISTS by_time (SELECT _part_offset ORDER BY event_time);
+ALTER TABLE token_events MATERIALIZE PROJECTION by_principal SETTINGS mutations_sync = 2;
+ALTER TABLE token_events MATERIALIZE PROJECTION by_client_ip SETTINGS mutations_sync = 2;
+ALTER TABLE token_events MATERIALIZE PROJECTION by_time SETTINGS mutations_sync = 2;
+
+-- Per token and minute: rates and failure series of one token.
+CREATE TABLE IF NOT EXISTS token_minutes
+(
+    token_key  String,
+    minute     DateTime('UTC'),
+    event_name LowCardinality(String),
+    outcome    LowCardinality(String),
+    events     UInt64
+)
+ENGINE = SummingMergeTree
+PARTITION BY toYYYYMM(minute)
+ORDER BY (token_key, minute, event_name, outcome);
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS token_minutes_mv TO token_minutes AS
+SELECT token_key, toStartOfMinute(event_time) AS minute, event_name, outcome, count() AS events
+FROM token_events
+GROUP BY token_key, minute, event_name, outcome;
+
+INSERT INTO token_minutes
+SELECT token_key, toStartOfMinute(event_time) AS minute, event_name, outcome, count() AS events
+FROM token_events
+WHERE (SELECT count() FROM token_minutes) = 0
+GROUP BY token_key, minute, event_name, outcome;
+
+-- Per minute across all tokens: the overview (events by type, outcome, reason, origin).
+CREATE TABLE IF NOT EXISTS event_minutes
+(
+    minute         DateTime('UTC'),
+    event_name     LowCardinality(String),
+    outcome        LowCardinality(String),
+    failure_reason LowCardinality(String),
+    token_status   LowCardinality(String),
+    service_name   LowCardinality(String),
+    environment    LowCardinality(String),
+    source         LowCardinality(String),
+    events         UInt64
+)
+ENGINE = SummingMergeTree
+PARTITION BY toYYYYMM(minute)
+ORDER BY (minute, event_name, outcome, failure_reason, token_status, service_name, environment, source);
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS event_minutes_mv TO event_minutes AS
+SELECT toStartOfMinute(event_time) AS minute, event_name, outcome, failure_reason, token_status,
+       service_name, environment, source, count() AS events
+FROM token_events
+GROUP BY minute, event_name, outcome, failure_reason, token_status, service_name, environment, source;
+
+INSERT INTO event_minutes
+SELECT toStartOfMinute(event_time) AS minute, event_name, outcome, failure_reason, token_status,
+       service_name, environment, source, count() AS events
+FROM token_events
+WHERE (SELECT count() FROM event_minutes) = 0
+GROUP BY minute, event_name, outcome, failure_reason, token_status, service_name, environment, source;
+
+-- Per client IP and minute, with the distinct tokens it presented: sprays and busy clients.
+CREATE TABLE IF NOT EXISTS ip_minutes
+(
+    minute    DateTime('UTC'),
+    outcome   LowCardinality(String),
+    client_ip IPv6,
+    events    SimpleAggregateFunction(sum, UInt64),
+    tokens    AggregateFunction(uniqExact, String)
+)
+ENGINE = AggregatingMergeTree
+PARTITION BY toYYYYMM(minute)
+ORDER BY (minute, outcome, client_ip);
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS ip_minutes_mv TO ip_minutes AS
+SELECT toStartOfMinute(event_time) AS minute, outcome, client_ip, count() AS events,
+       uniqExactState(token_key) AS tokens
+FROM token_events
+GROUP BY minute, outcome, client_ip;
+
+INSERT INTO ip_minutes
+SELECT toStartOfMinute(event_time) AS minute, outcome, client_ip, count() AS events,
+       uniqExactState(token_key) AS tokens
+FROM token_events
+WHERE (SELECT count() FROM ip_minutes) = 0
+GROUP BY minute, outcome, client_ip;
+
+-- The latest state of every token, merged by ClickHouse; read it through the view
+-- token_inventory. Each argMax takes the value of the newest event that carries one (other
+-- events rank at time zero), so a use without scopes does not blank the scopes.
+CREATE TABLE IF NOT EXISTS token_inventory_state
+(
+    token_key         String,
+    token_id          SimpleAggregateFunction(max, String),
+    token_fingerprint AggregateFunction(argMax, String, DateTime64(9, 'UTC')),
+    token_type        AggregateFunction(argMax, String, DateTime64(9, 'UTC')),
+    token_name        AggregateFunction(argMax, String, DateTime64(9, 'UTC')),
+    owner             AggregateFunction(argMax, String, DateTime64(9, 'UTC')),
+    tenant            AggregateFunction(argMax, String, DateTime64(9, 'UTC')),
+    scopes            AggregateFunction(argMax, Array(String), DateTime64(9, 'UTC')),
+    expires_at        AggregateFunction(argMax, Nullable(DateTime64(3, 'UTC')), DateTime64(9, 'UTC')),
+    lifecycle_status  AggregateFunction(argMax, String, DateTime64(9, 'UTC')),
+    lifecycle_at      SimpleAggregateFunction(max, Nullable(DateTime64(9, 'UTC'))),
+    created_at        SimpleAggregateFunction(min, Nullable(DateTime64(9, 'UTC'))),
+    last_used_at      SimpleAggregateFunction(max, Nullable(DateTime64(9, 'UTC'))),
+    last_ip           AggregateFunction(argMax, IPv6, DateTime64(9, 'UTC')),
+    use_count         SimpleAggregateFunction(sum, UInt64),
+    failure_count     SimpleAggregateFunction(sum, UInt64),
+    first_seen        SimpleAggregateFunction(min, DateTime64(9, 'UTC')),
+    last_seen         SimpleAggregateFunction(max, DateTime64(9, 'UTC'))
+)
+ENGINE = AggregatingMergeTree
+ORDER BY token_key;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS token_inventory_mv TO token_inventory_state AS
+WITH toDateTime64(0, 9, 'UTC') AS never,
+     multiIf(event_name IN ('token.created', 'token.enabled'), 'active',
+             event_name = 'token.disabled', 'disabled',
+             event_name = 'token.revoked', 'revoked',
+             event_name = 'token.expired', 'expired', '') AS lifecycle
+SELECT token_key,
+       max(token_id) AS token_id,
+       argMaxState(token_fingerprint, if(token_fingerprint != '', event_time, never)) AS token_fingerprint,
+       argMaxState(toString(token_type), if(token_type != '', event_time, never)) AS token_type,
+       argMaxState(token_name, if(token_name != '', event_time, never)) AS token_name,
+       argMaxState(principal_id, if(principal_id != '', event_time, never)) AS owner,
+       argMaxState(toString(tenant), if(tenant != '', event_time, never)) AS tenant,
+       argMaxState(CAST(scopes, 'Array(String)'), if(notEmpty(scopes), event_time, never)) AS scopes,
+       argMaxState(expires_at, if(expires_at IS NOT NULL, event_time, never)) AS expires_at,
+       argMaxState(lifecycle, if(lifecycle != '', event_time, never)) AS lifecycle_status,
+       max(if(lifecycle != '', event_time, NULL)) AS lifecycle_at,
+       min(if(event_name = 'token.created', event_time, NULL)) AS created_at,
+       max(if(event_name = 'token.used' AND outcome = 'success', event_time, NULL)) AS last_used_at,
+       argMaxState(client_ip, if(event_name = 'token.used', event_time, never)) AS last_ip,
+       countIf(event_name = 'token.used') AS use_count,
+       countIf(outcome = 'failure') AS failure_count,
+       min(event_time) AS first_seen,
+       max(event_time) AS last_seen
+FROM token_events
+GROUP BY token_key;
+
+-- A rotation retires the previous id: its inventory row turns to status rotated.
+CREATE MATERIALIZED VIEW IF NOT EXISTS token_inventory_rotated_mv TO token_inventory_state AS
+SELECT previous_token_id AS token_key,
+       argMaxState('rotated', event_time) AS lifecycle_status,
+       max(event_time) AS lifecycle_at,
+       max(event_time) AS last_seen
+FROM token_events
+WHERE event_name = 'token.rotated' AND previous_token_id != ''
+GROUP BY token_key;
+
+INSERT INTO token_inventory_state (token_key, token_id, token_fingerprint, token_type, token_name,
+    owner, tenant, scopes, expires_at, lifecycle_status, lifecycle_at, created_at, last_used_at, last_ip,
+    use_count, failure_count, first_seen, last_seen)
+WITH toDateTime64(0, 9, 'UTC') AS never,
+     multiIf(event_name IN ('token.created', 'token.enabled'), 'active',
+             event_name = 'token.disabled', 'disabled',
+             event_name = 'token.revoked', 'revoked',
+             event_name = 'token.expired', 'expired', '') AS lifecycle
+SELECT token_key,
+       max(token_id),
+       argMaxState(token_fingerprint, if(token_fingerprint != '', event_time, never)),
+       argMaxState(toString(token_type), if(token_type != '', event_time, never)),
+       argMaxState(token_name, if(token_name != '', event_time, never)),
+       argMaxState(principal_id, if(principal_id != '', event_time, never)),
+       argMaxState(toString(tenant), if(tenant != '', event_time, never)),
+       argMaxState(CAST(scopes, 'Array(String)'), if(notEmpty(scopes), event_time, never)),
+       argMaxState(expires_at, if(expires_at IS NOT NULL, event_time, never)),
+       argMaxState(lifecycle, if(lifecycle != '', event_time, never)),
+       max(if(lifecycle != '', event_time, NULL)),
+       min(if(event_name = 'token.created', event_time, NULL)),
+       max(if(event_name = 'token.used' AND outcome = 'success', event_time, NULL)),
+       argMaxState(client_ip, if(event_name = 'token.used', event_time, never)),
+       countIf(event_name = 'token.used'),
+       countIf(outcome = 'failure'),
+       min(event_time),
+       max(event_time)
+FROM token_events
+WHERE (SELECT count() FROM token_inventory_state) = 0
+GROUP BY token_key;
+
+INSERT INTO token_inventory_state (token_key, lifecycle_status, lifecycle_at, last_seen)
+SELECT previous_token_id, argMaxState('rotated', event_time), max(event_time), max(event_time)
+FROM token_events
+WHERE event_name = 'token.rotated' AND previous_token_id != ''
+  AND (SELECT countIf(finalizeAggregation(lifecycle_status) = 'rotated') FROM token_inventory_state) = 0
+GROUP BY previous_token_id;
+
+-- What people read: one row per token, with the status as of now (expiry applied).
+CREATE VIEW IF NOT EXISTS token_inventory AS
+SELECT token_key,
+       max(token_id) AS token_id,
+       argMaxMerge(token_fingerprint) AS token_fingerprint,
+       argMaxMerge(token_type) AS token_type,
+       argMaxMerge(token_name) AS token_name,
+       argMaxMerge(owner) AS owner,
+       argMaxMerge(tenant) AS tenant,
+       argMaxMerge(scopes) AS scopes,
+       argMaxMerge(expires_at) AS expires_at,
+       argMaxMerge(lifecycle_status) AS lifecycle_status,
+       max(lifecycle_at) AS lifecycle_at,
+       multiIf(lifecycle_status IN ('revoked', 'disabled', 'rotated'), lifecycle_status,
+               lifecycle_status = 'expired' OR expires_at <= now64(3), 'expired',
+               'active') AS status,
+       min(created_at) AS created_at,
+       max(last_used_at) AS last_used_at,
+       argMaxMerge(last_ip) AS last_ip,
+       sum(use_count) AS use_count,
+       sum(failure_count) AS failure_count,
+       min(first_seen) AS first_seen,
+       max(last_seen) AS last_seen
+FROM token_inventory_state
+GROUP BY token_key;
+
+-- First time each token was seen from each address: new-IP detection.
+CREATE TABLE IF NOT EXISTS token_ip_first_seen
+(
+    token_key  String,
+    client_ip  IPv6,
+    first_seen SimpleAggregateFunction(min, DateTime64(9, 'UTC')),
+    last_seen  SimpleAggregateFunction(max, DateTime64(9, 'UTC')),
+    events     SimpleAggregateFunction(sum, UInt64)
+)
+ENGINE = AggregatingMergeTree
+ORDER BY (token_key, client_ip);
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS token_ip_first_seen_mv TO token_ip_first_seen AS
+SELECT token_key, client_ip, min(event_time) AS first_seen, max(event_time) AS last_seen,
+       count() AS events
+FROM token_events
+WHERE client_ip != toIPv6('::')
+GROUP BY token_key, client_ip;
+
+INSERT INTO token_ip_first_seen
+SELECT token_key, client_ip, min(event_time), max(event_time), count()
+FROM token_events
+WHERE client_ip != toIPv6('::') AND (SELECT count() FROM token_ip_first_seen) = 0
+GROUP BY token_key, client_ip;
+
+-- Fingerprint -> token key, so a search by fingerprint is a key lookup.
+CREATE TABLE IF NOT EXISTS token_fingerprints
+(
+    token_fingerprint String,
+    token_key         String
+)
+ENGINE = ReplacingMergeTree
+ORDER BY (token_fingerprint, token_key);
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS token_fingerprints_mv TO token_fingerprints AS
+SELECT DISTINCT token_fingerprint, token_key
+FROM token_events
+WHERE token_fingerprint != '';
+
+INSERT INTO token_fingerprints
+SELECT DISTINCT token_fingerprint, token_key
+FROM token_events
+WHERE token_fingerprint != '' AND (SELECT count() FROM token_fingerprints) = 0;
