@@ -81,7 +81,7 @@ def _open_store(settings: Settings) -> Store:
             f"no tokenotel data in {settings.data_dir}: run `tokenotel serve --data-dir "
             f"{settings.data_dir}` first, or point --data-dir at its data directory"
         )
-    store = Store(settings.data_dir, settings.server, settings.database)
+    store = Store.from_settings(settings)
     try:
         store.connect()
     except TokenotelError as e:

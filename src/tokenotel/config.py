@@ -17,6 +17,7 @@ from pydantic_settings import (
 )
 
 from tokenotel.errors import PermanentError
+from tokenotel.store.retention import DEFAULT_RETENTION_DAYS
 
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
 
@@ -97,6 +98,7 @@ class Settings(BaseSettings):
     dedup_window: int = Field(1_000_000, ge=0)
     mapping_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=0)
     retry_after_s: float = Field(1.0, gt=0)
+    retention_days: int = Field(DEFAULT_RETENTION_DAYS, ge=1)
     log_level: Literal["debug", "info", "warning", "error"] = "info"
 
     @property

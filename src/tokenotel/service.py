@@ -37,7 +37,7 @@ class Service:
         self.settings = settings
         self.fingerprint = load_key(settings.fingerprint_key_file, settings.data_dir)
         self.mapping = MappingPool(self.fingerprint, settings.mapping_workers)
-        self.store = store or Store(settings.data_dir, settings.server, settings.database)
+        self.store = store or Store.from_settings(settings)
         self.writer = BatchWriter(
             self.store,
             max_rows=settings.batch_max_rows,

@@ -12,9 +12,10 @@ import pyarrow as pa
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.query import QueryResult
 
-from tokenotel.config import ClickHouseServer
+from tokenotel.config import ClickHouseServer, Settings
 from tokenotel.errors import PermanentError, StoreUnavailable
 from tokenotel.store.migrate import migrate
+from tokenotel.store.retention import DEFAULT_RETENTION_DAYS, apply_retention
 
 log = logging.getLogger(__name__)
 
@@ -37,14 +38,23 @@ class Store:
     """
 
     def __init__(
-        self, data_dir: Path, server: ClickHouseServer | None, database: str = "tokenotel"
+        self,
+        data_dir: Path,
+        server: ClickHouseServer | None,
+        database: str = "tokenotel",
+        retention_days: int = DEFAULT_RETENTION_DAYS,
     ) -> None:
+        self._retention_days = retention_days
         self._data_dir = data_dir
         self._server = server
         self.database = server.database if server else database
         self._client: Client | None = None
         self._lock = threading.Lock()
         self.last_error: str | None = None
+
+    @classmethod
+    def from_settings(cls, settings: Settings) -> Store:
+        return cls(settings.data_dir, settings.server, settings.database, settings.retention_days)
 
     @property
     def target(self) -> str:
@@ -89,6 +99,7 @@ class Store:
                 client = clickhouse_connect.get_client(database=self.database, **common)
                 bootstrap.close()
             migrate(client)
+            apply_retention(client, self._retention_days)
         except Exception as e:
             message = str(e)
             if _LOCKED_HINT in message or "already initialized with path" in message:

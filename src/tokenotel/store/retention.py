@@ -1,0 +1,52 @@
+"""Retention: how long events and rollups are kept, as TTLs that drop whole parts.
+
+PCI DSS 10.5.1 asks for 12 months of audit history with the last 3 immediately available;
+the default of 400 days keeps all of it in the same (fast) tables.
+"""
+
+from __future__ import annotations
+
+import logging
+
+from clickhouse_connect.driver.client import Client
+
+log = logging.getLogger(__name__)
+
+DEFAULT_RETENTION_DAYS = 400
+
+#: Table -> the DateTime expression its TTL counts from. The inventory, first-seen pairs
+#: and fingerprint lookup are kept for good: they are one row per token (or token and IP).
+RETAINED = {
+    "token_events": "toDateTime(event_time)",
+    "token_minutes": "minute",
+    "event_minutes": "minute",
+    "ip_minutes": "minute",
+}
+
+ENGINE_SQL = """
+SELECT name, engine_full FROM system.tables
+WHERE database = currentDatabase() AND name IN {tables:Array(String)}
+"""
+
+
+def apply_retention(client: Client, days: int) -> list[str]:
+    """Sets the TTL of every retained table to ``days`` where it differs; returns those changed.
+
+    Existing parts are not rewritten (materialize_ttl_after_modify = 0): with
+    ttl_only_drop_parts, whole monthly partitions are dropped once all their rows expire.
+    """
+    engines = dict(client.query(ENGINE_SQL, parameters={"tables": list(RETAINED)}).result_rows)
+    changed = []
+    for table, expression in RETAINED.items():
+        engine = engines.get(table, "")
+        if f"toIntervalDay({days})" in engine and "ttl_only_drop_parts = 1" in engine:
+            continue
+        client.command(
+            f"ALTER TABLE {table} MODIFY TTL {expression} + INTERVAL {days} DAY",
+            settings={"materialize_ttl_after_modify": 0},
+        )
+        client.command(f"ALTER TABLE {table} MODIFY SETTING ttl_only_drop_parts = 1")
+        changed.append(table)
+    if changed:
+        log.info("retention set to %d days on %s", days, ", ".join(changed))
+    return changed
