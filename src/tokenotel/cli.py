@@ -22,7 +22,7 @@ from tokenotel.output import Format, write_events
 from tokenotel.query.search import EventFilter, search
 from tokenotel.query.timeparse import parse_time
 from tokenotel.store.client import Store
-from tokenotel.store.migrate import migrate as apply_migrations
+from tokenotel.store.cluster import apply_cluster, cluster_statements
 
 app = typer.Typer(
     name="tokenotel",
@@ -75,8 +75,8 @@ def _logging(level: str) -> None:
     )
 
 
-def _open_store(settings: Settings) -> Store:
-    if settings.server is None and not settings.data_dir.is_dir():
+def _open_store(settings: Settings, must_exist: bool = True) -> Store:
+    if must_exist and settings.server is None and not settings.data_dir.is_dir():
         _fail(
             f"no tokenotel data in {settings.data_dir}: run `tokenotel serve --data-dir "
             f"{settings.data_dir}` first, or point --data-dir at its data directory"
@@ -241,19 +241,45 @@ def migrate(
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
     clickhouse_url: UrlOpt = None,
+    cluster: Annotated[
+        str | None,
+        typer.Option(
+            help="Create the schema ON CLUSTER with Replicated and Distributed tables. "
+            "[env: TOKENOTEL_CLUSTER]"
+        ),
+    ] = None,
+    print_only: Annotated[
+        bool, typer.Option("--print", help="With --cluster: print the DDL instead of running it.")
+    ] = False,
 ) -> None:
-    """Create or upgrade the schema (also done by serve at start)."""
-    settings = _settings(config, data_dir=data_dir, clickhouse_url=clickhouse_url)
+    """Create or upgrade the schema (serve also does it at start, except in cluster mode)."""
+    settings = _settings(config, data_dir=data_dir, clickhouse_url=clickhouse_url, cluster=cluster)
     _logging("warning")
-    store = _open_store(settings)
-    try:
-        ran = apply_migrations(store.connect())
-    finally:
-        store.close()
-    if ran:
-        for m in ran:
-            typer.echo(f"applied {m.version:04d}_{m.name}")
+    if settings.cluster is not None:
+        _migrate_cluster(settings, print_only)
+        return
+    if print_only:
+        _fail("--print goes with --cluster")
+    store = _open_store(settings, must_exist=False)
+    store.close()
+    for m in store.applied_migrations:
+        typer.echo(f"applied {m.version:04d}_{m.name}")
     typer.echo(f"schema up to date in {store.target}")
+
+
+def _migrate_cluster(settings: Settings, print_only: bool) -> None:
+    assert settings.cluster is not None
+    statements = cluster_statements(settings.cluster, settings.database, settings.retention_days)
+    if print_only:
+        typer.echo(";\n\n".join(statements) + ";")
+        return
+    if settings.server is None:
+        _fail("cluster mode needs a ClickHouse server: set --clickhouse-url (or use --print)")
+    try:
+        ran = apply_cluster(settings.server, settings.cluster, statements)
+    except TokenotelError as e:
+        _fail(str(e), code=1)
+    typer.echo(f"ran {ran} statements on cluster {settings.cluster} ({settings.server!r})")
 
 
 @app.command()

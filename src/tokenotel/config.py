@@ -90,6 +90,7 @@ class Settings(BaseSettings):
     data_dir: Path = Path("tokenotel-data")
     clickhouse_url: ClickHouseUrl | None = None
     database: Identifier = "tokenotel"
+    cluster: Identifier | None = None
     fingerprint_key_file: Path | None = None
     max_request_bytes: int = Field(64 * 1024 * 1024, gt=0)
     batch_max_rows: int = Field(100_000, gt=0)

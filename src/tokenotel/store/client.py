@@ -14,7 +14,7 @@ from clickhouse_connect.driver.query import QueryResult
 
 from tokenotel.config import ClickHouseServer, Settings
 from tokenotel.errors import PermanentError, StoreUnavailable
-from tokenotel.store.migrate import migrate
+from tokenotel.store.migrate import Migration, applied_versions, available, migrate
 from tokenotel.store.retention import DEFAULT_RETENTION_DAYS, apply_retention
 
 log = logging.getLogger(__name__)
@@ -43,18 +43,27 @@ class Store:
         server: ClickHouseServer | None,
         database: str = "tokenotel",
         retention_days: int = DEFAULT_RETENTION_DAYS,
+        cluster: str | None = None,
     ) -> None:
         self._retention_days = retention_days
+        self.cluster = cluster
         self._data_dir = data_dir
         self._server = server
         self.database = server.database if server else database
         self._client: Client | None = None
         self._lock = threading.Lock()
         self.last_error: str | None = None
+        self.applied_migrations: list[Migration] = []
 
     @classmethod
     def from_settings(cls, settings: Settings) -> Store:
-        return cls(settings.data_dir, settings.server, settings.database, settings.retention_days)
+        return cls(
+            settings.data_dir,
+            settings.server,
+            settings.database,
+            settings.retention_days,
+            settings.cluster,
+        )
 
     @property
     def target(self) -> str:
@@ -98,8 +107,13 @@ class Store:
                 bootstrap.command(f"CREATE DATABASE IF NOT EXISTS {self.database}")
                 client = clickhouse_connect.get_client(database=self.database, **common)
                 bootstrap.close()
-            migrate(client)
-            apply_retention(client, self._retention_days)
+            if self.cluster is None:
+                self.applied_migrations = migrate(client)
+                apply_retention(client, self._retention_days)
+            else:
+                _check_cluster_schema(client, self.cluster)
+        except PermanentError:
+            raise
         except Exception as e:
             message = str(e)
             if _LOCKED_HINT in message or "already initialized with path" in message:
@@ -152,3 +166,17 @@ class Store:
 
 def _first_line(message: str) -> str:
     return message.strip().splitlines()[0] if message.strip() else "unknown error"
+
+
+def _check_cluster_schema(client: Client, cluster: str) -> None:
+    """In cluster mode the service never changes the schema: it must be up to date already."""
+    missing = [m for m in available() if m.version not in applied_versions(client)]
+    if missing:
+        raise SchemaOutdated(
+            f"the schema on cluster {cluster} lacks migration {missing[0].version:04d}_"
+            f"{missing[0].name}: run `tokenotel migrate --cluster {cluster}` first"
+        )
+
+
+class SchemaOutdated(PermanentError):
+    """Cluster mode found migrations not yet applied."""

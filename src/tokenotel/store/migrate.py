@@ -48,8 +48,11 @@ def available() -> list[Migration]:
     return sorted(found, key=lambda m: m.version)
 
 
-def applied(client: Client) -> set[int]:
-    client.command(CREATE_MIGRATIONS_TABLE)
+def applied_versions(client: Client) -> set[int]:
+    """Versions recorded as applied (none when the migrations table does not exist yet)."""
+    exists = client.command(f"EXISTS TABLE {MIGRATIONS_TABLE}")
+    if not int(exists):
+        return set()
     return {row[0] for row in client.query(f"SELECT version FROM {MIGRATIONS_TABLE}").result_rows}
 
 
@@ -58,7 +61,8 @@ def migrate(client: Client) -> list[Migration]:
 
     Each statement is idempotent (IF NOT EXISTS), so a run interrupted half way is safe to repeat.
     """
-    done = applied(client)
+    client.command(CREATE_MIGRATIONS_TABLE)
+    done = applied_versions(client)
     ran = []
     for migration in available():
         if migration.version in done:
