@@ -8,6 +8,7 @@ from pathlib import Path
 from typing import Annotated, Any, Literal
 from urllib.parse import unquote, urlsplit
 
+import yaml
 from pydantic import AfterValidator, Field, ValidationError
 from pydantic_settings import (
     BaseSettings,
@@ -114,8 +115,8 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
 
     Raises ConfigError with one sentence naming the first bad setting.
     """
-    if config_file is not None and not config_file.is_file():
-        raise ConfigError(f"configuration file {config_file} does not exist")
+    if config_file is not None:
+        _check_file(config_file)
 
     class _FromFile(Settings):
         @classmethod
@@ -137,6 +138,27 @@ def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings
         return _FromFile(**given)
     except ValidationError as e:
         raise ConfigError(_describe(e)) from None
+
+
+def _check_file(config_file: Path) -> None:
+    """The file exists and is a YAML mapping; its values are validated with the rest."""
+    if not config_file.is_file():
+        raise ConfigError(f"configuration file {config_file} does not exist")
+    try:
+        document = yaml.safe_load(config_file.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(f"cannot read configuration file {config_file}: {e}") from None
+    except yaml.YAMLError as e:
+        mark = getattr(e, "problem_mark", None)
+        where = f" at line {mark.line + 1}" if mark is not None else ""
+        problem = getattr(e, "problem", None) or "syntax error"
+        raise ConfigError(
+            f"configuration file {config_file} is not valid YAML{where}: {problem}"
+        ) from None
+    if document is not None and not isinstance(document, dict):
+        raise ConfigError(
+            f"configuration file {config_file} must be a mapping of setting names to values"
+        )
 
 
 def _describe(error: ValidationError) -> str:

@@ -69,9 +69,15 @@ COLUMNS: tuple[Column, ...] = (
         "When the event happened (UTC, ns).",
     ),
     Column(
+        "observed_delay_ns",
+        "Int64",
+        "observed_time_unix_nano - event time",
+        "How long after the event it was observed (ns); read observed_time instead.",
+    ),
+    Column(
         "observed_time",
         "DateTime64(9, 'UTC')",
-        "observed_time_unix_nano",
+        "(alias: event_time + observed_delay_ns)",
         "When the event was observed by the pipeline.",
     ),
     Column(

@@ -20,6 +20,7 @@ from tokenotel.ingest.result import ExportResult
 log = logging.getLogger(__name__)
 
 LOGS_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
+RETRY_INFO_TRAILER = "google.rpc.retryinfo-bin"
 #: The next consumer: takes a request body (decompressed) and its content type.
 Export = Callable[[bytes, str], Awaitable[ExportResult]]
 
@@ -41,16 +42,23 @@ class LogsServicer:
         except PermanentError as e:
             await context.abort(grpc.StatusCode.INVALID_ARGUMENT, str(e))
         except RetryableError as e:
-            await context.abort_with_status(rpc_status.to_status(_unavailable(e)))
+            await _abort_unavailable(context, e)
         return result.response()
 
 
-def _unavailable(error: RetryableError) -> status_pb2.Status:
+async def _abort_unavailable(context: grpc.aio.ServicerContext, error: RetryableError) -> None:
+    """UNAVAILABLE with RetryInfo twice: in the status details (read by the collector) and as
+    its own ``google.rpc.retryinfo-bin`` trailer (the only place the Python SDK looks)."""
     delay = duration_pb2.Duration()
     delay.FromNanoseconds(int(error.retry_after_s * 1e9))
+    retry_info = error_details_pb2.RetryInfo(retry_delay=delay)
     detail = any_pb2.Any()
-    detail.Pack(error_details_pb2.RetryInfo(retry_delay=delay))
-    return status_pb2.Status(code=code_pb2.UNAVAILABLE, message=str(error), details=[detail])
+    detail.Pack(retry_info)
+    status = rpc_status.to_status(
+        status_pb2.Status(code=code_pb2.UNAVAILABLE, message=str(error), details=[detail])
+    )
+    trailers = (*status.trailing_metadata, (RETRY_INFO_TRAILER, retry_info.SerializeToString()))
+    await context.abort(status.code, status.details, trailing_metadata=trailers)
 
 
 def build_server(

@@ -15,7 +15,7 @@ _TEXT_MAP = pa.map_(pa.string(), pa.string())
 #: Arrow type of each mapped column, matching the ClickHouse type in the migrations.
 ARROW_TYPES: dict[str, pa.DataType] = {name: _TEXT for name in ROW_COLUMNS} | {
     "event_time": pa.timestamp("ns", tz="UTC"),
-    "observed_time": pa.timestamp("ns", tz="UTC"),
+    "observed_delay_ns": pa.int64(),
     "event_id": pa.uint64(),
     "client_ip": pa.binary(16),
     "asn": pa.uint32(),

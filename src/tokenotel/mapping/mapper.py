@@ -63,7 +63,8 @@ _RESOURCE_CLAIMED: dict[str, int] = {
     "deployment.environment.name": _I["environment"],
     "deployment.environment": _I["environment"],
 }
-_EVENT_TIME, _OBSERVED_TIME, _EVENT_NAME = _I["event_time"], _I["observed_time"], _I["event_name"]
+_EVENT_TIME, _OBSERVED_DELAY = _I["event_time"], _I["observed_delay_ns"]
+_EVENT_NAME = _I["event_name"]
 _SCOPE_NAME, _SEVERITY_TEXT = _I["scope_name"], _I["severity_text"]
 _SEVERITY_NUMBER, _TRACE_ID, _SPAN_ID = _I["severity_number"], _I["trace_id"], _I["span_id"]
 _BODY, _OUTCOME, _ATTRIBUTES = _I["body"], _I["outcome"], _I["attributes"]
@@ -75,7 +76,7 @@ _INT_LIMITS = {_I["http_status"]: 0xFFFF, _I["asn"]: 0xFFFFFFFF}
 _TEMPLATE: list[Any] = [""] * len(ROW_COLUMNS)
 for _name, _default in {
     "event_time": 0,
-    "observed_time": 0,
+    "observed_delay_ns": 0,
     "event_id": 0,
     "client_ip": ZERO_IP,
     "asn": 0,
@@ -178,8 +179,9 @@ class Mapper:
         for column, value in resource_values:
             row[column] = value
         observed = record.observed_time_unix_nano or received_ns
-        row[_EVENT_TIME] = record.time_unix_nano or observed
-        row[_OBSERVED_TIME] = observed
+        event_time = record.time_unix_nano or observed
+        row[_EVENT_TIME] = event_time
+        row[_OBSERVED_DELAY] = observed - event_time
         row[_EVENT_NAME] = event_name
         row[_SCOPE_NAME] = scope_name
         row[_SEVERITY_TEXT] = record.severity_text

@@ -56,7 +56,7 @@ class EventFilter:
         if self.tokens:
             conditions.append(
                 "token_key IN (SELECT arrayJoin({tokens:Array(String)}) UNION ALL "
-                "SELECT token_key FROM token_fingerprints "
+                "SELECT DISTINCT token_key FROM token_events "
                 "WHERE token_fingerprint IN {tokens:Array(String)})"
             )
             params["tokens"] = self.tokens

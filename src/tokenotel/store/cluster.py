@@ -29,7 +29,6 @@ SHARD_KEYS = {
     "token_minutes": "cityHash64(token_key)",
     "token_inventory_state": "cityHash64(token_key)",
     "token_ip_first_seen": "cityHash64(token_key)",
-    "token_fingerprints": "cityHash64(token_key)",
 }
 ZOOKEEPER_PATH = "/clickhouse/tables/{{shard}}/{database}/{table}"
 

@@ -1,7 +1,8 @@
 -- 0002: the token status of each event, secondary indexes for the questions people ask,
 -- and rollups kept by ClickHouse itself (materialized views): per-minute counts, the token
--- inventory, first-seen (token, IP) pairs and a fingerprint lookup. Each rollup is filled
--- from the events already stored (guarded, so a repeated run adds nothing twice).
+-- inventory and first-seen (token, IP) pairs. Each rollup is filled from the events already
+-- stored (guarded, so a repeated run adds nothing twice). A search by fingerprint finds the
+-- token key through the bloom filter index of 0001.
 
 -- The token's status when the event arrived: active, disabled, revoked, rotated, expired, or
 -- '' when tokenotel has seen no lifecycle event or expiry for it. A use with status revoked
@@ -9,22 +10,21 @@
 ALTER TABLE token_events ADD COLUMN IF NOT EXISTS token_status LowCardinality(String) AFTER outcome;
 
 -- Secondary indexes: only row positions, sorted by the column (a few bytes a row), so a
--- principal, an IP range or a time window reads its granules instead of the whole table.
+-- principal or an IP range reads its granules instead of the whole table. (A time window
+-- needs none: partitions are daily.)
 ALTER TABLE token_events ADD PROJECTION IF NOT EXISTS by_principal (SELECT _part_offset ORDER BY principal_id);
 ALTER TABLE token_events ADD PROJECTION IF NOT EXISTS by_client_ip (SELECT _part_offset ORDER BY client_ip);
-ALTER TABLE token_events ADD PROJECTION IF NOT EXISTS by_time (SELECT _part_offset ORDER BY event_time);
 ALTER TABLE token_events MATERIALIZE PROJECTION by_principal SETTINGS mutations_sync = 2;
 ALTER TABLE token_events MATERIALIZE PROJECTION by_client_ip SETTINGS mutations_sync = 2;
-ALTER TABLE token_events MATERIALIZE PROJECTION by_time SETTINGS mutations_sync = 2;
 
 -- Per token and minute: rates and failure series of one token.
 CREATE TABLE IF NOT EXISTS token_minutes
 (
     token_key  String,
-    minute     DateTime('UTC'),
+    minute     DateTime('UTC') CODEC(Delta(4), ZSTD(1)),
     event_name LowCardinality(String),
     outcome    LowCardinality(String),
-    events     UInt64
+    events     UInt64 CODEC(T64, ZSTD(1))
 )
 ENGINE = SummingMergeTree
 PARTITION BY toYYYYMM(minute)
@@ -72,13 +72,14 @@ WHERE (SELECT count() FROM event_minutes) = 0
 GROUP BY minute, event_name, outcome, failure_reason, token_status, service_name, environment, source;
 
 -- Per client IP and minute, with the distinct tokens it presented: sprays and busy clients.
+-- uniq is exact up to tens of thousands of tokens, far above any spray threshold.
 CREATE TABLE IF NOT EXISTS ip_minutes
 (
     minute    DateTime('UTC'),
     outcome   LowCardinality(String),
     client_ip IPv6,
     events    SimpleAggregateFunction(sum, UInt64),
-    tokens    AggregateFunction(uniqExact, String)
+    tokens    AggregateFunction(uniq, String)
 )
 ENGINE = AggregatingMergeTree
 PARTITION BY toYYYYMM(minute)
@@ -86,13 +87,13 @@ ORDER BY (minute, outcome, client_ip);
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS ip_minutes_mv TO ip_minutes AS
 SELECT toStartOfMinute(event_time) AS minute, outcome, client_ip, count() AS events,
-       uniqExactState(token_key) AS tokens
+       uniqState(token_key) AS tokens
 FROM token_events
 GROUP BY minute, outcome, client_ip;
 
 INSERT INTO ip_minutes
 SELECT toStartOfMinute(event_time) AS minute, outcome, client_ip, count() AS events,
-       uniqExactState(token_key) AS tokens
+       uniqState(token_key) AS tokens
 FROM token_events
 WHERE (SELECT count() FROM ip_minutes) = 0
 GROUP BY minute, outcome, client_ip;
@@ -104,7 +105,6 @@ CREATE TABLE IF NOT EXISTS token_inventory_state
 (
     token_key         String,
     token_id          SimpleAggregateFunction(max, String),
-    token_fingerprint AggregateFunction(argMax, String, DateTime64(9, 'UTC')),
     token_type        AggregateFunction(argMax, String, DateTime64(9, 'UTC')),
     token_name        AggregateFunction(argMax, String, DateTime64(9, 'UTC')),
     owner             AggregateFunction(argMax, String, DateTime64(9, 'UTC')),
@@ -132,7 +132,6 @@ WITH toDateTime64(0, 9, 'UTC') AS never,
              event_name = 'token.expired', 'expired', '') AS lifecycle
 SELECT token_key,
        max(token_id) AS token_id,
-       argMaxState(token_fingerprint, if(token_fingerprint != '', event_time, never)) AS token_fingerprint,
        argMaxState(toString(token_type), if(token_type != '', event_time, never)) AS token_type,
        argMaxState(token_name, if(token_name != '', event_time, never)) AS token_name,
        argMaxState(principal_id, if(principal_id != '', event_time, never)) AS owner,
@@ -161,7 +160,7 @@ FROM token_events
 WHERE event_name = 'token.rotated' AND previous_token_id != ''
 GROUP BY token_key;
 
-INSERT INTO token_inventory_state (token_key, token_id, token_fingerprint, token_type, token_name,
+INSERT INTO token_inventory_state (token_key, token_id, token_type, token_name,
     owner, tenant, scopes, expires_at, lifecycle_status, lifecycle_at, created_at, last_used_at, last_ip,
     use_count, failure_count, first_seen, last_seen)
 WITH toDateTime64(0, 9, 'UTC') AS never,
@@ -171,7 +170,6 @@ WITH toDateTime64(0, 9, 'UTC') AS never,
              event_name = 'token.expired', 'expired', '') AS lifecycle
 SELECT token_key,
        max(token_id),
-       argMaxState(token_fingerprint, if(token_fingerprint != '', event_time, never)),
        argMaxState(toString(token_type), if(token_type != '', event_time, never)),
        argMaxState(token_name, if(token_name != '', event_time, never)),
        argMaxState(principal_id, if(principal_id != '', event_time, never)),
@@ -202,7 +200,6 @@ GROUP BY previous_token_id;
 CREATE VIEW IF NOT EXISTS token_inventory AS
 SELECT token_key,
        max(token_id) AS token_id,
-       argMaxMerge(token_fingerprint) AS token_fingerprint,
        argMaxMerge(token_type) AS token_type,
        argMaxMerge(token_name) AS token_name,
        argMaxMerge(owner) AS owner,
@@ -229,41 +226,22 @@ CREATE TABLE IF NOT EXISTS token_ip_first_seen
 (
     token_key  String,
     client_ip  IPv6,
-    first_seen SimpleAggregateFunction(min, DateTime64(9, 'UTC')),
-    last_seen  SimpleAggregateFunction(max, DateTime64(9, 'UTC')),
+    first_seen SimpleAggregateFunction(min, DateTime('UTC')),
+    last_seen  SimpleAggregateFunction(max, DateTime('UTC')),
     events     SimpleAggregateFunction(sum, UInt64)
 )
 ENGINE = AggregatingMergeTree
 ORDER BY (token_key, client_ip);
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS token_ip_first_seen_mv TO token_ip_first_seen AS
-SELECT token_key, client_ip, min(event_time) AS first_seen, max(event_time) AS last_seen,
-       count() AS events
+SELECT token_key, client_ip, toDateTime(min(event_time)) AS first_seen,
+       toDateTime(max(event_time)) AS last_seen, count() AS events
 FROM token_events
 WHERE client_ip != toIPv6('::')
 GROUP BY token_key, client_ip;
 
 INSERT INTO token_ip_first_seen
-SELECT token_key, client_ip, min(event_time), max(event_time), count()
+SELECT token_key, client_ip, toDateTime(min(event_time)), toDateTime(max(event_time)), count()
 FROM token_events
 WHERE client_ip != toIPv6('::') AND (SELECT count() FROM token_ip_first_seen) = 0
 GROUP BY token_key, client_ip;
-
--- Fingerprint -> token key, so a search by fingerprint is a key lookup.
-CREATE TABLE IF NOT EXISTS token_fingerprints
-(
-    token_fingerprint String,
-    token_key         String
-)
-ENGINE = ReplacingMergeTree
-ORDER BY (token_fingerprint, token_key);
-
-CREATE MATERIALIZED VIEW IF NOT EXISTS token_fingerprints_mv TO token_fingerprints AS
-SELECT DISTINCT token_fingerprint, token_key
-FROM token_events
-WHERE token_fingerprint != '';
-
-INSERT INTO token_fingerprints
-SELECT DISTINCT token_fingerprint, token_key
-FROM token_events
-WHERE token_fingerprint != '' AND (SELECT count() FROM token_fingerprints) = 0;
