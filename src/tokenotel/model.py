@@ -81,12 +81,6 @@ COLUMNS: tuple[Column, ...] = (
         "When the event was observed by the pipeline.",
     ),
     Column(
-        "event_id",
-        "UInt64",
-        "(computed)",
-        "Hash of the record's content; a retried request re-uses it, so it is stored once.",
-    ),
-    Column(
         "event_name",
         "LowCardinality(String)",
         "LogRecord event_name, else attribute event.name",

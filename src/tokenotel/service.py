@@ -82,6 +82,7 @@ class Service:
         self._grpc, health, self.grpc_port = otlp_grpc.build_server(
             self.export, s.grpc_listen, s.max_request_bytes
         )
+        await otlp_grpc.set_health(health, serving=False)  # until the store has answered
         await self._grpc.start()
         self._tasks.append(asyncio.create_task(otlp_grpc.report_health(health, self.ready)))
 

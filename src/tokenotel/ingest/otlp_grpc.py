@@ -100,15 +100,21 @@ async def report_health(
     servicer: health.aio.HealthServicer, ready: Callable[[], Awaitable[bool]], every_s: float = 1.0
 ) -> None:
     """Keeps the health service in step with the store: SERVING only while it is reachable."""
-    last: int | None = None
+    last: bool | None = None
     while True:
-        status = (
-            health_pb2.HealthCheckResponse.SERVING
-            if await ready()
-            else health_pb2.HealthCheckResponse.NOT_SERVING
-        )
-        if status != last:
-            for name in ("", LOGS_SERVICE):
-                await servicer.set(name, status)
-            last = status
+        serving = await ready()
+        if serving != last:
+            await set_health(servicer, serving)
+            last = serving
         await asyncio.sleep(every_s)
+
+
+async def set_health(servicer: health.aio.HealthServicer, serving: bool) -> None:
+    """The status of the server as a whole and of LogsService (gRPC health starts as SERVING)."""
+    status = (
+        health_pb2.HealthCheckResponse.SERVING
+        if serving
+        else health_pb2.HealthCheckResponse.NOT_SERVING
+    )
+    for name in ("", LOGS_SERVICE):
+        await servicer.set(name, status)

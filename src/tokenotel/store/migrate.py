@@ -56,8 +56,9 @@ def applied_versions(client: Client) -> set[int]:
     return {row[0] for row in client.query(f"SELECT version FROM {MIGRATIONS_TABLE}").result_rows}
 
 
-def migrate(client: Client) -> list[Migration]:
-    """Applies every migration not yet recorded; returns those it applied.
+def migrate(client: Client, up_to: int | None = None) -> list[Migration]:
+    """Applies every migration not yet recorded (up to version ``up_to``, if given); returns
+    those it applied.
 
     Each statement is idempotent (IF NOT EXISTS), so a run interrupted half way is safe to repeat.
     """
@@ -65,7 +66,7 @@ def migrate(client: Client) -> list[Migration]:
     done = applied_versions(client)
     ran = []
     for migration in available():
-        if migration.version in done:
+        if migration.version in done or (up_to is not None and migration.version > up_to):
             continue
         log.info("applying migration %04d_%s", migration.version, migration.name)
         for statement in migration.statements():
