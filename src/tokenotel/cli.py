@@ -276,10 +276,15 @@ def _migrate_cluster(settings: Settings, print_only: bool) -> None:
     if settings.server is None:
         _fail("cluster mode needs a ClickHouse server: set --clickhouse-url (or use --print)")
     try:
-        ran = apply_cluster(settings.server, settings.cluster, statements)
+        ran, backfills = apply_cluster(settings.server, settings.cluster, statements)
     except TokenotelError as e:
         _fail(str(e), code=1)
     typer.echo(f"ran {ran} statements on cluster {settings.cluster} ({settings.server!r})")
+    if backfills:
+        typer.echo(
+            f"{len(backfills)} back-fill statements fill rollups from events already stored; on "
+            "a cluster that holds events, run them on one replica of each shard (see --print)"
+        )
 
 
 @app.command()

@@ -123,8 +123,12 @@ def _localise(sql: str, tables: set[str]) -> str:
     return _FROM.sub(lambda m: f"FROM {m[1]}_local" if m[1] in tables else m[0], sql)
 
 
-def apply_cluster(server: ClickHouseServer, cluster: str, statements: list[str]) -> int:
-    """Runs ``statements`` on ``server``; migrations already recorded are not recorded again."""
+def apply_cluster(
+    server: ClickHouseServer, cluster: str, statements: list[str]
+) -> tuple[int, list[str]]:
+    """Runs the DDL of ``statements`` on ``server`` (ON CLUSTER reaches every node); records
+    migrations not yet recorded. Returns how many ran, and the back-fills it left out: they
+    fill local tables, so they must run on one replica of each shard."""
     try:
         client = clickhouse_connect.get_client(
             host=server.host,
@@ -137,16 +141,19 @@ def apply_cluster(server: ClickHouseServer, cluster: str, statements: list[str])
         client.command(statements[0])  # the database, before anything uses it
         client.database = server.database
         done = applied_versions(client)
-        ran = 1
+        ran, backfills = 1, []
         for statement in statements[1:]:
             record = _RECORD.match(statement)
             if record and int(record[1]) in done:
+                continue
+            if statement.startswith("INSERT INTO") and not record:
+                backfills.append(statement)
                 continue
             client.command(statement)
             ran += 1
     except Exception as e:
         raise StoreUnavailable(f"cluster migration on {server!r} failed: {e}") from e
-    return ran
+    return ran, backfills
 
 
 _RECORD = re.compile(rf"^INSERT INTO {MIGRATIONS_TABLE} \(version, name\) VALUES \((\d+),")
