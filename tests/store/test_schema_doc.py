@@ -63,7 +63,14 @@ def test_the_migrations_create_the_columns_of_the_model(db_columns: dict) -> Non
 
 @pytest.mark.parametrize(
     "table",
-    ["token_minutes", "event_minutes", "ip_minutes", "token_inventory", "token_ip_first_seen"],
+    [
+        "token_minutes",
+        "token_hours",
+        "event_minutes",
+        "ip_failure_minutes",
+        "token_inventory",
+        "token_ip_first_seen",
+    ],
 )
 def test_each_rollup_is_documented_column_by_column(db_columns: dict, table: str) -> None:
     section = _sections(DOC.read_text())[table]

@@ -127,14 +127,14 @@ def test_lifecycle_marks_each_event_and_the_inventory(ingest: InProcessIngest) -
         expiry_ms,
     )
     first_seen = ingest.rows(
-        "SELECT token_key, toString(client_ip), events FROM token_ip_first_seen FINAL "
-        "ORDER BY token_key, client_ip"
+        "SELECT token_key, toString(client_ip) AS ip, toUnixTimestamp(min(first_seen)) "
+        "FROM token_ip_first_seen GROUP BY token_key, client_ip ORDER BY token_key, client_ip"
     )
-    assert [(r[0], r[1], r[2]) for r in first_seen] == [
-        ("tok_a", "::ffff:192.0.2.10", 1),
-        ("tok_a", "::ffff:198.51.100.7", 1),
-        ("tok_a", "2001:db8::10", 1),
-        ("tok_b", "::ffff:192.0.2.20", 2),
+    assert first_seen == [
+        ("tok_a", "::ffff:192.0.2.10", (t0 + HOUR) // 10**9),
+        ("tok_a", "::ffff:198.51.100.7", (t0 + 5 * HOUR) // 10**9),
+        ("tok_a", "2001:db8::10", (t0 + 2 * HOUR) // 10**9),
+        ("tok_b", "::ffff:192.0.2.20", (t0 + HOUR) // 10**9),
     ]
 
 
@@ -166,11 +166,17 @@ ROLLUPS_CONSISTENT = {
         "SELECT toStartOfMinute(event_time) AS m, event_name, outcome, count() FROM token_events "
         "GROUP BY ALL ORDER BY ALL",
     ),
-    "ip_minutes": (
-        "SELECT client_ip, outcome, sum(events), uniqMerge(tokens) FROM ip_minutes "
+    "token_hours": (
+        "SELECT hour, token_key, sum(events), sum(failures) FROM token_hours "
         "GROUP BY ALL ORDER BY ALL",
-        "SELECT client_ip, outcome, count(), uniqExact(token_key) FROM token_events "
+        "SELECT toStartOfHour(event_time) AS h, token_key, count(), countIf(outcome = 'failure') "
+        "FROM token_events GROUP BY ALL ORDER BY ALL",
+    ),
+    "ip_failure_minutes": (
+        "SELECT minute, client_ip, sum(failures), uniqMerge(tokens) FROM ip_failure_minutes "
         "GROUP BY ALL ORDER BY ALL",
+        "SELECT toStartOfMinute(event_time) AS m, client_ip, count(), uniqExact(token_key) "
+        "FROM token_events WHERE outcome = 'failure' GROUP BY ALL ORDER BY ALL",
     ),
     "token_inventory": (
         "SELECT token_key, use_count, failure_count FROM token_inventory ORDER BY token_key",
@@ -178,10 +184,10 @@ ROLLUPS_CONSISTENT = {
         "FROM token_events GROUP BY token_key ORDER BY token_key",
     ),
     "token_ip_first_seen": (
-        "SELECT token_key, client_ip, sum(events) FROM token_ip_first_seen "
+        "SELECT token_key, client_ip, toDateTime(min(first_seen)) FROM token_ip_first_seen "
         "GROUP BY ALL ORDER BY ALL",
-        "SELECT token_key, client_ip, count() FROM token_events WHERE client_ip != '::' "
-        "GROUP BY ALL ORDER BY ALL",
+        "SELECT token_key, client_ip, toDateTime(min(event_time)) FROM token_events "
+        "WHERE client_ip != '::' GROUP BY ALL ORDER BY ALL",
     ),
 }
 
@@ -270,6 +276,6 @@ def test_retention_is_a_part_dropping_ttl(tmp_path: Path) -> None:
     finally:
         store.close()
     assert "TTL toDateTime(event_time) + toIntervalDay(730)" in engines["token_events"]
-    for table in ("token_events", "token_minutes", "event_minutes", "ip_minutes"):
+    for table in ("token_events", "token_minutes", "token_hours", "event_minutes"):
         assert "toIntervalDay(730)" in engines[table], table
         assert "ttl_only_drop_parts = 1" in engines[table], table

@@ -72,6 +72,8 @@ _FINGERPRINT, _TOKEN_ID, _EVENT_ID = _I["token_fingerprint"], _I["token_id"], _I
 # How many distinct secret-free texts to remember (user agents, routes, paths repeat a lot).
 _CLEAN_CACHE_SIZE = 100_000
 _INT_LIMITS = {_I["http_status"]: 0xFFFF, _I["asn"]: 0xFFFFFFFF}
+# Latest time a DateTime64(9) column holds (2262-04-11), in ns since the epoch.
+_MAX_TIME_NS = 2**63 - 1
 
 _TEMPLATE: list[Any] = [""] * len(ROW_COLUMNS)
 for _name, _default in {
@@ -127,6 +129,13 @@ class Mapper:
                                 break
                     if not event_name.startswith(EVENT_PREFIX):
                         batch.ignored += 1
+                        continue
+                    if max(record.time_unix_nano, record.observed_time_unix_nano) > _MAX_TIME_NS:
+                        batch.rejected += 1
+                        batch.errors.append(
+                            f"log record {index} ({event_name}) has a time after 2262: "
+                            "send time_unix_nano in nanoseconds since the Unix epoch"
+                        )
                         continue
                     row = self._row(record, event_name, received_ns, scope_name, resource_values)
                     if not row[_TOKEN_ID] and not row[_FINGERPRINT]:
@@ -185,7 +194,12 @@ class Mapper:
         row[_EVENT_NAME] = event_name
         row[_SCOPE_NAME] = scope_name
         row[_SEVERITY_TEXT] = record.severity_text
-        row[_SEVERITY_NUMBER] = record.severity_number
+        severity = record.severity_number
+        extra: list[tuple[str, str]] = []
+        if 0 <= severity <= 0xFF:
+            row[_SEVERITY_NUMBER] = severity
+        else:  # an open enum: any int32 may come, the column holds a byte
+            extra.append(("severity_number", str(severity)))
         trace_id = record.trace_id
         if trace_id and trace_id.strip(b"\0"):
             row[_TRACE_ID] = trace_id.hex()
@@ -195,7 +209,6 @@ class Mapper:
         if record.HasField("body"):
             row[_BODY] = clean(to_text(to_python(record.body)))
 
-        extra: list[tuple[str, str]] = []
         auth_fingerprint: str | None = None
         outcome: str | None = None
         clean_texts = self._clean_texts
@@ -276,7 +289,10 @@ def _to_int(value: Any) -> int | None:
     if isinstance(value, float) and value.is_integer():
         return int(value)
     if isinstance(value, str) and value.strip().isdigit():
-        return int(value)
+        try:  # isdigit() also admits digits int() refuses (superscripts), and huge numbers
+            return int(value)
+        except ValueError:
+            return None
     return None
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import base64
 import ipaddress
 import json
+import math
 import socket
 from datetime import UTC, datetime
 from typing import Any
@@ -64,14 +65,29 @@ def to_string_list(value: Any) -> list[str]:
     return [s for s in text.replace(",", " ").split() if s]
 
 
+#: What a DateTime64(3) column holds: 1900-01-01 to 2299-12-31 (UTC).
+MIN_EPOCH_MS, MAX_EPOCH_MS = -2_208_988_800_000, 10_413_791_999_999
+
+
 def to_epoch_ms(value: Any) -> int | None:
-    """A timestamp as epoch milliseconds: ISO 8601 text, or epoch s / ms / us / ns by magnitude."""
+    """A timestamp as epoch milliseconds: ISO 8601 text, or epoch s / ms / us / ns by magnitude.
+
+    None when it is not a time, or one outside what the store's time columns hold.
+    """
+    ms = _epoch_ms(value)
+    return ms if ms is not None and MIN_EPOCH_MS <= ms <= MAX_EPOCH_MS else None
+
+
+def _epoch_ms(value: Any) -> int | None:
     if isinstance(value, bool):
         return None
     if isinstance(value, str):
         text = value.strip()
         if text.lstrip("-").isdigit():
-            return to_epoch_ms(int(text))
+            try:  # isdigit() also admits digits int() refuses (superscripts), and huge numbers
+                return _epoch_ms(int(text))
+            except ValueError:
+                return None
         try:
             parsed = datetime.fromisoformat(text)
         except ValueError:
@@ -80,7 +96,9 @@ def to_epoch_ms(value: Any) -> int | None:
             parsed = parsed.replace(tzinfo=UTC)
         return int(parsed.timestamp() * 1000)
     if isinstance(value, float):
-        return int(value * 1000) if abs(value) < 1e11 else to_epoch_ms(int(value))
+        if not math.isfinite(value):
+            return None
+        return int(value * 1000) if abs(value) < 1e11 else _epoch_ms(int(value))
     if isinstance(value, int):
         magnitude = abs(value)
         if magnitude < 10**11:
@@ -99,7 +117,7 @@ def to_ip(value: Any) -> bytes | None:
         return None
     try:  # inet_pton is strict and far faster than the ipaddress module
         return _V4_MAPPED_PREFIX + socket.inet_pton(socket.AF_INET, value)
-    except OSError:
+    except (OSError, ValueError):  # ValueError: a NUL character in the text
         pass
     text = value.strip()
     if text.startswith("[") and "]" in text:  # [v6]:port

@@ -27,6 +27,7 @@ from tokenotel.store.retention import RETAINED
 SHARD_KEYS = {
     "token_events": "cityHash64(if(token_id != '', token_id, token_fingerprint))",
     "token_minutes": "cityHash64(token_key)",
+    "token_hours": "cityHash64(token_key)",
     "token_inventory_state": "cityHash64(token_key)",
     "token_ip_first_seen": "cityHash64(token_key)",
 }

@@ -19,8 +19,9 @@ DEFAULT_RETENTION_DAYS = 400
 RETAINED = {
     "token_events": "toDateTime(event_time)",
     "token_minutes": "minute",
+    "token_hours": "hour",
     "event_minutes": "minute",
-    "ip_minutes": "minute",
+    "ip_failure_minutes": "minute",
 }
 
 ENGINE_SQL = """

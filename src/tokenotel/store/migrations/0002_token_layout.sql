@@ -1,6 +1,6 @@
 -- 0002: the token status of each event, secondary indexes for the questions people ask,
--- and rollups kept by ClickHouse itself (materialized views): per-minute counts, the token
--- inventory and first-seen (token, IP) pairs. Each rollup is filled from the events already
+-- and rollups kept by ClickHouse itself (materialized views): per-minute and per-hour counts,
+-- failures by IP, the token inventory and first-seen (token, IP) pairs. Each rollup is filled from the events already
 -- stored (guarded, so a repeated run adds nothing twice). A search by fingerprint finds the
 -- token key through the bloom filter index of 0001.
 
@@ -9,12 +9,11 @@
 -- or expired is a use after revocation or expiry.
 ALTER TABLE token_events ADD COLUMN IF NOT EXISTS token_status LowCardinality(String) AFTER outcome;
 
--- Secondary indexes: only row positions, sorted by the column (a few bytes a row), so a
--- principal or an IP range reads its granules instead of the whole table. (A time window
--- needs none: partitions are daily.)
-ALTER TABLE token_events ADD PROJECTION IF NOT EXISTS by_principal (SELECT _part_offset ORDER BY principal_id);
+-- A secondary index for client addresses: only row positions, sorted by address (a few bytes
+-- a row), so an IP or a range (a /24 over 30 days) reads its granules instead of the whole
+-- table. A principal needs none: its tokens sort together, and the bloom filter index of 0001
+-- skips the rest.
 ALTER TABLE token_events ADD PROJECTION IF NOT EXISTS by_client_ip (SELECT _part_offset ORDER BY client_ip);
-ALTER TABLE token_events MATERIALIZE PROJECTION by_principal SETTINGS mutations_sync = 2;
 ALTER TABLE token_events MATERIALIZE PROJECTION by_client_ip SETTINGS mutations_sync = 2;
 
 -- Per token and minute: rates and failure series of one token.
@@ -71,32 +70,60 @@ FROM token_events
 WHERE (SELECT count() FROM event_minutes) = 0
 GROUP BY minute, event_name, outcome, failure_reason, token_status, service_name, environment, source;
 
--- Per client IP and minute, with the distinct tokens it presented: sprays and busy clients.
--- uniq is exact up to tens of thousands of tokens, far above any spray threshold.
-CREATE TABLE IF NOT EXISTS ip_minutes
+-- Per token and hour, sorted by hour: the top tokens of a time window read that window's
+-- hours, never the events.
+CREATE TABLE IF NOT EXISTS token_hours
+(
+    hour     DateTime('UTC') CODEC(Delta(4), ZSTD(1)),
+    token_key String,
+    events   UInt64 CODEC(T64, ZSTD(1)),
+    failures UInt64 CODEC(T64, ZSTD(1))
+)
+ENGINE = SummingMergeTree
+PARTITION BY toYYYYMM(hour)
+ORDER BY (hour, token_key);
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS token_hours_mv TO token_hours AS
+SELECT toStartOfHour(event_time) AS hour, token_key, count() AS events,
+       countIf(outcome = 'failure') AS failures
+FROM token_events
+GROUP BY hour, token_key;
+
+INSERT INTO token_hours
+SELECT toStartOfHour(event_time) AS hour, token_key, count() AS events,
+       countIf(outcome = 'failure') AS failures
+FROM token_events
+WHERE (SELECT count() FROM token_hours) = 0
+GROUP BY hour, token_key;
+
+-- Failures per client IP and minute, with the distinct tokens it failed against: sprays (one
+-- IP failing on many tokens) and failure bursts by IP. Only failures: a row per IP and minute
+-- of all traffic would cost as much as the events themselves. uniq is exact up to tens of
+-- thousands of tokens, far above any spray threshold.
+CREATE TABLE IF NOT EXISTS ip_failure_minutes
 (
     minute    DateTime('UTC'),
-    outcome   LowCardinality(String),
     client_ip IPv6,
-    events    SimpleAggregateFunction(sum, UInt64),
+    failures  SimpleAggregateFunction(sum, UInt64),
     tokens    AggregateFunction(uniq, String)
 )
 ENGINE = AggregatingMergeTree
 PARTITION BY toYYYYMM(minute)
-ORDER BY (minute, outcome, client_ip);
+ORDER BY (minute, client_ip);
 
-CREATE MATERIALIZED VIEW IF NOT EXISTS ip_minutes_mv TO ip_minutes AS
-SELECT toStartOfMinute(event_time) AS minute, outcome, client_ip, count() AS events,
+CREATE MATERIALIZED VIEW IF NOT EXISTS ip_failure_minutes_mv TO ip_failure_minutes AS
+SELECT toStartOfMinute(event_time) AS minute, client_ip, count() AS failures,
        uniqState(token_key) AS tokens
 FROM token_events
-GROUP BY minute, outcome, client_ip;
+WHERE outcome = 'failure'
+GROUP BY minute, client_ip;
 
-INSERT INTO ip_minutes
-SELECT toStartOfMinute(event_time) AS minute, outcome, client_ip, count() AS events,
+INSERT INTO ip_failure_minutes
+SELECT toStartOfMinute(event_time) AS minute, client_ip, count() AS failures,
        uniqState(token_key) AS tokens
 FROM token_events
-WHERE (SELECT count() FROM ip_minutes) = 0
-GROUP BY minute, outcome, client_ip;
+WHERE outcome = 'failure' AND (SELECT count() FROM ip_failure_minutes) = 0
+GROUP BY minute, client_ip;
 
 -- The latest state of every token, merged by ClickHouse; read it through the view
 -- token_inventory. Each argMax takes the value of the newest event that carries one (other
@@ -226,22 +253,19 @@ CREATE TABLE IF NOT EXISTS token_ip_first_seen
 (
     token_key  String,
     client_ip  IPv6,
-    first_seen SimpleAggregateFunction(min, DateTime('UTC')),
-    last_seen  SimpleAggregateFunction(max, DateTime('UTC')),
-    events     SimpleAggregateFunction(sum, UInt64)
+    first_seen SimpleAggregateFunction(min, DateTime('UTC'))
 )
 ENGINE = AggregatingMergeTree
 ORDER BY (token_key, client_ip);
 
 CREATE MATERIALIZED VIEW IF NOT EXISTS token_ip_first_seen_mv TO token_ip_first_seen AS
-SELECT token_key, client_ip, toDateTime(min(event_time)) AS first_seen,
-       toDateTime(max(event_time)) AS last_seen, count() AS events
+SELECT token_key, client_ip, toDateTime(min(event_time)) AS first_seen
 FROM token_events
 WHERE client_ip != toIPv6('::')
 GROUP BY token_key, client_ip;
 
 INSERT INTO token_ip_first_seen
-SELECT token_key, client_ip, toDateTime(min(event_time)), toDateTime(max(event_time)), count()
+SELECT token_key, client_ip, toDateTime(min(event_time))
 FROM token_events
 WHERE client_ip != toIPv6('::') AND (SELECT count() FROM token_ip_first_seen) = 0
 GROUP BY token_key, client_ip;
