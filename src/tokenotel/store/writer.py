@@ -2,7 +2,8 @@
 
 Each request hands its rows to ``write`` and waits. One flusher task takes everything pending
 (bounded by rows and by a short delay), drops rows already committed (a retried request
-re-sends the same event ids), inserts once, then resolves every waiting request together.
+re-sends the same event ids), marks each row with its token's status (``lifecycle``), inserts
+once, then resolves every waiting request together.
 """
 
 from __future__ import annotations
