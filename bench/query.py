@@ -227,16 +227,16 @@ def main() -> None:
     try:
         store.connect()
         now = int(time.time())
-        steps = [
-            ("generating events", GENERATED),
-            ("loading tokenotel layout (with its rollups)", INSERT_OURS),
-            ("loading otel_logs layout", INSERT_OTEL),
+        steps = [  # only the generator takes parameters (the others use % for modulo)
+            ("generating events", GENERATED, {"now": now, "rows": args.rows}),
+            ("loading tokenotel layout (with its rollups)", INSERT_OURS, None),
+            ("loading otel_logs layout", INSERT_OTEL, None),
         ]
         store.command(OTEL_LOGS)
-        for label, sql in steps:
+        for label, sql, parameters in steps:
             start = time.perf_counter()
             with console.status(f"{label} ({args.rows:,} rows)…"):
-                store.command(sql, {"now": now, "rows": args.rows})
+                store.command(sql, parameters)
             console.print(f"{label}: {time.perf_counter() - start:.1f} s")
         with console.status("merging parts…"):
             for table in ("token_events", "otel_logs", "token_minutes", "token_inventory_state"):
