@@ -239,7 +239,10 @@ COLUMNS: tuple[Column, ...] = (
         "Resource attributes no column takes.",
     ),
     Column(
-        "ingested_at", "DateTime64(3, 'UTC')", "(computed)", "When tokenotel committed the row."
+        "ingested_at",
+        "DateTime64(3, 'UTC')",
+        "(set at ingest)",
+        "When tokenotel wrote the row; one value per insert.",
     ),
 )
 

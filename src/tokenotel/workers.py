@@ -8,6 +8,9 @@ from __future__ import annotations
 
 import asyncio
 import multiprocessing
+import os
+import threading
+import time
 from concurrent.futures import ProcessPoolExecutor
 from dataclasses import dataclass, field
 
@@ -31,9 +34,18 @@ class MappedTable:
     errors: list[str] = field(default_factory=list)
 
 
-def _init_worker(key: bytes) -> None:
+def _init_worker(key: bytes, parent_pid: int | None = None) -> None:
     global _mapper
     _mapper = Mapper(Fingerprinter(key))
+    if parent_pid is not None:
+        threading.Thread(target=_exit_with, args=(parent_pid,), daemon=True).start()
+
+
+def _exit_with(parent_pid: int) -> None:
+    """A worker whose service was killed (SIGKILL leaves no chance to stop it) exits too."""
+    while os.getppid() == parent_pid:
+        time.sleep(1)
+    os._exit(0)
 
 
 def decode_and_map(body: bytes, content_type: str, received_ns: int) -> MappedTable:
@@ -54,7 +66,7 @@ class MappingPool:
                 max_workers=workers,
                 mp_context=multiprocessing.get_context("spawn"),
                 initializer=_init_worker,
-                initargs=(fingerprinter.key,),
+                initargs=(fingerprinter.key, os.getpid()),
             )
         else:
             _init_worker(fingerprinter.key)

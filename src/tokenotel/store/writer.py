@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import itertools
 import logging
+import time
 from dataclasses import dataclass
 from typing import Any
 
@@ -29,9 +30,12 @@ SELECT token_key, lifecycle_status, toUnixTimestamp64Nano(lifecycle_at),
 FROM token_inventory
 WHERE lifecycle_status != '' OR expires_at IS NOT NULL
 """
+#: Ids whose events were committed: their stamp is found in the events table.
 RECENT_IDS_SQL = f"""
 SELECT event_id FROM {IDS_TABLE}
-WHERE ingested_at >= now() - INTERVAL 1 HOUR
+WHERE ingested_at >= now64(3) - INTERVAL 1 HOUR
+  AND ingested_at IN (SELECT DISTINCT ingested_at FROM {EVENTS_TABLE}
+                      WHERE ingested_at >= now64(3) - INTERVAL 1 HOUR)
 ORDER BY ingested_at DESC
 LIMIT {{limit:UInt64}}
 """
@@ -75,6 +79,7 @@ class BatchWriter:
         self._arrived = asyncio.Event()
         self._recent: dict[int, None] = {}
         self._primed = False
+        self._last_stamp = 0
         self.lifecycle = TokenLifecycle()
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
@@ -176,17 +181,25 @@ class BatchWriter:
         rows = sum(written)
         if kept:
             batch = pa.concat_tables(kept)
+            stamp = pa.array([self._next_stamp()] * batch.num_rows, pa.timestamp("ms", tz="UTC"))
+            # Ids first: if the process dies before the events are in, the ids' stamp matches
+            # no event, and the retry is stored (see RECENT_IDS_SQL).
+            ids = pa.table({"event_id": batch["event_id"], "ingested_at": stamp})
+            self._store.insert_arrow(IDS_TABLE, ids)
+            batch = batch.drop_columns(["event_id"])
             batch = batch.append_column("token_status", self.lifecycle.annotate(batch))
-            self._store.insert_arrow(EVENTS_TABLE, batch.drop_columns(["event_id"]))
+            batch = batch.append_column("ingested_at", stamp)
+            self._store.insert_arrow(EVENTS_TABLE, batch)
             self._remember(seen)  # committed: from here on a retry of these rows is a duplicate
-            try:
-                self._store.insert_arrow(IDS_TABLE, batch.select(["event_id"]))
-            except StoreUnavailable as e:  # the rows are durable; only restart dedup is weaker
-                log.warning("could not record event ids for deduplication: %s", e)
         self.stats.inserts += 1
         self.stats.rows_written += rows
         self.stats.duplicates_dropped += sum(t.num_rows for t in tables) - rows
         return written
+
+    def _next_stamp(self) -> int:
+        """A distinct ingested_at (ms) for each insert, so it names the insert."""
+        self._last_stamp = max(time.time_ns() // 1_000_000, self._last_stamp + 1)
+        return self._last_stamp
 
     def _prime(self) -> None:
         """Once the store answers: the ids committed lately (a retry may be on its way after

@@ -53,19 +53,23 @@ CREATE TABLE IF NOT EXISTS token_events
     INDEX idx_fingerprint token_fingerprint TYPE bloom_filter(0.001) GRANULARITY 1,
     INDEX idx_principal principal_id TYPE bloom_filter(0.01) GRANULARITY 1,
     INDEX idx_client_ip client_ip TYPE minmax GRANULARITY 4,
-    INDEX idx_trace_id trace_id TYPE bloom_filter(0.001) GRANULARITY 1
+    INDEX idx_trace_id trace_id TYPE bloom_filter(0.001) GRANULARITY 1,
+    INDEX idx_ingested_at ingested_at TYPE minmax GRANULARITY 1
 )
 ENGINE = MergeTree
 PARTITION BY toYYYYMM(event_time)
 ORDER BY (token_key, event_time);
 
--- Ids of the events committed lately, so a request retried after a restart stores nothing
+-- Ids of the events written lately, so a request retried after a restart stores nothing
 -- twice. The ingest path also keeps them in memory; this table only outlives the process.
+-- Ids are written before their events, both stamped with the same ingested_at: at start,
+-- only ids whose stamp is found in token_events count, so a crash between the two inserts
+-- neither loses events nor lets their retry store them twice.
 CREATE TABLE IF NOT EXISTS recent_event_ids
 (
     event_id    UInt64,
-    ingested_at DateTime('UTC') DEFAULT now()
+    ingested_at DateTime64(3, 'UTC')
 )
 ENGINE = MergeTree
 ORDER BY ingested_at
-TTL ingested_at + INTERVAL 1 DAY;
+TTL toDateTime(ingested_at) + INTERVAL 1 DAY;

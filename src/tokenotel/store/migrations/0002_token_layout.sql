@@ -223,10 +223,11 @@ WHERE event_name = 'token.rotated' AND previous_token_id != ''
   AND (SELECT countIf(finalizeAggregation(lifecycle_status) = 'rotated') FROM token_inventory_state) = 0
 GROUP BY previous_token_id;
 
--- What people read: one row per token, with the status as of now (expiry applied).
+-- What people read: one row per token, with the status as of now (expiry applied), in plain
+-- types (Grafana shows SimpleAggregateFunction types poorly).
 CREATE VIEW IF NOT EXISTS token_inventory AS
 SELECT token_key,
-       max(token_id) AS token_id,
+       CAST(max(token_id) AS String) AS token_id,
        argMaxMerge(token_type) AS token_type,
        argMaxMerge(token_name) AS token_name,
        argMaxMerge(owner) AS owner,
@@ -234,17 +235,17 @@ SELECT token_key,
        argMaxMerge(scopes) AS scopes,
        argMaxMerge(expires_at) AS expires_at,
        argMaxMerge(lifecycle_status) AS lifecycle_status,
-       max(lifecycle_at) AS lifecycle_at,
+       CAST(max(lifecycle_at) AS Nullable(DateTime64(9, 'UTC'))) AS lifecycle_at,
        multiIf(lifecycle_status IN ('revoked', 'disabled', 'rotated'), lifecycle_status,
                lifecycle_status = 'expired' OR expires_at <= now64(3), 'expired',
                'active') AS status,
-       min(created_at) AS created_at,
-       max(last_used_at) AS last_used_at,
+       CAST(min(created_at) AS Nullable(DateTime64(9, 'UTC'))) AS created_at,
+       CAST(max(last_used_at) AS Nullable(DateTime64(9, 'UTC'))) AS last_used_at,
        argMaxMerge(last_ip) AS last_ip,
-       sum(use_count) AS use_count,
-       sum(failure_count) AS failure_count,
-       min(first_seen) AS first_seen,
-       max(last_seen) AS last_seen
+       CAST(sum(use_count) AS UInt64) AS use_count,
+       CAST(sum(failure_count) AS UInt64) AS failure_count,
+       CAST(min(first_seen) AS DateTime64(9, 'UTC')) AS first_seen,
+       CAST(max(last_seen) AS DateTime64(9, 'UTC')) AS last_seen
 FROM token_inventory_state
 GROUP BY token_key;
 
