@@ -32,11 +32,15 @@ SHARD_KEYS = {
     "token_ip_first_seen": "cityHash64(token_key)",
 }
 ZOOKEEPER_PATH = "/clickhouse/tables/{{shard}}/{database}/{table}"
+#: Tables every node recomputes for itself (refreshable views): replication would only race.
+NOT_REPLICATED = frozenset({"top_tokens_24h"})
 
 _CREATE_TABLE = re.compile(r"^CREATE TABLE IF NOT EXISTS (\w+)")
 _ENGINE = re.compile(r"ENGINE = (\w*MergeTree)\b")
 _ALTER = re.compile(r"^ALTER TABLE (\w+) ")
-_CREATE_MV = re.compile(r"^CREATE MATERIALIZED VIEW IF NOT EXISTS (\w+) TO (\w+) AS")
+_CREATE_MV = re.compile(
+    r"^CREATE MATERIALIZED VIEW IF NOT EXISTS (\w+)((?: REFRESH [\w ]+?)?) TO (\w+) AS"
+)
 _CREATE_VIEW = re.compile(r"^CREATE VIEW IF NOT EXISTS (\w+) AS")
 _INSERT = re.compile(r"^INSERT INTO (\w+)")
 _FROM = re.compile(r"\bFROM (\w+)")
@@ -86,8 +90,8 @@ def _rewrite(statement: str, cluster: str, database: str, tables: set[str]) -> l
             ]
         return [local]
     if match := _CREATE_MV.match(statement):
-        name, target = match[1], match[2]
-        head = f"CREATE MATERIALIZED VIEW IF NOT EXISTS {name} ON CLUSTER {cluster}"
+        name, refresh, target = match[1], match[2], match[3]
+        head = f"CREATE MATERIALIZED VIEW IF NOT EXISTS {name} ON CLUSTER {cluster}{refresh}"
         body = _localise(statement[match.end() :], tables)
         return [f"{head} TO {target}_local AS{body}"]
     if match := _CREATE_VIEW.match(statement):
@@ -104,9 +108,10 @@ def _table(statement: str, cluster: str, database: str, table: str) -> list[str]
     head = f"CREATE TABLE IF NOT EXISTS {table}"
     local = statement.replace(head, f"{head}_local ON CLUSTER {cluster}", 1)
     path = ZOOKEEPER_PATH.format(database=database, table=f"{table}_local")
-    local = _ENGINE.sub(
-        lambda m: f"ENGINE = Replicated{m[1]}('{path}', '{{replica}}')", local, count=1
-    )
+    if table not in NOT_REPLICATED:
+        local = _ENGINE.sub(
+            lambda m: f"ENGINE = Replicated{m[1]}('{path}', '{{replica}}')", local, count=1
+        )
     shard_key = SHARD_KEYS.get(table, "rand()")
     distributed = (
         f"{head} ON CLUSTER {cluster} AS {table}_local "

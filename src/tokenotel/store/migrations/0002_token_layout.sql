@@ -96,6 +96,27 @@ FROM token_events
 WHERE (SELECT count() FROM token_hours) = 0
 GROUP BY hour, token_key;
 
+-- The 1,000 busiest tokens of the last 24 hours, recomputed every minute from token_hours:
+-- a token's day is a handful of events, so even hourly rows are as many as the day's events,
+-- and summing them costs a query a day's worth of work; this list costs it 1,000 rows.
+CREATE TABLE IF NOT EXISTS top_tokens_24h
+(
+    token_key    String,
+    events       UInt64,
+    failures     UInt64,
+    refreshed_at DateTime('UTC')
+)
+ENGINE = MergeTree
+ORDER BY token_key;
+
+CREATE MATERIALIZED VIEW IF NOT EXISTS top_tokens_24h_mv REFRESH EVERY 1 MINUTE TO top_tokens_24h AS
+SELECT token_key, sum(events) AS events, sum(failures) AS failures, now() AS refreshed_at
+FROM token_hours
+WHERE hour >= toStartOfHour(now() - INTERVAL 1 DAY)
+GROUP BY token_key
+ORDER BY events DESC, token_key
+LIMIT 1000;
+
 -- Failures per client IP and minute, with the distinct tokens it failed against: sprays (one
 -- IP failing on many tokens) and failure bursts by IP. Only failures: a row per IP and minute
 -- of all traffic would cost as much as the events themselves. uniq is exact up to tens of
