@@ -114,5 +114,7 @@ def test_cluster_ddl_parses_and_is_replicated_and_distributed(tmp_path: Path) ->
     events = next(s for s in statements if s.startswith("CREATE TABLE IF NOT EXISTS token_events "))
     assert "cityHash64(if(token_id != '', token_id, token_fingerprint))" in events
     views = [s for s in statements if s.startswith("CREATE MATERIALIZED VIEW")]
-    assert views and all("ON CLUSTER two_shards TO " in v and "_local AS" in v for v in views)
-    assert all("FROM token_events_local" in v for v in views)
+    assert views and all("ON CLUSTER two_shards" in v and "_local AS" in v for v in views)
+    refreshed = [v for v in views if " REFRESH " in v]
+    assert refreshed and all("FROM token_hours_local" in v for v in refreshed)
+    assert all("FROM token_events_local" in v for v in views if v not in refreshed)
