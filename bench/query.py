@@ -151,7 +151,8 @@ class Question:
     in_min_ratio: bool = True
 
 
-def questions(token: str, subnet: str, tokens: list[str]) -> list[Question]:
+def questions(token: str, subnet: str, tokens: list[str], now: int) -> list[Question]:
+    """The questions, with "now" fixed to the generation time: both layouts see one window."""
     net = subnet.rsplit(".", 1)[0]
     low, high = f"::ffff:{net}.0", f"::ffff:{net}.255"
     token_list = "[" + ",".join(f"'{t}'" for t in tokens) + "]"
@@ -167,26 +168,26 @@ def questions(token: str, subnet: str, tokens: list[str]) -> list[Question]:
             "all events from a /24 over 30 days",
             "SELECT event_time, token_key, event_name, outcome, client_ip FROM token_events "
             f"WHERE client_ip BETWEEN toIPv6('{low}') AND toIPv6('{high}') "
-            "AND event_time >= now() - INTERVAL 30 DAY ORDER BY event_time",
+            f"AND event_time >= toDateTime({now}) - INTERVAL 30 DAY ORDER BY event_time",
             "SELECT Timestamp, LogAttributes['token.id'], EventName, "
             "LogAttributes['token.outcome'], LogAttributes['client.address'] FROM otel_logs "
             f"WHERE isIPAddressInRange(LogAttributes['client.address'], '{net}.0/24') "
-            "AND Timestamp >= now() - INTERVAL 30 DAY ORDER BY Timestamp",
+            f"AND Timestamp >= toDateTime({now}) - INTERVAL 30 DAY ORDER BY Timestamp",
         ),
         Question(  # whole hours, as a dashboard's range: the same rows for both
             "top-10 tokens of the last 24 h",
             "SELECT token_key, events FROM top_tokens_24h ORDER BY events DESC, token_key LIMIT 10",
             "SELECT LogAttributes['token.id'] AS token, count() AS events FROM otel_logs "
-            "WHERE Timestamp >= toStartOfHour(now() - INTERVAL 1 DAY) "
+            f"WHERE Timestamp >= toStartOfHour(toDateTime({now}) - INTERVAL 1 DAY) "
             "GROUP BY token ORDER BY events DESC, token LIMIT 10",
         ),
         Question(  # the same, summed at query time (reported, not in min_ratio)
             "top-10 tokens of the last 24 h, summed live from token_hours",
             "SELECT token_key, sum(events) AS events FROM token_hours "
-            "WHERE hour >= toStartOfHour(now() - INTERVAL 1 DAY) "
+            f"WHERE hour >= toStartOfHour(toDateTime({now}) - INTERVAL 1 DAY) "
             "GROUP BY token_key ORDER BY events DESC, token_key LIMIT 10",
             "SELECT LogAttributes['token.id'] AS token, count() AS events FROM otel_logs "
-            "WHERE Timestamp >= toStartOfHour(now() - INTERVAL 1 DAY) "
+            f"WHERE Timestamp >= toStartOfHour(toDateTime({now}) - INTERVAL 1 DAY) "
             "GROUP BY token ORDER BY events DESC, token LIMIT 10",
             in_min_ratio=False,
         ),
@@ -194,11 +195,11 @@ def questions(token: str, subnet: str, tokens: list[str]) -> list[Question]:
             "per-minute failures of one token, 7 days",
             "SELECT minute, sum(events) AS failures FROM token_minutes "
             f"WHERE token_key = '{token}' AND outcome = 'failure' "
-            "AND minute >= now() - INTERVAL 7 DAY GROUP BY minute ORDER BY minute",
+            f"AND minute >= toDateTime({now}) - INTERVAL 7 DAY GROUP BY minute ORDER BY minute",
             "SELECT toStartOfMinute(Timestamp) AS minute, count() AS failures FROM otel_logs "
             f"WHERE LogAttributes['token.id'] = '{token}' "
             "AND LogAttributes['token.outcome'] = 'failure' "
-            "AND Timestamp >= now() - INTERVAL 7 DAY GROUP BY minute ORDER BY minute",
+            f"AND Timestamp >= toDateTime({now}) - INTERVAL 7 DAY GROUP BY minute ORDER BY minute",
         ),
         Question(
             "inventory of 1,000 tokens (status + last use)",
@@ -293,7 +294,7 @@ def main() -> None:
         )
         for column in ("question", "ours ms", "otel_logs ms", "ratio", "rows"):
             table.add_column(column, justify="right" if column != "question" else "left")
-        for q in questions(busy, subnet, sample):
+        for q in questions(busy, subnet, sample, now):
             ours_ms, ours_rows = timed(store, q.ours, args.runs)
             otel_ms, otel_rows = timed(store, q.otel, args.runs)
             ratio = otel_ms / ours_ms

@@ -1,0 +1,104 @@
+"""Fixtures for collector tests: otelcol-tokenotel run with a collector-config/ file on loopback."""
+
+from __future__ import annotations
+
+import os
+import shutil
+import subprocess
+from collections.abc import Callable, Iterator
+from pathlib import Path
+
+import pytest
+from otelcol import (
+    BUILD_SCRIPT,
+    BUILD_TIMEOUT_S,
+    COLLECTOR_BINARY,
+    CONFIG_DIR,
+    REPO,
+    REQUIRE_COLLECTOR,
+    CollectorProcess,
+    collector_env,
+    start_collector,
+)
+
+from processes import free_port
+
+
+@pytest.fixture(scope="session")
+def collector_binary() -> Path:
+    """The collector, built by `make collector`'s script when Go is installed (a no-op when the
+    binary is up to date). Without Go and without a binary the tests skip -- or fail when
+    TOKENOTEL_REQUIRE_COLLECTOR=1, so that CI never passes without running them."""
+    relative = COLLECTOR_BINARY.relative_to(REPO)
+    if shutil.which("go") is not None:
+        result = subprocess.run(
+            ["bash", str(BUILD_SCRIPT)],
+            cwd=REPO,
+            capture_output=True,
+            text=True,
+            timeout=BUILD_TIMEOUT_S,
+            check=False,
+        )
+        if result.returncode != 0 or not COLLECTOR_BINARY.is_file():
+            pytest.fail(
+                f"`make collector` failed ({result.returncode}):\n{result.stdout}{result.stderr}",
+                pytrace=False,
+            )
+    elif not COLLECTOR_BINARY.is_file():
+        reason = f"{relative} is not built and Go is not installed to build it (`make collector`)"
+        if os.environ.get(REQUIRE_COLLECTOR) == "1":
+            pytest.fail(f"{reason}; {REQUIRE_COLLECTOR}=1 requires the collector", pytrace=False)
+        pytest.skip(reason)
+    return COLLECTOR_BINARY
+
+
+@pytest.fixture
+def collector_factory(
+    tmp_path: Path, collector_binary: Path
+) -> Iterator[Callable[..., CollectorProcess]]:
+    """Starts collectors: ``start("gateway.yaml", TOKENOTEL_ENDPOINT=serve.grpc_target)``.
+    Each gets its own storage directory unless ``storage_dir`` is given (to restart one
+    collector on its persistent queue); ``metrics=True`` serves the collector's own metrics on
+    a free port (``CollectorProcess.metric``). All are stopped at the end of the test."""
+    started: list[CollectorProcess] = []
+
+    def start(
+        config: str, *, storage_dir: Path | None = None, metrics: bool = False, **settings: str
+    ) -> CollectorProcess:
+        storage = storage_dir or tmp_path / f"collector{len(started)}" / "storage"
+        storage.parent.mkdir(parents=True, exist_ok=True)
+        if metrics:
+            settings = {
+                "COLLECTOR_METRICS_LEVEL": "basic",
+                "COLLECTOR_METRICS_PORT": str(free_port()),
+            } | settings
+        env = collector_env(storage, **settings)
+        log_path = storage.parent / f"collector{len(started)}.log"
+        collector = start_collector(CONFIG_DIR / config, env, log_path)
+        started.append(collector)
+        return collector
+
+    yield start
+    for collector in started:
+        collector.stop()
+
+
+@pytest.fixture
+def collector_validate(
+    tmp_path: Path, collector_binary: Path
+) -> Callable[..., subprocess.CompletedProcess[str]]:
+    """Runs ``otelcol-tokenotel validate`` on a collector-config/ file with loopback settings:
+    ``validate("agent-files.yaml", TOKEN_EVENT_FILES=...)``; never raises."""
+
+    def validate(config: str, **settings: str) -> subprocess.CompletedProcess[str]:
+        env = collector_env(tmp_path / "validate" / "storage", **settings)
+        return subprocess.run(
+            [str(collector_binary), "validate", "--config", str(CONFIG_DIR / config)],
+            capture_output=True,
+            text=True,
+            env=env,
+            timeout=60,
+            check=False,
+        )
+
+    return validate

@@ -1,0 +1,306 @@
+"""The store is down: the service stays up, says it is not ready, asks clients to retry, and once
+the store is back every record is stored exactly once; nothing answered OK is ever missing."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import threading
+from collections.abc import Callable, Iterator
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+from typing import Any
+
+import grpc
+import pytest
+from clickhouse_connect.driver.exceptions import DatabaseError
+from google.protobuf import json_format
+from google.rpc import error_details_pb2
+from grpc_health.v1 import health_pb2, health_pb2_grpc
+from grpc_status import rpc_status
+from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
+from opentelemetry.sdk._logs import ReadableLogRecord
+from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, LogRecordExportResult
+
+from otel_sdk import logger_provider
+from otlp_builders import RECENT_NS, export_request, grpc_export, log_record, rfc3339_ns
+from processes import (
+    ServeProcess,
+    free_port,
+    http_get,
+    http_post,
+    query_json,
+    stored_row_count,
+)
+from tokenotel.config import load_settings
+from tokenotel.service import Service
+from tokenotel.store.client import EVENTS_TABLE
+
+LOGS_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
+
+
+def retry_delays_s(error: grpc.RpcError) -> tuple[float | None, float | None]:
+    """The RetryInfo delay in the status details (where the collector reads it) and in the
+    ``google.rpc.retryinfo-bin`` trailer (where the Python SDK reads it); None where absent."""
+    in_details = in_trailer = None
+    status = rpc_status.from_call(error)
+    for detail in status.details if status is not None else ():
+        info = error_details_pb2.RetryInfo()
+        if detail.Unpack(info):
+            in_details = info.retry_delay.ToNanoseconds() / 1e9
+    trailer = dict(error.trailing_metadata() or ()).get("google.rpc.retryinfo-bin")
+    if trailer is not None:
+        in_trailer = (
+            error_details_pb2.RetryInfo.FromString(trailer).retry_delay.ToNanoseconds() / 1e9
+        )
+    return in_details, in_trailer
+
+
+def health_status(target: str, service: str) -> int:
+    with grpc.insecure_channel(target) as channel:
+        stub = health_pb2_grpc.HealthStub(channel)
+        return stub.Check(health_pb2.HealthCheckRequest(service=service), timeout=10).status
+
+
+# -- a ClickHouse server that is not there ----------------------------------------------------
+
+
+@pytest.fixture
+def unreachable(serve_factory: Callable[..., ServeProcess]) -> ServeProcess:
+    closed_port = free_port()  # nothing listens there
+    return serve_factory(
+        "--clickhouse-url", f"http://default:hunter2-pw@127.0.0.1:{closed_port}/tokenotel"
+    )
+
+
+def test_service_starts_and_stays_up_but_is_not_ready(unreachable: ServeProcess) -> None:
+    assert http_get(f"{unreachable.http_url}/healthz")[0] == 200
+    status, _, body = http_get(f"{unreachable.http_url}/readyz")
+    assert (status, json.loads(body)) == (503, {"status": "store unreachable"})
+    not_serving = health_pb2.HealthCheckResponse.NOT_SERVING
+    assert health_status(unreachable.grpc_target, "") == not_serving
+    assert health_status(unreachable.grpc_target, LOGS_SERVICE) == not_serving
+
+
+def test_grpc_export_is_unavailable_with_retry_info(unreachable: ServeProcess) -> None:
+    body = export_request(log_record("token.used", {"token.id": "t1"})).SerializeToString()
+    with (
+        grpc.insecure_channel(unreachable.grpc_target) as channel,
+        pytest.raises(grpc.RpcError) as error,
+    ):
+        grpc_export(channel, body)
+    assert error.value.code() == grpc.StatusCode.UNAVAILABLE
+    assert retry_delays_s(error.value) == (1.0, 1.0)
+    assert "cannot reach http://default@127.0.0.1" in error.value.details()
+    assert unreachable.alive()
+
+
+@pytest.mark.parametrize("content_type", ["application/x-protobuf", "application/json"])
+def test_http_export_is_503_with_retry_after(unreachable: ServeProcess, content_type: str) -> None:
+    request = export_request(log_record("token.used", {"token.id": "t1"}))
+    if content_type == "application/json":
+        body = json_format.MessageToJson(request).encode()
+    else:
+        body = request.SerializeToString()
+    status, headers, _ = http_post(unreachable.logs_url, body, content_type)
+    assert (status, headers["Retry-After"], headers.get_content_type()) == (
+        503,
+        "1",
+        content_type,
+    )
+
+
+def test_password_of_the_store_is_never_shown(unreachable: ServeProcess) -> None:
+    body = export_request(log_record("token.used", {"token.id": "t1"})).SerializeToString()
+    status, _, answer = http_post(unreachable.logs_url, body, "application/x-protobuf")
+    assert status == 503
+    assert b"hunter2-pw" not in answer
+    assert unreachable.stop() == 0
+    assert "hunter2-pw" not in unreachable.output()
+    assert "starting anyway" in unreachable.output()
+
+
+def test_a_request_without_token_events_needs_no_store(unreachable: ServeProcess) -> None:
+    body = export_request(log_record("http.server.request", {"url.path": "/"})).SerializeToString()
+    with grpc.insecure_channel(unreachable.grpc_target) as channel:
+        assert grpc_export(channel, body) == ExportLogsServiceResponse()
+
+
+# -- failures injected into the embedded store's insert path ----------------------------------
+
+
+@contextlib.contextmanager
+def in_process_service(**settings: Any) -> Iterator[Service]:
+    """The service on its own event loop in a background thread; stopped (store closed) on exit.
+
+    chDB opens one data path per process, so this must close before another in-process store
+    opens; every other test runs the service as a subprocess.
+    """
+    started = threading.Event()
+    box: dict[str, Any] = {}
+
+    async def main() -> None:
+        stop = asyncio.Event()
+        try:
+            service = Service(load_settings(**settings))
+            await service.start()
+            box.update(service=service, loop=asyncio.get_running_loop(), stop=stop)
+        except BaseException as e:
+            box["error"] = e
+            raise
+        finally:
+            started.set()
+        try:
+            await stop.wait()
+        finally:
+            await service.stop()
+
+    thread = threading.Thread(target=asyncio.run, args=(main(),), name="service", daemon=True)
+    thread.start()
+    assert started.wait(120), "the service did not start"
+    if "error" in box:
+        raise box["error"]
+    try:
+        yield box["service"]
+    finally:
+        box["loop"].call_soon_threadsafe(box["stop"].set)
+        thread.join(120)
+        assert not thread.is_alive(), "the service did not stop"
+
+
+def sdk_records(count: int) -> tuple[ReadableLogRecord, ...]:
+    """``count`` token events as the SDK hands them to an exporter."""
+    captured = InMemoryLogRecordExporter()
+    provider = logger_provider(captured, {"service.name": "api"})
+    logger = provider.get_logger("api.auth")
+    for i in range(count):
+        logger.emit(event_name="token.used", attributes={"token.id": f"tok-{i:02d}"})
+    provider.shutdown()
+    return captured.get_finished_logs()
+
+
+def test_injected_insert_failures_are_retried_until_every_record_is_stored_once(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    data_dir = tmp_path / "data"
+    failures = 2
+    calls: list[int] = []
+    ready_while_failing: list[int] = []
+    records = sdk_records(20)
+
+    with in_process_service(
+        data_dir=data_dir,
+        grpc_listen="127.0.0.1:0",
+        http_listen="127.0.0.1:0",
+        retry_after_s=0.2,
+    ) as service:
+        # The one fake in the suite: chDB runs inside the service process and cannot be made to
+        # fail from outside (no server to stop, no network to cut), so its client's insert raises
+        # the error a full disk gives, a couple of times, then works again.
+        client = service.store.connect()
+        real_insert = client.insert_arrow
+        readyz = f"http://127.0.0.1:{service.http_port}/readyz"
+
+        def flaky_insert(table: str, data: Any, *args: Any, **kwargs: Any) -> Any:
+            if table != EVENTS_TABLE:
+                return real_insert(table, data, *args, **kwargs)
+            calls.append(data.num_rows)
+            if len(calls) > failures:
+                return real_insert(table, data, *args, **kwargs)
+            if len(calls) == failures:  # the previous insert failed: readiness must say so
+                ready_while_failing.append(http_get(readyz)[0])
+            raise DatabaseError(
+                "Code: 243. DB::Exception: Cannot reserve 1.00 MiB (NOT_ENOUGH_SPACE)"
+            )
+
+        monkeypatch.setattr(client, "insert_arrow", flaky_insert)
+
+        target = f"127.0.0.1:{service.grpc_port}"
+        exporters = [OTLPLogExporter(endpoint=target, insecure=True, timeout=60) for _ in range(2)]
+        halves = [records[0::2], records[1::2]]
+        with ThreadPoolExecutor(2) as pool:
+            results = list(pool.map(lambda e, r: e.export(r), exporters, halves))
+        for exporter in exporters:
+            exporter.shutdown()
+        assert results == [LogRecordExportResult.SUCCESS] * 2
+        assert http_get(readyz)[0] == 200
+
+    assert ready_while_failing == [503]
+    # The SDK waited as long as the service asked (retry_after_s), not its own backoff.
+    retries = [r.getMessage() for r in caplog.records if "retrying in" in r.getMessage()]
+    assert retries
+    assert all("retrying in 0.20s" in message for message in retries)
+    assert len(calls) > failures  # failed, then succeeded
+    assert sum(calls[failures:]) == len(records)  # each record committed in exactly one insert
+    stored = [e["token_id"] for e in query_json(data_dir)]
+    assert sorted(stored) == [f"tok-{i:02d}" for i in range(20)]
+
+
+def test_grpc_health_is_not_serving_until_the_store_has_answered(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # The readiness probe is held until the test releases it, to look at the moment between
+    # the gRPC port opening and the first answer from the store (gRPC health starts SERVING).
+    answer = threading.Event()
+
+    async def held_ready(self: Service) -> bool:
+        await asyncio.to_thread(answer.wait)
+        return True
+
+    monkeypatch.setattr(Service, "ready", held_ready)
+    with in_process_service(
+        data_dir=tmp_path / "data",
+        grpc_listen="127.0.0.1:0",
+        http_listen="127.0.0.1:0",
+        clickhouse_url=f"http://default:@127.0.0.1:{free_port()}/tokenotel",
+    ) as service:
+        target = f"127.0.0.1:{service.grpc_port}"
+        try:
+            before = health_status(target, "")
+        finally:
+            answer.set()
+        after = [health_status(target, "")]
+        while after[-1] != health_pb2.HealthCheckResponse.SERVING and len(after) < 200:
+            threading.Event().wait(0.05)
+            after.append(health_status(target, ""))
+    assert before == health_pb2.HealthCheckResponse.NOT_SERVING
+    assert after[-1] == health_pb2.HealthCheckResponse.SERVING
+
+
+# -- retried requests ------------------------------------------------------------------------
+
+
+def test_a_retried_request_creates_no_duplicate_rows(
+    serve_factory: Callable[..., ServeProcess],
+) -> None:
+    request = export_request(
+        log_record("token.used", {"token.id": "t1"}, time_unix_nano=RECENT_NS + 1_000),
+        log_record("token.used", {"token.id": "t1"}, time_unix_nano=RECENT_NS + 2_000),
+        log_record(
+            "token.created", {"token.value": "opaque-value-1"}, time_unix_nano=RECENT_NS + 500
+        ),
+    )
+    body = request.SerializeToString()
+    serve = serve_factory()
+    with grpc.insecure_channel(serve.grpc_target) as channel:
+        grpc_export(channel, body)
+        grpc_export(channel, body)
+    status, _, _ = http_post(serve.logs_url, body, "application/x-protobuf")
+    assert status == 200
+    assert serve.stop() == 0
+
+    # Resent after a restart too: the service remembers what it committed lately.
+    again = serve_factory(data_dir=serve.data_dir)
+    with grpc.insecure_channel(again.grpc_target) as channel:
+        grpc_export(channel, body)
+    assert again.stop() == 0
+
+    stored = query_json(serve.data_dir)
+    assert [(e["event_name"], e["time"]) for e in stored] == [
+        ("token.created", rfc3339_ns(RECENT_NS + 500)),
+        ("token.used", rfc3339_ns(RECENT_NS + 1_000)),
+        ("token.used", rfc3339_ns(RECENT_NS + 2_000)),
+    ]
+    assert stored_row_count(serve.data_dir) == 3

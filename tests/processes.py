@@ -1,0 +1,222 @@
+"""tokenotel as real subprocesses for tests: `serve` on free ports, and the CLI."""
+
+from __future__ import annotations
+
+import http.client
+import json
+import os
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.error
+import urllib.request
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+from urllib.parse import urlsplit
+
+STARTUP_TIMEOUT_S = 60
+STOP_TIMEOUT_S = 60
+CLI_TIMEOUT_S = 120
+
+
+def free_port() -> int:
+    """A TCP port nobody listens on right now (the OS picks it)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def clean_env(**extra: str) -> dict[str, str]:
+    """The test process's environment without any TOKENOTEL_* or OTEL_* setting, plus ``extra``."""
+    env = {k: v for k, v in os.environ.items() if not k.startswith(("TOKENOTEL_", "OTEL_"))}
+    env["PYTHONUNBUFFERED"] = "1"
+    return env | extra
+
+
+def http_get(url: str, timeout: float = 5) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and body of a GET; HTTP errors are answers, not exceptions."""
+    try:
+        with urllib.request.urlopen(url, timeout=timeout) as response:
+            return response.status, dict(response.headers), response.read()
+    except urllib.error.HTTPError as e:
+        return e.code, dict(e.headers), e.read()
+
+
+def http_post(
+    url: str,
+    body: bytes,
+    content_type: str,
+    *,
+    method: str = "POST",
+    headers: dict[str, str] | None = None,
+) -> tuple[int, http.client.HTTPMessage, bytes]:
+    """Status, headers and body of a request with a body (any method), errors included."""
+    parts = urlsplit(url)
+    connection = http.client.HTTPConnection(parts.hostname or "", parts.port, timeout=30)
+    try:
+        all_headers = {"Content-Type": content_type, **(headers or {})}
+        connection.request(method, parts.path, body=body, headers=all_headers)
+        response = connection.getresponse()
+        return response.status, response.headers, response.read()
+    finally:
+        connection.close()
+
+
+@dataclass
+class ServeProcess:
+    """A running ``tokenotel serve``; its stdout and stderr go to ``log_path``."""
+
+    data_dir: Path
+    grpc_port: int
+    http_port: int
+    log_path: Path
+    proc: subprocess.Popen[bytes]
+    returncode: int | None = field(default=None)
+
+    @property
+    def grpc_target(self) -> str:
+        return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def http_url(self) -> str:
+        return f"http://127.0.0.1:{self.http_port}"
+
+    @property
+    def logs_url(self) -> str:
+        return f"{self.http_url}/v1/logs"
+
+    def output(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> int:
+        """SIGTERM, then waits for a clean exit; returns the exit code."""
+        if self.returncode is None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.returncode = self.proc.wait(STOP_TIMEOUT_S)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.returncode = self.proc.wait()
+                raise AssertionError(f"serve did not stop on SIGTERM:\n{self.output()}") from None
+        return self.returncode
+
+
+def start_serve(
+    data_dir: Path,
+    *args: str,
+    env: dict[str, str] | None = None,
+    log_path: Path | None = None,
+) -> ServeProcess:
+    """Starts ``tokenotel serve`` in ``data_dir`` on free loopback ports; returns once healthy."""
+    grpc_port, http_port = free_port(), free_port()
+    listen = [
+        "--data-dir",
+        str(data_dir),
+        "--grpc-listen",
+        f"127.0.0.1:{grpc_port}",
+        "--http-listen",
+        f"127.0.0.1:{http_port}",
+    ]
+    return launch_serve(
+        [*listen, *args],
+        data_dir=data_dir,
+        grpc_port=grpc_port,
+        http_port=http_port,
+        env=env,
+        log_path=log_path,
+    )
+
+
+def launch_serve(
+    args: list[str],
+    *,
+    data_dir: Path,
+    grpc_port: int,
+    http_port: int,
+    env: dict[str, str] | None = None,
+    log_path: Path | None = None,
+) -> ServeProcess:
+    """Starts ``tokenotel serve <args>`` as given (the caller says where it will listen) and
+    returns once GET /healthz answers 200 on ``http_port``."""
+    log_path = log_path or data_dir.parent / f"{data_dir.name}-serve.log"
+    data_dir.parent.mkdir(parents=True, exist_ok=True)
+    with log_path.open("ab") as log:
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tokenotel", "serve", *args],
+            stdout=log,
+            stderr=subprocess.STDOUT,
+            env=env or clean_env(),
+            cwd=data_dir.parent,
+        )
+    serve = ServeProcess(data_dir, grpc_port, http_port, log_path, proc)
+    deadline = time.monotonic() + STARTUP_TIMEOUT_S
+    while time.monotonic() < deadline:
+        if not serve.alive():
+            raise AssertionError(f"serve exited with {proc.returncode}:\n{serve.output()}")
+        try:
+            if http_get(f"{serve.http_url}/healthz", timeout=1)[0] == 200:
+                return serve
+        except OSError:
+            pass
+        time.sleep(0.05)
+    serve.stop()
+    raise AssertionError(f"serve did not become healthy:\n{serve.output()}")
+
+
+def run_cli(
+    *args: str, stdin: str | None = None, env: dict[str, str] | None = None, cwd: Path | None = None
+) -> subprocess.CompletedProcess[str]:
+    """Runs ``tokenotel <args>`` and returns what it printed (never raises on a non-zero exit)."""
+    return subprocess.run(
+        [sys.executable, "-m", "tokenotel", *args],
+        input=stdin,
+        capture_output=True,
+        text=True,
+        encoding="utf-8",
+        env=env or clean_env(),
+        cwd=cwd,
+        timeout=CLI_TIMEOUT_S,
+        check=False,
+    )
+
+
+def query_json(data_dir: Path, *filters: str) -> list[dict[str, Any]]:
+    """``tokenotel query --data-dir DIR --format json [filters]`` as one dict per event."""
+    result = run_cli("query", "--data-dir", str(data_dir), "--format", "json", *filters)
+    assert result.returncode == 0, result.stderr
+    return [json.loads(line) for line in result.stdout.splitlines() if line.strip()]
+
+
+# Counts the rows physically in the events table, whatever the CLI's query would show, in a
+# process of its own (one chDB path per process): a duplicate row cannot hide from it.
+_COUNT_ROWS = """
+import sys
+from pathlib import Path
+from tokenotel.store.client import EVENTS_TABLE, Store
+store = Store(Path(sys.argv[1]), None)
+try:
+    print(store.query(f"SELECT count() FROM {EVENTS_TABLE}").result_rows[0][0])
+finally:
+    store.close()
+"""
+
+
+def stored_row_count(data_dir: Path) -> int:
+    """Rows in the events table of a stopped service's embedded store, duplicates included."""
+    result = subprocess.run(
+        [sys.executable, "-c", _COUNT_ROWS, str(data_dir)],
+        capture_output=True,
+        text=True,
+        env=clean_env(),
+        timeout=CLI_TIMEOUT_S,
+        check=False,
+    )
+    assert result.returncode == 0, result.stderr
+    return int(result.stdout.strip())
