@@ -67,7 +67,8 @@ class Service:
         return ExportResult()
 
     async def ready(self) -> bool:
-        return await asyncio.to_thread(self.store.ready)
+        """Ready while the store answers and the last write went through."""
+        return self.writer.failing is None and await asyncio.to_thread(self.store.ready)
 
     async def start(self) -> None:
         """Binds both ports and starts serving; the store may still be unreachable."""

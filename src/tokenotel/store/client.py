@@ -52,7 +52,6 @@ class Store:
         self.database = server.database if server else database
         self._client: Client | None = None
         self._lock = threading.Lock()
-        self.last_error: str | None = None
         self.applied_migrations: list[Migration] = []
 
     @classmethod
@@ -121,21 +120,18 @@ class Store:
                     f"the data directory {self._data_dir} is in use by another tokenotel process; "
                     "stop it first (one process per data directory)"
                 ) from None
-            self.last_error = _first_line(message)
-            raise StoreUnavailable(f"cannot reach {self.target}: {self.last_error}") from None
-        self.last_error = None
+            reason = _first_line(message)
+            raise StoreUnavailable(f"cannot reach {self.target}: {reason}") from None
         log.info("store ready: %s", self.target)
         return client
 
     def ready(self) -> bool:
-        """True when the store answers and the last write did not fail."""
+        """True when the store answers (whether writes succeed is the writer's to say)."""
         try:
             client = self.connect()
         except StoreUnavailable:
             return False
-        if self._server is not None and not client.ping():
-            return False
-        return self.last_error is None
+        return self._server is None or client.ping()
 
     def insert_arrow(self, table: str, data: pa.Table) -> None:
         """Inserts and returns once the rows are committed; raises StoreUnavailable."""
@@ -143,9 +139,8 @@ class Store:
         try:
             client.insert_arrow(table, data, settings=INSERT_SETTINGS)
         except Exception as e:
-            self.last_error = _first_line(str(e))
-            raise StoreUnavailable(f"insert into {self.target} failed: {self.last_error}") from e
-        self.last_error = None
+            message = _first_line(str(e))
+            raise StoreUnavailable(f"insert into {self.target} failed: {message}") from e
 
     def query(self, sql: str, parameters: dict[str, Any] | None = None) -> QueryResult:
         client = self.connect()

@@ -84,6 +84,8 @@ class BatchWriter:
         self._task: asyncio.Task[None] | None = None
         self._stopping = False
         self.stats = WriterStats()
+        #: Why the last write failed; None once a write succeeds again.
+        self.failing: str | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="tokenotel-writer")
@@ -151,12 +153,14 @@ class BatchWriter:
             written = await asyncio.to_thread(self._insert, [p.table for p in taken])
         except StoreUnavailable as e:
             e.retry_after_s = self._retry_after_s
+            self.failing = str(e)
             self.stats.failed_inserts += 1
             log.warning("write of %d rows failed, clients will retry: %s", count, e)
             for item in taken:
                 if not item.done.done():
                     item.done.set_exception(e)
             return
+        self.failing = None
         for item, new in zip(taken, written, strict=True):
             if not item.done.done():
                 item.done.set_result(new)
