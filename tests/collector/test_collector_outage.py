@@ -193,11 +193,5 @@ def test_every_event_arrives_exactly_once_across_tokenotel_and_collector_restart
     assert sent_before_restart < EVENTS
     # ... and exactly once (query shows every stored row: the events table does not merge).
     duplicates = sorted(i for i, n in ids.items() if n > 1)
-    if duplicates:
-        pytest.xfail(
-            f"known tokenotel bug: {len(duplicates)} events stored twice ({duplicates[0]} ...). "
-            "BatchWriter._insert commits the rows, then their ids in a second insert; a SIGKILL "
-            "between the two leaves committed rows whose ids the restarted service does not "
-            "know, so the collector's retry of the unacknowledged request stores them again."
-        )
+    assert duplicates == []
     assert len(stored) == stored_row_count(serve.data_dir) == EVENTS
