@@ -9,11 +9,11 @@ once, then resolves every waiting request together.
 from __future__ import annotations
 
 import asyncio
-import itertools
+import collections
 import logging
 import time
+from collections.abc import Iterable
 from dataclasses import dataclass
-from typing import Any
 
 import pyarrow as pa
 
@@ -77,7 +77,10 @@ class BatchWriter:
         self._pending: list[_Pending] = []
         self._pending_rows = 0
         self._arrived = asyncio.Event()
-        self._recent: dict[int, None] = {}
+        # Ids committed lately: a set to look up, and the same ids by insert, oldest first, to
+        # forget them in whole inserts (a set and a deque take half the memory of a dict).
+        self._recent: set[int] = set()
+        self._recent_batches: collections.deque[list[int]] = collections.deque()
         self._primed = False
         self._last_stamp = 0
         self.lifecycle = TokenLifecycle()
@@ -216,13 +219,11 @@ class BatchWriter:
         self.lifecycle.load(self._store.query(KNOWN_TOKENS_SQL).result_rows)
         self._primed = True
 
-    def _remember(self, ids: Any) -> None:
+    def _remember(self, ids: Iterable[int]) -> None:
         if self._dedup_window == 0:
             return
-        recent = self._recent
-        for event_id in ids:
-            recent[event_id] = None
-        excess = len(recent) - self._dedup_window
-        if excess > 0:
-            for event_id in list(itertools.islice(recent, excess)):
-                del recent[event_id]
+        batch = [i for i in ids if i not in self._recent]
+        self._recent.update(batch)
+        self._recent_batches.append(batch)
+        while len(self._recent) > self._dedup_window and len(self._recent_batches) > 1:
+            self._recent.difference_update(self._recent_batches.popleft())
