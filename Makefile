@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format collector bench-ingest clean
+.PHONY: demo test lint format collector bench-ingest bench-query clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -35,6 +35,9 @@ collector:
 
 bench-ingest: $(STAMP)
 	$(BIN)/python bench/ingest.py
+
+bench-query: $(STAMP)
+	$(BIN)/python bench/query.py
 
 clean:
 	rm -rf $(VENV) .build tokenotel-data tokenotel-demo
