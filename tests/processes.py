@@ -187,6 +187,51 @@ def run_cli(
     )
 
 
+#: A stored event as ``query --format json`` prints it when its sender set nothing but its
+#: name (and, for the record's own resource, what a test adds).
+EMPTY_EVENT: dict[str, Any] = {
+    "outcome": "success",
+    "token_status": "",
+    "failure_reason": "",
+    "token_id": "",
+    "token_fingerprint": "",
+    "token_type": "",
+    "token_name": "",
+    "token_hint": "",
+    "previous_token_id": "",
+    "principal_id": "",
+    "principal_type": "",
+    "actor_id": "",
+    "tenant": "",
+    "client_ip": "",
+    "user_agent": "",
+    "country": "",
+    "asn": 0,
+    "scopes": [],
+    "scopes_added": [],
+    "scopes_removed": [],
+    "expires_at": None,
+    "issued_at": None,
+    "http_method": "",
+    "http_route": "",
+    "url_path": "",
+    "http_status": 0,
+    "request_id": "",
+    "reason": "",
+    "source": "",
+    "service_name": "",
+    "environment": "",
+    "scope_name": "",
+    "trace_id": "",
+    "span_id": "",
+    "severity_text": "",
+    "severity_number": 0,
+    "body": "",
+    "attributes": {},
+    "resource_attributes": {},
+}
+
+
 def query_json(data_dir: Path, *filters: str) -> list[dict[str, Any]]:
     """``tokenotel query --data-dir DIR --format json [filters]`` as one dict per event."""
     result = run_cli("query", "--data-dir", str(data_dir), "--format", "json", *filters)

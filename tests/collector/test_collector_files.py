@@ -23,7 +23,7 @@ import pytest
 from otelcol import CONFIG_DIR, collector_env, start_collector, wait_until
 
 from otlp_builders import RECENT_NS, rfc3339_ms, rfc3339_ns
-from processes import free_port, query_json, run_cli, start_serve
+from processes import EMPTY_EVENT, free_port, query_json, run_cli, start_serve
 
 pytestmark = pytest.mark.collector
 
@@ -51,47 +51,7 @@ def rfc3339(ns: int, offset_hours: int = 0) -> str:
 
 
 #: A stored event from a file, before the fields each case sets.
-DEFAULTS: dict[str, Any] = {
-    "outcome": "success",
-    "token_status": "",
-    "failure_reason": "",
-    "token_id": "",
-    "token_fingerprint": "",
-    "token_type": "",
-    "token_name": "",
-    "token_hint": "",
-    "previous_token_id": "",
-    "principal_id": "",
-    "principal_type": "",
-    "actor_id": "",
-    "tenant": "",
-    "client_ip": "",
-    "user_agent": "",
-    "country": "",
-    "asn": 0,
-    "scopes": [],
-    "scopes_added": [],
-    "scopes_removed": [],
-    "expires_at": None,
-    "issued_at": None,
-    "http_method": "",
-    "http_route": "",
-    "url_path": "",
-    "http_status": 0,
-    "request_id": "",
-    "reason": "",
-    "source": "",
-    "service_name": "",
-    "environment": "",
-    "scope_name": "",
-    "trace_id": "",
-    "span_id": "",
-    "severity_text": "",
-    "severity_number": 0,
-    "body": "",
-    "attributes": {},
-    "resource_attributes": {},
-}
+DEFAULTS: dict[str, Any] = EMPTY_EVENT
 FINGERPRINT = "<fingerprint of RAW_TOKEN>"
 #: Stands for "the time the collector read the line" (the line has no time of its own).
 READ_TIME = "<observed time>"

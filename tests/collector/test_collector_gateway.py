@@ -29,7 +29,7 @@ from otelcol import CONFIG_DIR, collector_env, start_collector, wait_until
 
 from otel_sdk import CheckedExporter, logger_provider
 from otlp_builders import RECENT_NS, rfc3339_ms, rfc3339_ns
-from processes import free_port, query_json, run_cli, start_serve
+from processes import EMPTY_EVENT, free_port, query_json, run_cli, start_serve
 
 pytestmark = pytest.mark.collector
 
@@ -49,44 +49,10 @@ EDGE = {"service.name": "edge-proxy"}
 
 #: A stored event whose sender set nothing but its name (and an identity).
 DEFAULTS: dict[str, Any] = {
-    "outcome": "success",
-    "token_status": "",
-    "failure_reason": "",
-    "token_id": "",
-    "token_fingerprint": "",
-    "token_type": "",
-    "token_name": "",
-    "token_hint": "",
-    "previous_token_id": "",
-    "principal_id": "",
-    "principal_type": "",
-    "actor_id": "",
-    "tenant": "",
-    "client_ip": "",
-    "user_agent": "",
-    "country": "",
-    "asn": 0,
-    "scopes": [],
-    "scopes_added": [],
-    "scopes_removed": [],
-    "expires_at": None,
-    "issued_at": None,
-    "http_method": "",
-    "http_route": "",
-    "url_path": "",
-    "http_status": 0,
-    "request_id": "",
-    "reason": "",
-    "source": "",
+    **EMPTY_EVENT,
     "service_name": "billing-api",
     "environment": "prod",
     "scope_name": "billing.auth",
-    "trace_id": "",
-    "span_id": "",
-    "severity_text": "",
-    "severity_number": 0,
-    "body": "",
-    "attributes": {},
     "resource_attributes": {"k8s.pod.name": "b-1"},
 }
 #: Stands for the fingerprint of RAW_TOKEN, which only the stopped service's key can tell.

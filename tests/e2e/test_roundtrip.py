@@ -23,7 +23,7 @@ from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportRes
 
 from otel_sdk import CheckedExporter, logger_provider, span_context
 from otlp_builders import RECENT_NS, rfc3339_ms, rfc3339_ns
-from processes import ServeProcess, query_json, run_cli, start_serve
+from processes import EMPTY_EVENT, ServeProcess, query_json, run_cli, start_serve
 
 T0 = RECENT_NS
 SECOND = 1_000_000_000
@@ -42,44 +42,10 @@ RESOURCE = {
 
 #: What every stored event looks like when the sender set nothing but its name and token.
 DEFAULTS: dict[str, Any] = {
-    "outcome": "success",
-    "token_status": "",
-    "failure_reason": "",
-    "token_id": "",
-    "token_fingerprint": "",
-    "token_type": "",
-    "token_name": "",
-    "token_hint": "",
-    "previous_token_id": "",
-    "principal_id": "",
-    "principal_type": "",
-    "actor_id": "",
-    "tenant": "",
-    "client_ip": "",
-    "user_agent": "",
-    "country": "",
-    "asn": 0,
-    "scopes": [],
-    "scopes_added": [],
-    "scopes_removed": [],
-    "expires_at": None,
-    "issued_at": None,
-    "http_method": "",
-    "http_route": "",
-    "url_path": "",
-    "http_status": 0,
-    "request_id": "",
-    "reason": "",
-    "source": "",
+    **EMPTY_EVENT,
     "service_name": "billing-api",
     "environment": "prod",
     "scope_name": "billing.auth",
-    "trace_id": "",
-    "span_id": "",
-    "severity_text": "",
-    "severity_number": 0,
-    "body": "",
-    "attributes": {},
     "resource_attributes": {"cloud.region": "eu-west-1", "k8s.pod.name": "billing-7f9c"},
 }
 
