@@ -65,9 +65,41 @@ def http_post(
         connection.close()
 
 
+class SupervisedProcess:
+    """A child process whose stdout and stderr go to ``log_path``; stopped with SIGTERM."""
+
+    what = "process"
+    stop_timeout_s: float = STOP_TIMEOUT_S
+    proc: subprocess.Popen[bytes]
+    log_path: Path
+    returncode: int | None
+
+    def output(self) -> str:
+        return self.log_path.read_text(encoding="utf-8", errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def stop(self) -> int:
+        """SIGTERM, then waits for a clean exit; returns the exit code."""
+        if self.returncode is None:
+            if self.proc.poll() is None:
+                self.proc.send_signal(signal.SIGTERM)
+            try:
+                self.returncode = self.proc.wait(self.stop_timeout_s)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.returncode = self.proc.wait()
+                message = f"{self.what} did not stop on SIGTERM:\n{self.output()}"
+                raise AssertionError(message) from None
+        return self.returncode
+
+
 @dataclass
-class ServeProcess:
-    """A running ``tokenotel serve``; its stdout and stderr go to ``log_path``."""
+class ServeProcess(SupervisedProcess):
+    """A running ``tokenotel serve``."""
+
+    what = "serve"
 
     data_dir: Path
     grpc_port: int
@@ -87,25 +119,6 @@ class ServeProcess:
     @property
     def logs_url(self) -> str:
         return f"{self.http_url}/v1/logs"
-
-    def output(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self) -> int:
-        """SIGTERM, then waits for a clean exit; returns the exit code."""
-        if self.returncode is None:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.returncode = self.proc.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.returncode = self.proc.wait()
-                raise AssertionError(f"serve did not stop on SIGTERM:\n{self.output()}") from None
-        return self.returncode
 
 
 def start_serve(

@@ -4,14 +4,13 @@ from __future__ import annotations
 
 import os
 import re
-import signal
 import subprocess
 import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from processes import free_port, http_get
+from processes import SupervisedProcess, free_port, http_get
 
 REPO = Path(__file__).resolve().parents[2]
 COLLECTOR_BINARY = REPO / ".build" / "otelcol-tokenotel" / "otelcol-tokenotel"
@@ -29,8 +28,11 @@ STOP_TIMEOUT_S = 90
 
 
 @dataclass
-class CollectorProcess:
-    """A running collector; its stdout and stderr go to ``log_path``."""
+class CollectorProcess(SupervisedProcess):
+    """A running collector."""
+
+    what = "collector"
+    stop_timeout_s = STOP_TIMEOUT_S
 
     config: Path
     env: dict[str, str]
@@ -70,26 +72,6 @@ class CollectorProcess:
             if all(series.get(k) == v for k, v in labels.items()):
                 total += float(match["value"])
         return total
-
-    def output(self) -> str:
-        return self.log_path.read_text(encoding="utf-8", errors="replace")
-
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
-    def stop(self) -> int:
-        """SIGTERM, then waits for the collector to exit; returns the exit code."""
-        if self.returncode is None:
-            if self.proc.poll() is None:
-                self.proc.send_signal(signal.SIGTERM)
-            try:
-                self.returncode = self.proc.wait(STOP_TIMEOUT_S)
-            except subprocess.TimeoutExpired:
-                self.proc.kill()
-                self.returncode = self.proc.wait()
-                message = f"collector did not stop on SIGTERM:\n{self.output()}"
-                raise AssertionError(message) from None
-        return self.returncode
 
 
 # One sample of the Prometheus text format: name{label="value",...} value
