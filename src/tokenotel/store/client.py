@@ -92,19 +92,9 @@ class Store:
                 client = clickhouse_connect.get_client(dsn=dsn, database=self.database)
                 bootstrap.close()
             else:
-                server = self._server
-                common = dict(
-                    host=server.host,
-                    port=server.port,
-                    username=server.username,
-                    password=server.password,
-                    secure=server.secure,
-                    connect_timeout=3,
-                    send_receive_timeout=60,
-                )
-                bootstrap = clickhouse_connect.get_client(**common)
+                bootstrap = server_client(self._server)
                 bootstrap.command(f"CREATE DATABASE IF NOT EXISTS {self.database}")
-                client = clickhouse_connect.get_client(database=self.database, **common)
+                client = server_client(self._server, self.database)
                 bootstrap.close()
             if self.cluster is None:
                 self.applied_migrations = migrate(client)
@@ -157,6 +147,20 @@ class Store:
             if self._client is not None:
                 self._client.close()
                 self._client = None
+
+
+def server_client(server: ClickHouseServer, database: str | None = None) -> Client:
+    """A client of a ClickHouse server (HTTP); raises when the server does not answer."""
+    return clickhouse_connect.get_client(
+        host=server.host,
+        port=server.port,
+        username=server.username,
+        password=server.password,
+        secure=server.secure,
+        database=database,
+        connect_timeout=3,
+        send_receive_timeout=60,
+    )
 
 
 def _first_line(message: str) -> str:

@@ -11,10 +11,9 @@ from __future__ import annotations
 
 import re
 
-import clickhouse_connect
-
 from tokenotel.config import ClickHouseServer
 from tokenotel.errors import StoreUnavailable
+from tokenotel.store.client import server_client
 from tokenotel.store.migrate import (
     CREATE_MIGRATIONS_TABLE,
     MIGRATIONS_TABLE,
@@ -136,14 +135,7 @@ def apply_cluster(
     migrations not yet recorded. Returns how many ran, and the back-fills it left out: they
     fill local tables, so they must run on one replica of each shard."""
     try:
-        client = clickhouse_connect.get_client(
-            host=server.host,
-            port=server.port,
-            username=server.username,
-            password=server.password,
-            secure=server.secure,
-            connect_timeout=5,
-        )
+        client = server_client(server)
         client.command(statements[0])  # the database, before anything uses it
         client.database = server.database
         done = applied_versions(client)
