@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import os
 import shutil
+import sys
 import threading
 import time
 from pathlib import Path
@@ -191,13 +193,14 @@ def _print_summary(summary: Summary, data_dir: Path) -> None:
     console.print(expired)
 
     burst_token = summary.bursts[0]["token"] if summary.bursts else "billing_ci"
-    query = f"tokenotel query --data-dir {data_dir}"
+    command = _command_name()
+    query = f"{command} query --data-dir {data_dir}"
     commands = [
         f"{query} --token {burst_token} --outcome failure",
         f"{query} --ip {ATTACKER_IP.rsplit('.', 1)[0]}.0/24",
         f"{query} --event token.revoked --event token.auth_failed --since 24h",
         f"{query} --principal alice --format json",
-        f"echo -n '<a token you hold>' | tokenotel fingerprint --data-dir {data_dir}",
+        f"echo -n '<a token you hold>' | {command} fingerprint --data-dir {data_dir}",
     ]
     console.print(
         Panel(
@@ -206,3 +209,10 @@ def _print_summary(summary: Summary, data_dir: Path) -> None:
             border_style="cyan",
         )
     )
+
+
+def _command_name() -> str:
+    """How to run tokenotel again from here: its name if on PATH, else the path it ran from."""
+    if shutil.which("tokenotel") or not sys.argv[0].endswith("tokenotel"):
+        return "tokenotel"
+    return os.path.relpath(sys.argv[0])
