@@ -17,8 +17,9 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
+
+from otlp_builders import key_values
 
 SECOND = 1_000_000_000
 MINUTE = 60 * SECOND
@@ -77,7 +78,7 @@ class Scenario:
             request = ExportLogsServiceRequest()
             resource_logs = request.resource_logs.add()
             resource_logs.resource.attributes.extend(
-                _key_values({"service.name": "api-gateway", "deployment.environment.name": "prod"})
+                key_values({"service.name": "api-gateway", "deployment.environment.name": "prod"})
             )
             scope_logs = resource_logs.scope_logs.add()
             scope_logs.scope.name = "tokenotel.tests.grafana"
@@ -88,7 +89,7 @@ class Scenario:
                     time_unix_nano=time_ns,
                     observed_time_unix_nano=time_ns,
                     event_name=event_name,
-                    attributes=_key_values({**attributes, "token.request.id": f"req-{n}"}),
+                    attributes=key_values({**attributes, "token.request.id": f"req-{n}"}),
                     trace_id=(n + 1).to_bytes(16, "big"),
                     span_id=(n + 1).to_bytes(8, "big"),
                 )
@@ -336,19 +337,3 @@ def _ordinary_traffic(s: Scenario, count: int) -> None:
     span = 6 * HOUR - 15 * MINUTE
     for n in range(count):
         s.add(15 * MINUTE + n * span // count, "token.used", _use(n % SERVICE_TOKENS))
-
-
-def _any_value(value: Any) -> AnyValue:
-    if isinstance(value, str):
-        return AnyValue(string_value=value)
-    if isinstance(value, bool):
-        return AnyValue(bool_value=value)
-    if isinstance(value, int):
-        return AnyValue(int_value=value)
-    result = AnyValue()
-    result.array_value.values.extend(_any_value(v) for v in value)
-    return result
-
-
-def _key_values(attributes: dict[str, Any]) -> list[KeyValue]:
-    return [KeyValue(key=k, value=_any_value(v)) for k, v in attributes.items()]
