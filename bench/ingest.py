@@ -130,7 +130,7 @@ def main() -> None:
             "--http-listen",
             f"127.0.0.1:{http_port}",
             "--log-level",
-            "warning",
+            "info",
         ],
         stdout=subprocess.DEVNULL,
         stderr=log_path.open("w"),
@@ -203,6 +203,9 @@ def main() -> None:
         server.terminate()
         server.wait(60)
 
+    summary = [ln for ln in log_path.read_text().splitlines() if "tokenotel stopped" in ln]
+    if summary:
+        console.print("server: " + summary[-1].split(": ", 1)[-1])
     stored = _count(data_dir / "data")
     sent = requests * args.batch
     latencies.sort()

@@ -117,10 +117,12 @@ class Service:
         self.mapping.close()
         self.store.close()
         log.info(
-            "tokenotel stopped: %d requests, %d token events stored, %d other records ignored, "
-            "%d rejected",
+            "tokenotel stopped: %d requests, %d token events stored in %d inserts, %d duplicates "
+            "dropped, %d other records ignored, %d rejected",
             self.stats.requests,
             self.stats.records_stored,
+            self.writer.stats.inserts,
+            self.writer.stats.duplicates_dropped,
             self.stats.records_ignored,
             self.stats.records_rejected,
         )
