@@ -50,7 +50,8 @@ def short_fingerprint(fingerprint: str) -> str:
 
 
 def _write_table(events: list[dict[str, Any]], out: TextIO) -> None:
-    console = Console(file=out, width=max(140, Console(file=out).width))
+    # A terminal decides its own width; a pipe or file gets lines long enough not to fold.
+    console = Console(file=out, width=None if out.isatty() else 240)
     if not events:
         console.print("[yellow]no events match[/yellow]")
         return
