@@ -247,7 +247,6 @@ COLUMNS: tuple[Column, ...] = (
 )
 
 COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
-COLUMN_INDEX: dict[str, int] = {name: i for i, name in enumerate(COLUMN_NAMES)}
 #: Columns the mapping does not fill: computed by ClickHouse, or by the writer at insert.
 COMPUTED_COLUMNS = frozenset(c.name for c in COLUMNS if c.source.startswith("("))
 #: Columns a mapped row carries, in order: the event id (a hash of the record, to drop
