@@ -42,7 +42,7 @@ DataDirOpt = Annotated[
     typer.Option(
         "--data-dir",
         help="Data directory (embedded store, fingerprint key). "
-        "[env: TOKENOTEL_DATA_DIR; default: ./tokenotel-data]",
+        "(env: TOKENOTEL_DATA_DIR; default: ./tokenotel-data)",
     ),
 ]
 UrlOpt = Annotated[
@@ -50,7 +50,7 @@ UrlOpt = Annotated[
     typer.Option(
         "--clickhouse-url",
         help="ClickHouse server, http(s)://user:password@host:8123/db; "
-        "unset = embedded store in the data directory. [env: TOKENOTEL_CLICKHOUSE_URL]",
+        "unset = embedded store in the data directory. (env: TOKENOTEL_CLICKHOUSE_URL)",
     ),
 ]
 
@@ -104,13 +104,13 @@ def serve(
     grpc_listen: Annotated[
         str | None,
         typer.Option(
-            help="OTLP/gRPC address. [env: TOKENOTEL_GRPC_LISTEN; default: 127.0.0.1:4317]"
+            help="OTLP/gRPC address. (env: TOKENOTEL_GRPC_LISTEN; default: 127.0.0.1:4317)"
         ),
     ] = None,
     http_listen: Annotated[
         str | None,
         typer.Option(
-            help="OTLP/HTTP + health address. [env: TOKENOTEL_HTTP_LISTEN; default: 127.0.0.1:4318]"
+            help="OTLP/HTTP + health address. (env: TOKENOTEL_HTTP_LISTEN; default: 127.0.0.1:4318)"
         ),
     ] = None,
     data_dir: DataDirOpt = None,
@@ -118,14 +118,14 @@ def serve(
     max_request_bytes: Annotated[
         int | None,
         typer.Option(
-            help="Largest request after decompression. [env: TOKENOTEL_MAX_REQUEST_BYTES; "
-            "default: 64 MiB]"
+            help="Largest request after decompression. (env: TOKENOTEL_MAX_REQUEST_BYTES; "
+            "default: 64 MiB)"
         ),
     ] = None,
     log_level: Annotated[
         str | None,
         typer.Option(
-            help="debug, info, warning or error. [env: TOKENOTEL_LOG_LEVEL; default: info]"
+            help="debug, info, warning or error. (env: TOKENOTEL_LOG_LEVEL; default: info)"
         ),
     ] = None,
 ) -> None:
@@ -213,8 +213,8 @@ def fingerprint(
         Path | None,
         typer.Option(
             "--key-file",
-            help="Fingerprint key file. [env: TOKENOTEL_FINGERPRINT_KEY_FILE; default: "
-            "the key in the data directory]",
+            help="Fingerprint key file. (env: TOKENOTEL_FINGERPRINT_KEY_FILE; default: "
+            "the key in the data directory)",
         ),
     ] = None,
 ) -> None:
@@ -245,7 +245,7 @@ def migrate(
         str | None,
         typer.Option(
             help="Create the schema ON CLUSTER with Replicated and Distributed tables. "
-            "[env: TOKENOTEL_CLUSTER]"
+            "(env: TOKENOTEL_CLUSTER)"
         ),
     ] = None,
     print_only: Annotated[
