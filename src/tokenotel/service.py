@@ -58,8 +58,7 @@ class Service:
         what was left out. Answers only once the rows are committed."""
         self.stats.requests += 1
         mapped = await self.mapping.map(body, content_type, time.time_ns())
-        await self.writer.write(mapped.table)
-        self.stats.records_stored += mapped.table.num_rows
+        self.stats.records_stored += await self.writer.write(mapped.table)  # new rows only
         self.stats.records_ignored += mapped.ignored
         self.stats.records_rejected += mapped.rejected
         if mapped.rejected:
