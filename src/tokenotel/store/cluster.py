@@ -19,6 +19,7 @@ from tokenotel.store.migrate import (
     MIGRATIONS_TABLE,
     applied_versions,
     available,
+    backfill_of,
 )
 from tokenotel.store.retention import RETAINED
 
@@ -41,16 +42,15 @@ _CREATE_MV = re.compile(
     r"^CREATE MATERIALIZED VIEW IF NOT EXISTS (\w+)((?: REFRESH [\w ]+?)?) TO (\w+) AS"
 )
 _CREATE_VIEW = re.compile(r"^CREATE VIEW IF NOT EXISTS (\w+) AS")
-_INSERT = re.compile(r"^INSERT INTO (\w+)")
 _FROM = re.compile(r"\bFROM (\w+)")
 
 
 def cluster_statements(cluster: str, database: str, retention_days: int) -> list[str]:
     """Every statement, in order, to create the schema on ``cluster`` (run on any node).
 
-    Statements that fill rollups from events already stored (INSERT ... SELECT) cannot run
-    ON CLUSTER; they are rewritten to local tables: on a new cluster they add nothing, on an
-    upgrade run them on one replica of each shard.
+    The back-fill of each materialized view (INSERT ... SELECT from events already stored)
+    cannot run ON CLUSTER; it follows its view, on local tables: on a new cluster it adds
+    nothing, on an upgrade run it on one replica of each shard.
     """
     statements = [f"CREATE DATABASE IF NOT EXISTS {database} ON CLUSTER {cluster}"]
     statements += _table(CREATE_MIGRATIONS_TABLE.strip(), cluster, database, MIGRATIONS_TABLE)
@@ -92,14 +92,16 @@ def _rewrite(statement: str, cluster: str, database: str, tables: set[str]) -> l
         name, refresh, target = match[1], match[2], match[3]
         head = f"CREATE MATERIALIZED VIEW IF NOT EXISTS {name} ON CLUSTER {cluster}{refresh}"
         body = _localise(statement[match.end() :], tables)
-        return [f"{head} TO {target}_local AS{body}"]
+        rewritten = [f"{head} TO {target}_local AS{body}"]
+        if backfill := backfill_of(statement):
+            local_select = _localise(backfill.select, tables)
+            rewritten.append(backfill.sql(f"{target}_local", local_select))
+        return rewritten
     if match := _CREATE_VIEW.match(statement):
         name = match[1]
         return [
             f"CREATE VIEW IF NOT EXISTS {name} ON CLUSTER {cluster} AS" + statement[match.end() :]
         ]
-    if match := _INSERT.match(statement):
-        return [f"INSERT INTO {match[1]}_local" + _localise(statement[match.end() :], tables)]
     raise ValueError(f"no cluster form for statement: {statement[:80]}")
 
 

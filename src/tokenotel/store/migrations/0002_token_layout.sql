@@ -1,8 +1,8 @@
 -- 0002: the token status of each event, secondary indexes for the questions people ask,
 -- and rollups kept by ClickHouse itself (materialized views): per-minute and per-hour counts,
--- failures by IP, the token inventory and first-seen (token, IP) pairs. Each rollup is filled from the events already
--- stored (guarded, so a repeated run adds nothing twice). A search by fingerprint finds the
--- token key through the bloom filter index of 0001.
+-- failures by IP, the token inventory and first-seen (token, IP) pairs. The migration runner
+-- fills each new view's table from the events already stored, with the view's own SELECT.
+-- A search by fingerprint finds the token key through the bloom filter index of 0001.
 
 -- The token's status when the event arrived: active, disabled, revoked, rotated, expired, or
 -- '' when tokenotel has seen no lifecycle event or expiry for it. A use with status revoked
@@ -34,12 +34,6 @@ SELECT token_key, toStartOfMinute(event_time) AS minute, event_name, outcome, co
 FROM token_events
 GROUP BY token_key, minute, event_name, outcome;
 
-INSERT INTO token_minutes
-SELECT token_key, toStartOfMinute(event_time) AS minute, event_name, outcome, count() AS events
-FROM token_events
-WHERE (SELECT count() FROM token_minutes) = 0
-GROUP BY token_key, minute, event_name, outcome;
-
 -- Per minute across all tokens: the overview (events by type, outcome, reason, origin).
 CREATE TABLE IF NOT EXISTS event_minutes
 (
@@ -63,13 +57,6 @@ SELECT toStartOfMinute(event_time) AS minute, event_name, outcome, failure_reaso
 FROM token_events
 GROUP BY minute, event_name, outcome, failure_reason, token_status, service_name, environment, source;
 
-INSERT INTO event_minutes
-SELECT toStartOfMinute(event_time) AS minute, event_name, outcome, failure_reason, token_status,
-       service_name, environment, source, count() AS events
-FROM token_events
-WHERE (SELECT count() FROM event_minutes) = 0
-GROUP BY minute, event_name, outcome, failure_reason, token_status, service_name, environment, source;
-
 -- Per token and hour, sorted by hour: the top tokens of a time window read that window's
 -- hours, never the events.
 CREATE TABLE IF NOT EXISTS token_hours
@@ -87,13 +74,6 @@ CREATE MATERIALIZED VIEW IF NOT EXISTS token_hours_mv TO token_hours AS
 SELECT toStartOfHour(event_time) AS hour, token_key, count() AS events,
        countIf(outcome = 'failure') AS failures
 FROM token_events
-GROUP BY hour, token_key;
-
-INSERT INTO token_hours
-SELECT toStartOfHour(event_time) AS hour, token_key, count() AS events,
-       countIf(outcome = 'failure') AS failures
-FROM token_events
-WHERE (SELECT count() FROM token_hours) = 0
 GROUP BY hour, token_key;
 
 -- The 1,000 busiest tokens of the last 24 hours, recomputed every minute from token_hours:
@@ -137,13 +117,6 @@ SELECT toStartOfMinute(event_time) AS minute, client_ip, count() AS failures,
        uniqState(token_key) AS tokens
 FROM token_events
 WHERE outcome = 'failure'
-GROUP BY minute, client_ip;
-
-INSERT INTO ip_failure_minutes
-SELECT toStartOfMinute(event_time) AS minute, client_ip, count() AS failures,
-       uniqState(token_key) AS tokens
-FROM token_events
-WHERE outcome = 'failure' AND (SELECT count() FROM ip_failure_minutes) = 0
 GROUP BY minute, client_ip;
 
 -- The latest state of every token, merged by ClickHouse; read it through the view
@@ -208,41 +181,6 @@ FROM token_events
 WHERE event_name = 'token.rotated' AND previous_token_id != ''
 GROUP BY token_key;
 
-INSERT INTO token_inventory_state (token_key, token_id, token_type, token_name, owner, tenant,
-    scopes, expires_at, lifecycle, created_at, last_used_at, last_ip, use_count, failure_count,
-    first_seen, last_seen)
-WITH toDateTime64(0, 9, 'UTC') AS never,
-     multiIf(event_name IN ('token.created', 'token.enabled'), 'active',
-             event_name = 'token.disabled', 'disabled',
-             event_name = 'token.revoked', 'revoked',
-             event_name = 'token.expired', 'expired', '') AS lifecycle_now
-SELECT token_key,
-       max(token_id),
-       max((if(token_type != '', event_time, never), toString(token_type))),
-       max((if(token_name != '', event_time, never), token_name)),
-       max((if(principal_id != '', event_time, never), principal_id)),
-       max((if(tenant != '', event_time, never), toString(tenant))),
-       max((if(notEmpty(scopes), event_time, never), CAST(scopes, 'Array(String)'))),
-       max((if(expires_at IS NOT NULL, event_time, never), expires_at)),
-       max((if(lifecycle_now != '', event_time, never), lifecycle_now)),
-       min(if(event_name = 'token.created', event_time, NULL)),
-       max(if(event_name = 'token.used' AND outcome = 'success', event_time, NULL)),
-       max((if(event_name = 'token.used', event_time, never), client_ip)),
-       countIf(event_name = 'token.used'),
-       countIf(outcome = 'failure'),
-       min(event_time),
-       max(event_time)
-FROM token_events
-WHERE (SELECT count() FROM token_inventory_state) = 0
-GROUP BY token_key;
-
-INSERT INTO token_inventory_state (token_key, lifecycle, first_seen, last_seen)
-SELECT previous_token_id, max((event_time, 'rotated')), min(event_time), max(event_time)
-FROM token_events
-WHERE event_name = 'token.rotated' AND previous_token_id != ''
-  AND (SELECT countIf(lifecycle.2 = 'rotated') FROM token_inventory_state) = 0
-GROUP BY previous_token_id;
-
 -- What people read: one row per token, with the status as of now (expiry applied), in plain
 -- types (Grafana shows SimpleAggregateFunction types poorly).
 CREATE VIEW IF NOT EXISTS token_inventory AS
@@ -286,8 +224,3 @@ FROM token_events
 WHERE client_ip != toIPv6('::')
 GROUP BY token_key, client_ip;
 
-INSERT INTO token_ip_first_seen
-SELECT token_key, client_ip, toDateTime(min(event_time))
-FROM token_events
-WHERE client_ip != toIPv6('::') AND (SELECT count() FROM token_ip_first_seen) = 0
-GROUP BY token_key, client_ip;
