@@ -33,6 +33,16 @@ class InProcessIngest:
             self.service.export(request.SerializeToString(), PROTOBUF)
         )
 
+    def send_all(self, requests: list[ExportLogsServiceRequest]) -> list[ExportResult]:
+        """The requests at once, as concurrent clients send them."""
+
+        async def all_at_once() -> list[ExportResult]:
+            export = self.service.export
+            bodies = [r.SerializeToString() for r in requests]
+            return list(await asyncio.gather(*(export(body, PROTOBUF) for body in bodies)))
+
+        return self._loop.run_until_complete(all_at_once())
+
     def rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         return self.service.store.query(sql, parameters).result_rows
 

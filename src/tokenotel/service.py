@@ -58,7 +58,8 @@ class Service:
         what was left out. Answers only once the rows are committed."""
         self.stats.requests += 1
         mapped = await self.mapping.map(body, content_type, time.time_ns())
-        self.stats.records_stored += await self.writer.write(mapped.table)  # new rows only
+        stored = await self.writer.write(mapped.table)  # new rows only
+        self.stats.records_stored += stored  # (after the await: requests interleave there)
         self.stats.records_ignored += mapped.ignored
         self.stats.records_rejected += mapped.rejected
         if mapped.rejected:

@@ -1,0 +1,33 @@
+"""The write path: concurrent requests share inserts, and each is counted once."""
+
+from __future__ import annotations
+
+import time
+from pathlib import Path
+
+from inprocess import InProcessIngest
+from otlp_builders import export_request, log_record
+
+
+def _request(n: int, now: int) -> object:
+    return export_request(
+        *(
+            log_record("token.used", {"token.id": f"t{n}"}, time_unix_nano=now + n * 1000 + i)
+            for i in range(50)
+        )
+    )
+
+
+def test_concurrent_requests_share_inserts_and_are_counted_once(tmp_path: Path) -> None:
+    now = time.time_ns()
+    requests = [_request(n, now) for n in range(8)]
+    ingest = InProcessIngest(tmp_path / "data", batch_max_delay_ms=200)
+    try:
+        results = ingest.send_all([*requests, requests[0]])  # the last one is a retry
+        assert all(r.rejected == 0 for r in results)
+        assert ingest.rows("SELECT count() FROM token_events") == [(400,)]
+        assert ingest.service.stats.records_stored == 400
+        assert ingest.service.writer.stats.duplicates_dropped == 50
+        assert ingest.service.writer.stats.inserts < len(requests)
+    finally:
+        ingest.close()
