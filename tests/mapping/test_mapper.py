@@ -25,12 +25,14 @@ def mapped(request: ExportLogsServiceRequest) -> MappedBatch:
 
 
 def rows(request: ExportLogsServiceRequest) -> list[dict[str, Any]]:
-    """Mapped rows by column name, with map columns as dicts."""
+    """Mapped rows by column name, with map columns as dicts and arrays as lists."""
     result = []
     for row in mapped(request).rows:
         named = dict(zip(ROW_COLUMNS, row, strict=True))
         for name in ("attributes", "resource_attributes"):
             named[name] = dict(named[name])
+        for name in ("scopes", "scopes_added", "scopes_removed"):
+            named[name] = list(named[name])
         result.append(named)
     return result
 
@@ -482,3 +484,34 @@ def test_a_record_timed_after_2262_is_rejected_with_a_message(field: str) -> Non
         "send time_unix_nano in nanoseconds since the Unix epoch"
     ]
     assert rows_to_arrow(batch.rows).num_rows == 1
+
+
+def test_attributes_seen_before_map_the_same_from_memory() -> None:
+    mapper = Mapper(fingerprint)
+    first = export_request(log_record("token.used", {"token.id": "t1", "token.scopes": ["a"]}))
+    again = export_request(log_record("token.used", {"token.id": "t1", "token.scopes": ["a"]}))
+    other = export_request(log_record("token.used", {"token.id": "t2", "token.scopes": ["b"]}))
+    (row1,) = mapper.map(first, RECEIVED_NS).rows
+    (row2,) = mapper.map(again, RECEIVED_NS).rows
+    (row3,) = mapper.map(other, RECEIVED_NS).rows
+    assert row1 == row2
+    named = dict(zip(ROW_COLUMNS, row3, strict=True))
+    assert (named["token_id"], list(named["scopes"])) == ("t2", ["b"])
+
+
+def test_no_secret_stays_in_the_mappers_memory() -> None:
+    mapper = Mapper(fingerprint)
+    attributes = {
+        "token.value": SECRET,
+        "token.name": f"named {SECRET}",
+        "token.scopes": [SECRET],
+        "http.request.header.authorization": f"Bearer {SECRET}",
+        "leak.location": f"https://gist.example/{SECRET}",
+    }
+    for _ in range(2):  # the second time maps from memory where it may
+        (row,) = mapper.map(export_request(log_record("token.used", attributes)), RECEIVED_NS).rows
+        assert SECRET not in repr(row)
+        assert dict(zip(ROW_COLUMNS, row, strict=True))["token_fingerprint"] == fingerprint(SECRET)
+    remembered = repr(vars(mapper))
+    assert SECRET not in remembered
+    assert SECRET.encode() not in b"".join(mapper._effects)

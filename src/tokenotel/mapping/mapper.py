@@ -71,6 +71,11 @@ _BODY, _OUTCOME, _ATTRIBUTES = _I["body"], _I["outcome"], _I["attributes"]
 _FINGERPRINT, _TOKEN_ID, _EVENT_ID = _I["token_fingerprint"], _I["token_id"], _I["event_id"]
 # How many distinct secret-free texts to remember (user agents, routes, paths repeat a lot).
 _CLEAN_CACHE_SIZE = 100_000
+# How many distinct encoded attributes to remember the effect of.
+_EFFECT_CACHE_SIZE = 50_000
+# Effects on a row other than setting a column (see Mapper._attribute).
+_EXTRA, _OUTCOME_OF_RECORD, _AUTHORIZATION, _SKIP = -1, -2, -3, -4
+_SKIP_EFFECT = (_SKIP, None)
 _INT_LIMITS = {_I["http_status"]: 0xFFFF, _I["asn"]: 0xFFFFFFFF}
 # Latest time a DateTime64(9) column holds (2262-04-11), in ns since the epoch.
 _MAX_TIME_NS = 2**63 - 1
@@ -111,6 +116,8 @@ class Mapper:
     def __init__(self, fingerprint: Callable[[str], str]) -> None:
         self._fingerprint = fingerprint
         self._clean_texts: set[str] = set()
+        self._effects: dict[bytes, tuple[int, Any]] = {}
+        self._redactions = 0  # how many secrets were found: a changed count means "forget"
 
     def map(self, request: ExportLogsServiceRequest, received_ns: int) -> MappedBatch:
         batch = MappedBatch()
@@ -173,7 +180,61 @@ class Mapper:
                 self._clean_texts.clear()
             self._clean_texts.add(text)
             return text
+        self._redactions += 1
         return redact(text, self._fingerprint)[0]
+
+    def _attribute(self, key: str, any_value: Any, encoded: bytes) -> tuple[int, Any]:
+        """What one attribute does to its row: (column, value), or (_EXTRA, (key, text)),
+        (_OUTCOME_OF_RECORD, outcome), (_AUTHORIZATION, ((key, text), fingerprint)), or
+        (_SKIP, None). Remembered for the next time the same bytes come, unless a secret was
+        in them: no secret is kept in memory longer than its request."""
+        redactions = self._redactions
+        effect = self._effect(key, any_value)
+        if effect[0] != _AUTHORIZATION and self._redactions == redactions:
+            if len(self._effects) >= _EFFECT_CACHE_SIZE:
+                self._effects.clear()
+            self._effects[encoded] = effect
+        return effect
+
+    def _effect(self, key: str, any_value: Any) -> tuple[int, Any]:
+        clean = self._clean
+        claimed = _CLAIMED.get(key)
+        value = to_python(any_value)
+        if claimed is None:
+            if key == "event.name":
+                return _SKIP_EFFECT
+            text = value if type(value) is str else to_text(value)
+            if "authorization" in key.lower():
+                text, fingerprint = redact(text, self._fingerprint)
+                if fingerprint is not None:
+                    self._redactions += 1
+                    return _AUTHORIZATION, ((key, text), fingerprint)
+                return _EXTRA, (key, text)
+            return _EXTRA, (key, clean(text))
+        column, kind = claimed
+        if kind == "text":
+            return column, clean(value if type(value) is str else to_text(value))
+        if kind == "secret":
+            self._redactions += 1  # the fingerprint of a secret: never remembered
+            return (column, self._fingerprint(to_text(value))) if value else _SKIP_EFFECT
+        if kind == "scopes":
+            scopes = value if type(value) is list else to_string_list(value)
+            return column, tuple(clean(to_text(s)) for s in scopes if s is not None and s != "")
+        if kind == "ip":
+            packed = to_ip(value)
+            return (_EXTRA, (key, clean(to_text(value)))) if packed is None else (column, packed)
+        if kind == "time":
+            ms = to_epoch_ms(value)
+            return (_EXTRA, (key, clean(to_text(value)))) if ms is None else (column, ms)
+        if kind == "int":
+            number = _to_int(value)
+            if number is None or not 0 <= number <= _INT_LIMITS[column]:
+                return _EXTRA, (key, clean(to_text(value)))
+            return column, number
+        text = to_text(value).lower()  # outcome
+        if text in _OUTCOMES:
+            return _OUTCOME_OF_RECORD, text
+        return _EXTRA, (key, clean(to_text(value)))
 
     def _row(
         self,
@@ -211,68 +272,25 @@ class Mapper:
 
         auth_fingerprint: str | None = None
         outcome: str | None = None
-        clean_texts = self._clean_texts
+        effects = self._effects
         for kv in record.attributes:
-            key = kv.key
-            any_value = kv.value
-            claimed = _CLAIMED.get(key)
-            if any_value.WhichOneof("value") == "string_value":
-                value: Any = any_value.string_value
-                if claimed is not None and claimed[1] == "text":  # the common case, inlined
-                    short_or_known = len(value) < _MIN_SECRET_LEN or value in clean_texts
-                    row[claimed[0]] = value if short_or_known else clean(value)
-                    continue
-            else:
-                value = to_python(any_value)
-            if claimed is None:
-                if key == "event.name":
-                    continue
-                text = value if type(value) is str else to_text(value)
-                if auth_fingerprint is None and "authorization" in key.lower():
-                    text, auth_fingerprint = redact(text, self._fingerprint)
-                else:
-                    text = clean(text)
-                extra.append((key, text))
-                continue
-            column, kind = claimed
-            if kind == "text":
-                row[column] = clean(value if type(value) is str else to_text(value))
-            elif kind == "secret":
-                if value:
-                    row[column] = self._fingerprint(to_text(value))
-            elif kind == "scopes":
-                scopes = value if type(value) is list else to_string_list(value)
-                row[column] = [
-                    s
-                    if type(s) is str and (len(s) < _MIN_SECRET_LEN or s in clean_texts)
-                    else clean(to_text(s))
-                    for s in scopes
-                    if s is not None and s != ""
-                ]
-            elif kind == "ip":
-                packed = to_ip(value)
-                if packed is None:
-                    extra.append((key, clean(to_text(value))))
-                else:
-                    row[column] = packed
-            elif kind == "time":
-                ms = to_epoch_ms(value)
-                if ms is None:
-                    extra.append((key, clean(to_text(value))))
-                else:
-                    row[column] = ms
-            elif kind == "int":
-                number = _to_int(value)
-                if number is None or not 0 <= number <= _INT_LIMITS[column]:
-                    extra.append((key, clean(to_text(value))))
-                else:
-                    row[column] = number
-            else:  # outcome
-                text = to_text(value).lower()
-                if text in _OUTCOMES:
-                    outcome = text
-                else:
-                    extra.append((key, clean(to_text(value))))
+            # Attributes repeat (token ids, addresses, user agents, routes, scopes): the effect
+            # of each encoded attribute is remembered, so a repeat costs one lookup.
+            encoded = kv.SerializeToString()
+            effect = effects.get(encoded)
+            if effect is None:
+                effect = self._attribute(kv.key, kv.value, encoded)
+            target, value = effect
+            if target >= 0:
+                row[target] = value
+            elif target == _EXTRA:
+                extra.append(value)
+            elif target == _OUTCOME_OF_RECORD:
+                outcome = value
+            elif target == _AUTHORIZATION:
+                extra.append(value[0])
+                if auth_fingerprint is None:
+                    auth_fingerprint = value[1]
         row[_OUTCOME] = outcome or _DEFAULT_OUTCOMES.get(event_name, _UNKNOWN)
         if auth_fingerprint and not row[_FINGERPRINT]:
             row[_FINGERPRINT] = auth_fingerprint
