@@ -79,6 +79,9 @@ def _rewrite(statement: str, cluster: str, database: str, tables: set[str]) -> l
         return _table(statement, cluster, database, match[1])
     if match := _ALTER.match(statement):
         table = match[1]
+        if table not in tables:  # a materialized view: its name stays, it reads local tables
+            head = f"ALTER TABLE {table}"
+            return [_localise(_on_cluster(statement, head, head, cluster), tables)]
         local = _on_cluster(
             statement, f"ALTER TABLE {table}", f"ALTER TABLE {table}_local", cluster
         )
