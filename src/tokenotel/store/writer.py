@@ -176,15 +176,21 @@ class BatchWriter:
         kept: list[pa.Table] = []
         written: list[int] = []
         for table in tables:
-            mask = []
-            for event_id in table.column("event_id").to_pylist():
-                new = event_id not in recent and event_id not in seen
-                seen.add(event_id)
-                mask.append(new)
-            new_rows = sum(mask)
+            ids = table.column("event_id").to_pylist()
+            unique = set(ids)
+            if len(unique) == len(ids) and unique.isdisjoint(recent) and unique.isdisjoint(seen):
+                mask = None  # the usual case, checked by set operations alone
+                new_rows = len(ids)
+            else:
+                mask = []
+                for event_id in ids:
+                    mask.append(event_id not in recent and event_id not in seen)
+                    seen.add(event_id)
+                new_rows = sum(mask)
+            seen.update(unique)
             written.append(new_rows)
             if new_rows:
-                kept.append(table if new_rows == table.num_rows else table.filter(pa.array(mask)))
+                kept.append(table if mask is None else table.filter(pa.array(mask)))
         rows = sum(written)
         if kept:
             batch = pa.concat_tables(kept)
@@ -222,7 +228,7 @@ class BatchWriter:
     def _remember(self, ids: Iterable[int]) -> None:
         if self._dedup_window == 0:
             return
-        batch = [i for i in ids if i not in self._recent]
+        batch = list(set(ids).difference(self._recent))
         self._recent.update(batch)
         self._recent_batches.append(batch)
         while len(self._recent) > self._dedup_window and len(self._recent_batches) > 1:
