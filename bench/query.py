@@ -96,18 +96,20 @@ FROM (SELECT number AS n FROM numbers({rows:UInt64}))
 """
 
 #: 70% of records carry no observed time of their own (the SDK sets both to the same
-#: instant); the rest are observed up to half a second later.
+#: instant); the rest are observed up to half a second later. Each event is ingested a second
+#: after it happened, with its id (which its row keeps for a day, as in a month of ingest).
 INSERT_OURS = """
 INSERT INTO token_events (event_time, observed_delay_ns, event_name, outcome, failure_reason,
     token_fingerprint, token_id, token_type, principal_id, client_ip, user_agent, scopes,
     expires_at, http_method, http_route, http_status, service_name, environment, source,
-    token_status)
+    token_status, ingested_at, event_id)
 SELECT event_time, if(n % 10 < 7, 0, modulo(cityHash64(n, 4), 500000000)), event_name,
     outcome, failure_reason, token_fingerprint, token_id, token_type, principal_id, client_ip,
     user_agent, scopes, expires_at, http_method, http_route, http_status, service_name,
     'prod', 'gateway',
     multiIf(event_name = 'token.revoked', 'revoked', event_name = 'token.expired', 'expired',
-            'active')
+            'active'),
+    toDateTime64(event_time + INTERVAL 1 SECOND, 3, 'UTC'), cityHash64(n, 5)
 FROM bench_events
 """
 

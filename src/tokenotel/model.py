@@ -244,11 +244,18 @@ COLUMNS: tuple[Column, ...] = (
         "(set at ingest)",
         "When tokenotel wrote the row; one value per insert.",
     ),
+    Column(
+        "event_id",
+        "UInt64",
+        "(set at ingest)",
+        "A hash of the log record and its resource, to drop a retried request's duplicates; "
+        "kept for a day, then 0.",
+    ),
 )
 
 COLUMN_NAMES: tuple[str, ...] = tuple(c.name for c in COLUMNS)
 #: Columns the mapping does not fill: computed by ClickHouse, or by the writer at insert.
 COMPUTED_COLUMNS = frozenset(c.name for c in COLUMNS if c.source.startswith("("))
 #: Columns a mapped row carries, in order: the event id (a hash of the record, to drop
-#: retried duplicates; stored only in ``recent_event_ids``), then the stored columns.
+#: retried duplicates), then the columns the mapping fills.
 ROW_COLUMNS: tuple[str, ...] = ("event_id", *(n for n in COLUMN_NAMES if n not in COMPUTED_COLUMNS))

@@ -233,12 +233,13 @@ def test_upgrade_from_the_first_schema_keeps_every_row_and_fills_the_rollups(
     # A newer version starts on it: migrations run, rows stay, rollups are filled.
     ingest = InProcessIngest(data_dir, fingerprint_key_file=_key_file(tmp_path))
     try:
-        assert [m.version for m in ingest.service.store.applied_migrations] == [2, 3]
+        assert [m.version for m in ingest.service.store.applied_migrations] == [2, 3, 4]
         columns = [
             c[0]
             for c in ingest.rows(
                 "SELECT name FROM system.columns WHERE database = 'tokenotel' "
-                "AND table = 'token_events' AND name != 'token_status' AND default_kind != 'ALIAS' "
+                "AND table = 'token_events' AND name NOT IN ('token_status', 'event_id') "
+                "AND default_kind != 'ALIAS' "
                 "AND default_kind != 'MATERIALIZED' ORDER BY position"
             )
         ]
@@ -279,3 +280,18 @@ def test_retention_is_a_part_dropping_ttl(tmp_path: Path) -> None:
     for table in ("token_events", "token_minutes", "token_hours", "event_minutes"):
         assert "toIntervalDay(730)" in engines[table], table
         assert "ttl_only_drop_parts = 1" in engines[table], table
+
+
+def test_event_ids_are_kept_for_a_day_then_cleared(tmp_path: Path) -> None:
+    store = Store(tmp_path / "data", None)
+    try:
+        store.command(
+            "INSERT INTO token_events (event_time, event_name, token_id, ingested_at, event_id) "
+            "VALUES (now64(9), 'token.used', 'old', now64(3) - INTERVAL 25 HOUR, 11), "
+            "(now64(9), 'token.used', 'new', now64(3), 22)"
+        )
+        store.command("OPTIMIZE TABLE token_events FINAL")
+        rows = store.query("SELECT token_id, event_id FROM token_events ORDER BY token_id")
+        assert rows.result_rows == [("new", 22), ("old", 0)]
+    finally:
+        store.close()

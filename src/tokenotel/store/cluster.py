@@ -38,6 +38,8 @@ NOT_REPLICATED = frozenset({"top_tokens_24h"})
 _CREATE_TABLE = re.compile(r"^CREATE TABLE IF NOT EXISTS (\w+)")
 _ENGINE = re.compile(r"ENGINE = (\w*MergeTree)\b")
 _ALTER = re.compile(r"^ALTER TABLE (\w+) ")
+_DROP_TABLE = re.compile(r"^DROP TABLE IF EXISTS (\w+)$")
+_COLUMN_TTL = re.compile(r" TTL .*$", re.S)
 _CREATE_MV = re.compile(
     r"^CREATE MATERIALIZED VIEW IF NOT EXISTS (\w+)((?: REFRESH [\w ]+?)?) TO (\w+) AS"
 )
@@ -86,11 +88,19 @@ def _rewrite(statement: str, cluster: str, database: str, tables: set[str]) -> l
             statement, f"ALTER TABLE {table}", f"ALTER TABLE {table}_local", cluster
         )
         if " ADD COLUMN " in statement:  # the Distributed table needs the column too
+            distributed = _COLUMN_TTL.sub("", statement)  # (a TTL is for the stored table)
             return [
                 local,
-                _on_cluster(statement, f"ALTER TABLE {table}", f"ALTER TABLE {table}", cluster),
+                _on_cluster(distributed, f"ALTER TABLE {table}", f"ALTER TABLE {table}", cluster),
             ]
         return [local]
+    if match := _DROP_TABLE.match(statement):
+        table = match[1]
+        tables.discard(table)
+        return [
+            f"DROP TABLE IF EXISTS {table} ON CLUSTER {cluster}",
+            f"DROP TABLE IF EXISTS {table}_local ON CLUSTER {cluster}",
+        ]
     if match := _CREATE_MV.match(statement):
         name, refresh, target = match[1], match[2], match[3]
         head = f"CREATE MATERIALIZED VIEW IF NOT EXISTS {name} ON CLUSTER {cluster}{refresh}"

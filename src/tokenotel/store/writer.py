@@ -23,19 +23,16 @@ from tokenotel.store.client import EVENTS_TABLE, Store
 
 log = logging.getLogger(__name__)
 
-IDS_TABLE = "recent_event_ids"
 KNOWN_TOKENS_SQL = """
 SELECT token_key, lifecycle_status, toUnixTimestamp64Nano(lifecycle_at),
        toUnixTimestamp64Milli(expires_at)
 FROM token_inventory
 WHERE lifecycle_status != '' OR expires_at IS NOT NULL
 """
-#: Ids whose events were committed: their stamp is found in the events table.
+#: Ids of the events committed lately (each row keeps its id for a day, see migration 0004).
 RECENT_IDS_SQL = f"""
-SELECT event_id FROM {IDS_TABLE}
-WHERE ingested_at >= now64(3) - INTERVAL 1 HOUR
-  AND ingested_at IN (SELECT DISTINCT ingested_at FROM {EVENTS_TABLE}
-                      WHERE ingested_at >= now64(3) - INTERVAL 1 HOUR)
+SELECT event_id FROM {EVENTS_TABLE}
+WHERE ingested_at >= now64(3) - INTERVAL 1 HOUR AND event_id != 0
 ORDER BY ingested_at DESC
 LIMIT {{limit:UInt64}}
 """
@@ -195,11 +192,7 @@ class BatchWriter:
         if kept:
             batch = pa.concat_tables(kept)
             stamp = pa.array([self._next_stamp()] * batch.num_rows, pa.timestamp("ms", tz="UTC"))
-            # Ids first: if the process dies before the events are in, the ids' stamp matches
-            # no event, and the retry is stored (see RECENT_IDS_SQL).
-            ids = pa.table({"event_id": batch["event_id"], "ingested_at": stamp})
-            self._store.insert_arrow(IDS_TABLE, ids)
-            batch = batch.drop_columns(["event_id"])
+            # The ids go in with their events, in the same part: both are committed, or neither.
             batch = batch.append_column("token_status", self.lifecycle.annotate(batch))
             batch = batch.append_column("ingested_at", stamp)
             self._store.insert_arrow(EVENTS_TABLE, batch)
