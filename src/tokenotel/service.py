@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import gc
 import logging
 import time
 from dataclasses import dataclass
@@ -94,6 +95,7 @@ class Service:
         site = web.TCPSite(self._http, host, port, reuse_port=False)
         await site.start()
         self.http_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+        gc.freeze()  # what start-up loaded stays: later collections need not scan it again
         log.info(
             "tokenotel listening: OTLP/gRPC on %s:%d, OTLP/HTTP on %s:%d; store: %s",
             split_listen(s.grpc_listen)[0],

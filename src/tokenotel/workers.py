@@ -7,6 +7,7 @@ Arrow table of token events. With no workers the same function runs in the servi
 from __future__ import annotations
 
 import asyncio
+import gc
 import multiprocessing
 import os
 import threading
@@ -54,6 +55,11 @@ def _init_worker(key: bytes, parent_pid: int | None = None) -> None:
     _mapper = Mapper(Fingerprinter(key))
     if parent_pid is not None:
         threading.Thread(target=_exit_with, args=(parent_pid,), daemon=True).start()
+        # Mapping allocates many short-lived rows and makes no reference cycles: the modules
+        # loaded so far need no more scans, and the youngest generation is collected less
+        # often (the collector cost a tenth of the mapping's CPU).
+        gc.freeze()
+        gc.set_threshold(50_000, 20, 20)
 
 
 def _exit_with(parent_pid: int) -> None:
