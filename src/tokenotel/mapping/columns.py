@@ -35,5 +35,13 @@ _SCHEMA = pa.schema([(name, ARROW_TYPES[name]) for name in ROW_COLUMNS])
 def rows_to_arrow(rows: list[list[Any]]) -> pa.Table:
     """Transposes mapper rows into one Arrow table with the store's column types."""
     columns = list(zip(*rows, strict=True)) if rows else [() for _ in ROW_COLUMNS]
-    arrays = [pa.array(col, type=field.type) for col, field in zip(columns, _SCHEMA, strict=True)]
+    arrays = [_array(col, field.type) for col, field in zip(columns, _SCHEMA, strict=True)]
     return pa.Table.from_arrays(arrays, schema=_SCHEMA)
+
+
+def _array(values: tuple[Any, ...], type_: pa.DataType) -> pa.Array:
+    """Many text columns hold one value for a whole request (service, scope, severity, or
+    empty): those are one value repeated, without converting each."""
+    if values and type(values[0]) is str and values.count(values[0]) == len(values):
+        return pa.repeat(pa.scalar(values[0], type_), len(values))
+    return pa.array(values, type=type_)
