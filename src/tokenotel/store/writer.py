@@ -9,17 +9,17 @@ once, then resolves every waiting request together.
 from __future__ import annotations
 
 import asyncio
-import collections
 import logging
 import time
-from collections.abc import Iterable
 from dataclasses import dataclass
 
+import numpy as np
 import pyarrow as pa
 
 from tokenotel.errors import StoreUnavailable
 from tokenotel.lifecycle import TokenLifecycle
 from tokenotel.store.client import EVENTS_TABLE, Store
+from tokenotel.store.dedup import RecentIds
 
 log = logging.getLogger(__name__)
 
@@ -74,10 +74,7 @@ class BatchWriter:
         self._pending: list[_Pending] = []
         self._pending_rows = 0
         self._arrived = asyncio.Event()
-        # Ids committed lately: a set to look up, and the same ids by insert, oldest first, to
-        # forget them in whole inserts (a set and a deque take half the memory of a dict).
-        self._recent: set[int] = set()
-        self._recent_batches: collections.deque[list[int]] = collections.deque()
+        self._recent = RecentIds(dedup_window)
         self._primed = False
         self._last_stamp = 0
         self.lifecycle = TokenLifecycle()
@@ -168,20 +165,21 @@ class BatchWriter:
     def _insert(self, tables: list[pa.Table]) -> list[int]:
         """Runs in a worker thread: drop known event ids, insert once; new rows per table."""
         self._prime()
-        recent = self._recent
-        seen: set[int] = set()
+        seen: set[int] = set()  # ids met earlier in this insert
         kept: list[pa.Table] = []
         written: list[int] = []
         for table in tables:
-            ids = table.column("event_id").to_pylist()
-            unique = set(ids)
-            if len(unique) == len(ids) and unique.isdisjoint(recent) and unique.isdisjoint(seen):
-                mask = None  # the usual case, checked by set operations alone
-                new_rows = len(ids)
+            ids = table.column("event_id").to_numpy()
+            known = self._recent.contains(ids)
+            listed = ids.tolist()
+            unique = set(listed)
+            if not known.any() and len(unique) == len(listed) and unique.isdisjoint(seen):
+                mask = None  # the usual case, checked without a step per row
+                new_rows = len(listed)
             else:
                 mask = []
-                for event_id in ids:
-                    mask.append(event_id not in recent and event_id not in seen)
+                for event_id, committed in zip(listed, known.tolist(), strict=True):
+                    mask.append(not committed and event_id not in seen)
                     seen.add(event_id)
                 new_rows = sum(mask)
             seen.update(unique)
@@ -196,7 +194,8 @@ class BatchWriter:
             batch = batch.append_column("token_status", self.lifecycle.annotate(batch))
             batch = batch.append_column("ingested_at", stamp)
             self._store.insert_arrow(EVENTS_TABLE, batch)
-            self._remember(seen)  # committed: from here on a retry of these rows is a duplicate
+            # Committed: from here on a retry of these rows is a duplicate.
+            self._recent.add(batch["event_id"].to_numpy())
         self.stats.inserts += 1
         self.stats.rows_written += rows
         self.stats.duplicates_dropped += sum(t.num_rows for t in tables) - rows
@@ -214,15 +213,6 @@ class BatchWriter:
             return
         if self._dedup_window:
             result = self._store.query(RECENT_IDS_SQL, {"limit": self._dedup_window})
-            self._remember(row[0] for row in result.result_rows)
+            self._recent.add(np.array([row[0] for row in result.result_rows], dtype=np.uint64))
         self.lifecycle.load(self._store.query(KNOWN_TOKENS_SQL).result_rows)
         self._primed = True
-
-    def _remember(self, ids: Iterable[int]) -> None:
-        if self._dedup_window == 0:
-            return
-        batch = list(set(ids).difference(self._recent))
-        self._recent.update(batch)
-        self._recent_batches.append(batch)
-        while len(self._recent) > self._dedup_window and len(self._recent_batches) > 1:
-            self._recent.difference_update(self._recent_batches.popleft())
