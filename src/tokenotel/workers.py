@@ -8,21 +8,28 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import logging
 import multiprocessing
 import os
+import pickle
+import queue
+import struct
 import threading
 import time
-from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
+from multiprocessing.connection import Connection
 from typing import Any
 
 import pyarrow as pa
 
-from tokenotel.ingest.decode import JSON, decode_json, decode_protobuf
+from tokenotel.errors import RetryableError
+from tokenotel.ingest.decode import JSON, PROTOBUF, decode_json, decode_protobuf
 from tokenotel.mapping.columns import rows_to_arrow
 from tokenotel.mapping.fingerprint import Fingerprinter
 from tokenotel.mapping.mapper import Mapper
 
+log = logging.getLogger(__name__)
 _mapper: Mapper | None = None
 
 
@@ -78,41 +85,130 @@ def decode_and_map(body: bytes, content_type: str, received_ns: int) -> MappedTa
 
 
 class MappingPool:
-    """``workers`` processes (spawned, never forked: the service runs gRPC threads)."""
+    """``workers`` processes (spawned, never forked: the service runs gRPC threads), each fed
+    through its own pipe by one thread of the service: a request's bytes go one way, its
+    columns come back as one Arrow stream (a process pool's queues, locks and pickled calls
+    cost each request more than twice the CPU of this hand-off).
+
+    A worker that dies (killed, out of memory) is replaced; its request is answered with a
+    retryable error. With no workers the mapping runs in the service process.
+    """
 
     def __init__(self, fingerprinter: Fingerprinter, workers: int) -> None:
-        self._executor: ProcessPoolExecutor | None = None
-        if workers > 0:
-            self._executor = ProcessPoolExecutor(
-                max_workers=workers,
-                mp_context=multiprocessing.get_context("spawn"),
-                initializer=_init_worker,
-                initargs=(fingerprinter.key, os.getpid()),
-            )
-        else:
+        self._key = fingerprinter.key
+        self._size = workers
+        self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
+        self._workers: list[_Worker] = []
+        self._threads: ThreadPoolExecutor | None = None
+        if workers == 0:
             _init_worker(fingerprinter.key)
-        self._workers = workers
 
     async def start(self) -> None:
         """Starts every worker now, so the first requests do not wait for them."""
-        if self._executor is not None:
-            loop = asyncio.get_running_loop()
-            await asyncio.gather(
-                *(loop.run_in_executor(self._executor, _warm_up) for _ in range(self._workers))
+        if self._size and self._threads is None:
+            self._threads = ThreadPoolExecutor(self._size, thread_name_prefix="tokenotel-map")
+            self._workers = await asyncio.gather(
+                *(asyncio.to_thread(_Worker, self._key) for _ in range(self._size))
             )
+            for worker in self._workers:
+                self._idle.put(worker)
 
     async def map(self, body: bytes, content_type: str, received_ns: int) -> MappedTable:
-        if self._executor is None:
+        if not self._size:
             return decode_and_map(body, content_type, received_ns)
+        if self._threads is None:
+            await self.start()
         loop = asyncio.get_running_loop()
         return await loop.run_in_executor(
-            self._executor, decode_and_map, body, content_type, received_ns
+            self._threads, self._call, body, content_type, received_ns
         )
 
+    def _call(self, body: bytes, content_type: str, received_ns: int) -> MappedTable:
+        """In a thread of the service, one for each worker: a worker is always idle here."""
+        worker = self._idle.get()
+        try:
+            return worker.call(body, content_type, received_ns)
+        except (EOFError, OSError):
+            log.warning(
+                "a mapping worker stopped (exit code %s); starting another", worker.exitcode
+            )
+            worker.close()
+            self._workers.remove(worker)
+            worker = _Worker(self._key)
+            self._workers.append(worker)
+            raise RetryableError("a mapping worker stopped while mapping this request") from None
+        finally:
+            self._idle.put(worker)
+
+    @property
+    def pids(self) -> list[int]:
+        """Process ids of the workers running now."""
+        return [worker.pid for worker in self._workers]
+
     def close(self) -> None:
-        if self._executor is not None:
-            self._executor.shutdown(wait=True, cancel_futures=True)
+        for worker in self._workers:
+            worker.close()
+        self._workers = []
+        if self._threads is not None:
+            self._threads.shutdown(wait=True, cancel_futures=True)
+            self._threads = None
 
 
-def _warm_up() -> None:
-    """Runs in a worker: nothing to do but exist."""
+_HEADER = struct.Struct("<q?")  # received_ns, whether the body is JSON
+
+
+class _Worker:
+    """One worker process and the service's end of its pipe (one request at a time)."""
+
+    def __init__(self, key: bytes) -> None:
+        context = multiprocessing.get_context("spawn")
+        self._conn, theirs = context.Pipe()
+        self._process = context.Process(
+            target=_serve, args=(theirs, key, os.getpid()), name="tokenotel-map", daemon=True
+        )
+        self._process.start()
+        theirs.close()
+        self._conn.recv_bytes()  # ready: modules imported, mapper built
+
+    @property
+    def pid(self) -> int:
+        return self._process.pid or 0
+
+    @property
+    def exitcode(self) -> int | None:
+        return self._process.exitcode
+
+    def call(self, body: bytes, content_type: str, received_ns: int) -> MappedTable:
+        self._conn.send_bytes(_HEADER.pack(received_ns, content_type == JSON))
+        self._conn.send_bytes(body)
+        ok, value = pickle.loads(self._conn.recv_bytes())
+        if not ok:
+            raise value
+        return value
+
+    def close(self) -> None:
+        self._conn.close()  # the worker reads the end of its pipe and exits
+        self._process.join(5)
+        if self._process.is_alive():
+            self._process.kill()
+            self._process.join()
+
+
+def _serve(conn: Connection, key: bytes, parent_pid: int) -> None:
+    """A worker's life: map each request that comes down the pipe until the pipe closes."""
+    _init_worker(key, parent_pid)
+    conn.send_bytes(b"ready")
+    while True:
+        try:
+            received_ns, is_json = _HEADER.unpack(conn.recv_bytes())
+            body = conn.recv_bytes()
+        except (EOFError, OSError):
+            return
+        try:
+            reply: tuple[bool, Any] = (
+                True,
+                decode_and_map(body, JSON if is_json else PROTOBUF, received_ns),
+            )
+        except Exception as e:  # raised again in the service (MalformedRequest, ...)
+            reply = (False, e)
+        conn.send_bytes(pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
