@@ -10,12 +10,9 @@ import asyncio
 import gc
 import logging
 import multiprocessing
-import os
 import pickle
 import queue
 import struct
-import threading
-import time
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -57,23 +54,9 @@ def _from_stream(stream: pa.Buffer, ignored: int, rejected: int, errors: list[st
     return MappedTable(pa.ipc.open_stream(stream).read_all(), ignored, rejected, errors)
 
 
-def _init_worker(key: bytes, parent_pid: int | None = None) -> None:
+def _init_worker(key: bytes) -> None:
     global _mapper
     _mapper = Mapper(Fingerprinter(key))
-    if parent_pid is not None:
-        threading.Thread(target=_exit_with, args=(parent_pid,), daemon=True).start()
-        # Mapping allocates many short-lived rows and makes no reference cycles: the modules
-        # loaded so far need no more scans, and the youngest generation is collected less
-        # often (the collector cost a tenth of the mapping's CPU).
-        gc.freeze()
-        gc.set_threshold(50_000, 20, 20)
-
-
-def _exit_with(parent_pid: int) -> None:
-    """A worker whose service was killed (SIGKILL leaves no chance to stop it) exits too."""
-    while os.getppid() == parent_pid:
-        time.sleep(1)
-    os._exit(0)
 
 
 def decode_and_map(body: bytes, content_type: str, received_ns: int) -> MappedTable:
@@ -164,7 +147,7 @@ class _Worker:
         context = multiprocessing.get_context("spawn")
         self._conn, theirs = context.Pipe()
         self._process = context.Process(
-            target=_serve, args=(theirs, key, os.getpid()), name="tokenotel-map", daemon=True
+            target=_serve, args=(theirs, key), name="tokenotel-map", daemon=True
         )
         self._process.start()
         theirs.close()
@@ -194,9 +177,15 @@ class _Worker:
             self._process.join()
 
 
-def _serve(conn: Connection, key: bytes, parent_pid: int) -> None:
-    """A worker's life: map each request that comes down the pipe until the pipe closes."""
-    _init_worker(key, parent_pid)
+def _serve(conn: Connection, key: bytes) -> None:
+    """A worker's life: map each request that comes down the pipe until the pipe closes
+    (also when the service was killed: the kernel closes its end)."""
+    _init_worker(key)
+    # Mapping allocates many short-lived rows and makes no reference cycles: the modules
+    # loaded so far need no more scans, and the youngest generation is collected less often
+    # (the collector cost a tenth of the mapping's CPU).
+    gc.freeze()
+    gc.set_threshold(50_000, 20, 20)
     conn.send_bytes(b"ready")
     while True:
         try:
