@@ -190,7 +190,7 @@ class Mapper:
         in them: no secret is kept in memory longer than its request."""
         redactions = self._redactions
         effect = self._effect(key, any_value)
-        if effect[0] != _AUTHORIZATION and self._redactions == redactions:
+        if self._redactions == redactions:  # (an authorization with a secret counts one too)
             if len(self._effects) >= _EFFECT_CACHE_SIZE:
                 self._effects.clear()
             self._effects[encoded] = effect
