@@ -19,9 +19,8 @@ from otelcol import (
     CollectorProcess,
     collector_env,
     start_collector,
+    with_metrics,
 )
-
-from processes import free_port
 
 
 @pytest.fixture(scope="session")
@@ -68,10 +67,7 @@ def collector_factory(
         storage = storage_dir or tmp_path / f"collector{len(started)}" / "storage"
         storage.parent.mkdir(parents=True, exist_ok=True)
         if metrics:
-            settings = {
-                "COLLECTOR_METRICS_LEVEL": "basic",
-                "COLLECTOR_METRICS_PORT": str(free_port()),
-            } | settings
+            settings = with_metrics(settings)
         env = collector_env(storage, **settings)
         log_path = storage.parent / f"collector{len(started)}.log"
         collector = start_collector(CONFIG_DIR / config, env, log_path)

@@ -6,11 +6,12 @@ import os
 import re
 import subprocess
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 
-from processes import SupervisedProcess, free_port, http_get
+from processes import ServeProcess, SupervisedProcess, free_port, http_get, start_serve
 
 REPO = Path(__file__).resolve().parents[2]
 COLLECTOR_BINARY = REPO / ".build" / "otelcol-tokenotel" / "otelcol-tokenotel"
@@ -130,3 +131,33 @@ def start_collector(config: Path, env: dict[str, str], log_path: Path) -> Collec
         time.sleep(0.05)
     collector.stop()
     raise AssertionError(f"collector did not become healthy:\n{collector.output()}")
+
+
+def with_metrics(settings: dict[str, str]) -> dict[str, str]:
+    """``settings`` and the collector's own metrics on a free port (read: ``metric``)."""
+    return {
+        "COLLECTOR_METRICS_LEVEL": "basic",
+        "COLLECTOR_METRICS_PORT": str(free_port()),
+    } | settings
+
+
+@contextmanager
+def serve_behind_collector(
+    root: Path, config: str, **settings: str
+) -> Iterator[tuple[ServeProcess, CollectorProcess]]:
+    """``tokenotel serve`` on ``root/data`` behind a collector running ``config`` with its own
+    metrics on; stops the collector, then serve, and checks that both exit cleanly."""
+    serve = start_serve(root / "data")
+    try:
+        env = collector_env(
+            root / "storage", **with_metrics({"TOKENOTEL_ENDPOINT": serve.grpc_target, **settings})
+        )
+        collector = start_collector(CONFIG_DIR / config, env, root / "collector.log")
+        try:
+            yield serve, collector
+        finally:
+            collector_exit = collector.stop()
+    finally:
+        serve_exit = serve.stop()
+    assert collector_exit == 0, collector.output()
+    assert serve_exit == 0, serve.output()

@@ -20,10 +20,10 @@ from pathlib import Path
 from typing import Any
 
 import pytest
-from otelcol import CONFIG_DIR, collector_env, start_collector, wait_until
+from otelcol import serve_behind_collector, wait_until
 
 from otlp_builders import RECENT_NS, rfc3339_ms, rfc3339_ns
-from processes import EMPTY_EVENT, free_port, query_json, run_cli, start_serve
+from processes import EMPTY_EVENT, query_json, run_cli
 
 pytestmark = pytest.mark.collector
 
@@ -341,52 +341,40 @@ def delivered(
     root = tmp_path_factory.mktemp("files")
     append(root, AT_START)
     started_ns = time.time_ns()
-    serve = start_serve(root / "data")
-    try:
-        env = collector_env(
-            root / "storage",
-            TOKENOTEL_ENDPOINT=serve.grpc_target,
-            TOKEN_EVENT_FILES=f"{root}/tokens/*.jsonl",
-            GATEWAY_ACCESS_LOGS=f"{root}/gateway/access*.log",
-            COLLECTOR_METRICS_LEVEL="basic",
-            COLLECTOR_METRICS_PORT=str(free_port()),
+    with serve_behind_collector(
+        root,
+        "agent-files.yaml",
+        TOKEN_EVENT_FILES=f"{root}/tokens/*.jsonl",
+        GATEWAY_ACCESS_LOGS=f"{root}/gateway/access*.log",
+    ) as (_, collector):
+
+        def sent() -> float:
+            return collector.metric("otelcol_exporter_sent_log_records", exporter=EXPORTER)
+
+        first = tokens(AT_START)
+        wait_until(
+            lambda: sent() >= first,
+            DELIVERY_TIMEOUT_S,
+            f"{first} token events from the files:\n{collector.output()}",
         )
-        collector = start_collector(CONFIG_DIR / "agent-files.yaml", env, root / "collector.log")
-        try:
-
-            def sent() -> float:
-                return collector.metric("otelcol_exporter_sent_log_records", exporter=EXPORTER)
-
-            first = tokens(AT_START)
-            wait_until(
-                lambda: sent() >= first,
-                DELIVERY_TIMEOUT_S,
-                f"{first} token events from the files:\n{collector.output()}",
-            )
-            sent_at_start = sent()
-            append(root, APPENDED)
-            total = first + tokens(APPENDED)
-            wait_until(
-                lambda: sent() >= total,
-                DELIVERY_TIMEOUT_S,
-                f"{total} token events after appending:\n{collector.output()}",
-            )
-            # The lines that are not token events have been read (and dropped) as well.
-            dropped = len(AT_START) + len(APPENDED) - total
-            wait_until(
-                lambda: collector.metric("otelcol_processor_filter_logs_filtered") >= dropped,
-                DELIVERY_TIMEOUT_S,
-                f"{dropped} other lines to be dropped:\n{collector.output()}",
-            )
-            stopped_ns = time.time_ns()
-            sent_total = sent()
-            filtered = collector.metric("otelcol_processor_filter_logs_filtered")
-        finally:
-            collector_exit = collector.stop()
-    finally:
-        serve_exit = serve.stop()
-    assert collector_exit == 0, collector.output()
-    assert serve_exit == 0, serve.output()
+        sent_at_start = sent()
+        append(root, APPENDED)
+        total = first + tokens(APPENDED)
+        wait_until(
+            lambda: sent() >= total,
+            DELIVERY_TIMEOUT_S,
+            f"{total} token events after appending:\n{collector.output()}",
+        )
+        # The lines that are not token events have been read (and dropped) as well.
+        dropped = len(AT_START) + len(APPENDED) - total
+        wait_until(
+            lambda: collector.metric("otelcol_processor_filter_logs_filtered") >= dropped,
+            DELIVERY_TIMEOUT_S,
+            f"{dropped} other lines to be dropped:\n{collector.output()}",
+        )
+        stopped_ns = time.time_ns()
+        sent_total = sent()
+        filtered = collector.metric("otelcol_processor_filter_logs_filtered")
     result = Delivered(root / "data", started_ns, stopped_ns, sent_at_start, sent_total, filtered)
     yield result
 

@@ -25,11 +25,11 @@ from opentelemetry.exporter.otlp.proto.http._log_exporter import (
     OTLPLogExporter as HttpLogExporter,
 )
 from opentelemetry.sdk._logs.export import LogRecordExporter, LogRecordExportResult
-from otelcol import CONFIG_DIR, collector_env, start_collector, wait_until
+from otelcol import serve_behind_collector, wait_until
 
 from otel_sdk import CheckedExporter, logger_provider
 from otlp_builders import RECENT_NS, rfc3339_ms, rfc3339_ns
-from processes import EMPTY_EVENT, free_port, query_json, run_cli, start_serve
+from processes import EMPTY_EVENT, query_json, run_cli
 
 pytestmark = pytest.mark.collector
 
@@ -279,41 +279,24 @@ def delivered(
     """Sends CASES through the SDK into gateway.yaml in front of serve, waits until the collector
     has delivered every token event, stops both; yields the data directory."""
     root = tmp_path_factory.mktemp("gateway")
-    serve = start_serve(root / "data")
-    try:
-        env = collector_env(
-            root / "storage",
-            TOKENOTEL_ENDPOINT=serve.grpc_target,
-            COLLECTOR_METRICS_LEVEL="basic",
-            COLLECTOR_METRICS_PORT=str(free_port()),
+    with serve_behind_collector(root, "gateway.yaml") as (_, collector):
+        grpc_exporter = GrpcLogExporter(endpoint=collector.grpc_target, insecure=True, timeout=30)
+        send(grpc_exporter, APP, "billing.auth", GRPC_CASES)
+        http_exporter = HttpLogExporter(
+            endpoint=collector.logs_url, compression=Compression.Gzip, timeout=30
         )
-        collector = start_collector(CONFIG_DIR / "gateway.yaml", env, root / "collector.log")
-        try:
-            grpc_exporter = GrpcLogExporter(
-                endpoint=collector.grpc_target, insecure=True, timeout=30
-            )
-            send(grpc_exporter, APP, "billing.auth", GRPC_CASES)
-            http_exporter = HttpLogExporter(
-                endpoint=collector.logs_url, compression=Compression.Gzip, timeout=30
-            )
-            send(http_exporter, EDGE, "edge.auth", HTTP_CASES)
+        send(http_exporter, EDGE, "edge.auth", HTTP_CASES)
 
-            def sent() -> float:
-                return collector.metric("otelcol_exporter_sent_log_records", exporter=EXPORTER)
+        def sent() -> float:
+            return collector.metric("otelcol_exporter_sent_log_records", exporter=EXPORTER)
 
-            wait_until(
-                lambda: sent() >= TOKEN_EVENTS,
-                DELIVERY_TIMEOUT_S,
-                f"the collector to deliver {TOKEN_EVENTS} token events:\n{collector.output()}",
-            )
-            sent_by_exporter = sent()
-            filtered = collector.metric("otelcol_processor_filter_logs_filtered")
-        finally:
-            collector_exit = collector.stop()
-    finally:
-        serve_exit = serve.stop()
-    assert collector_exit == 0, collector.output()
-    assert serve_exit == 0, serve.output()
+        wait_until(
+            lambda: sent() >= TOKEN_EVENTS,
+            DELIVERY_TIMEOUT_S,
+            f"the collector to deliver {TOKEN_EVENTS} token events:\n{collector.output()}",
+        )
+        sent_by_exporter = sent()
+        filtered = collector.metric("otelcol_processor_filter_logs_filtered")
     result = Delivered(root / "data", sent_by_exporter, filtered, collector.output())
     yield result
 
