@@ -21,7 +21,7 @@ class RecentIds:
     """About ``window`` ids, the newest; ``window`` 0 keeps none."""
 
     def __init__(self, window: int, generations: int = 8) -> None:
-        self._window = window
+        self.window = window
         self._generation_size = max(1, window // generations)
         self._generations: collections.deque[np.ndarray] = collections.deque()
         self._loose: list[np.ndarray] = []  # the newest inserts, each sorted
@@ -40,7 +40,7 @@ class RecentIds:
 
     def add(self, ids: np.ndarray) -> None:
         """Remembers ``ids`` (uint64) as the newest."""
-        if self._window == 0 or len(ids) == 0:
+        if self.window == 0 or len(ids) == 0:
             return
         self._loose.append(np.sort(np.asarray(ids, dtype=np.uint64)))
         loose = sum(len(a) for a in self._loose)
@@ -51,5 +51,5 @@ class RecentIds:
                 self._generations.append(merged)
             else:
                 self._loose.append(merged)
-        while self._generations and len(self) - len(self._generations[0]) >= self._window:
+        while self._generations and len(self) - len(self._generations[0]) >= self.window:
             self._generations.popleft()

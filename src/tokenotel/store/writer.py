@@ -69,7 +69,6 @@ class BatchWriter:
         self._max_rows = max_rows
         self._max_delay_s = max_delay_s
         self._max_pending_rows = max_pending_rows
-        self._dedup_window = dedup_window
         self._retry_after_s = retry_after_s
         self._pending: list[_Pending] = []
         self._pending_rows = 0
@@ -211,8 +210,8 @@ class BatchWriter:
         a restart) and the lifecycle of every token known."""
         if self._primed:
             return
-        if self._dedup_window:
-            result = self._store.query(RECENT_IDS_SQL, {"limit": self._dedup_window})
+        if self._recent.window:
+            result = self._store.query(RECENT_IDS_SQL, {"limit": self._recent.window})
             self._recent.add(np.array([row[0] for row in result.result_rows], dtype=np.uint64))
         self.lifecycle.load(self._store.query(KNOWN_TOKENS_SQL).result_rows)
         self._primed = True
