@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import ipaddress
 from typing import Any
 
@@ -515,3 +516,16 @@ def test_no_secret_stays_in_the_mappers_memory() -> None:
     remembered = repr(vars(mapper))
     assert SECRET not in remembered
     assert SECRET.encode() not in b"".join(mapper._effects)
+
+
+def test_event_id_is_the_keyed_hash_of_the_encoded_record() -> None:
+    """Ids must not change between versions: a retry of a request answered before an upgrade
+    is recognised only by the id it had then."""
+    record = log_record("token.used", {"token.id": "t1"}, body="x", time_unix_nano=RECEIVED_NS)
+    request = export_request(record, resource={"service.name": "api"})
+    resource_key = hashlib.blake2b(
+        request.resource_logs[0].resource.SerializeToString(), digest_size=8
+    ).digest()
+    expected = hashlib.blake2b(record.SerializeToString(), digest_size=8, key=resource_key)
+    (row,) = rows(request)
+    assert row["event_id"] == int.from_bytes(expected.digest(), "little")

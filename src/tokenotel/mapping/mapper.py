@@ -12,7 +12,10 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
+from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
+from tokenotel.mapping import wire
 from tokenotel.mapping.redact import SECRET_RE, redact
 from tokenotel.mapping.values import ZERO_IP, to_epoch_ms, to_ip, to_python, to_string_list, to_text
 from tokenotel.model import EVENT_PREFIX, KNOWN_EVENTS, ROW_COLUMNS, Outcome, default_outcome
@@ -122,17 +125,19 @@ class Mapper:
     def map(self, request: ExportLogsServiceRequest, received_ns: int) -> MappedBatch:
         batch = MappedBatch()
         index = -1
-        for resource_logs in request.resource_logs:
+        data = request.SerializeToString()
+        for resource_logs in wire.resource_logs(data):
             resource_values, resource_digest = self._resource(resource_logs.resource)
-            for scope_logs in resource_logs.scope_logs:
-                scope_name = scope_logs.scope.name
-                for record in scope_logs.log_records:
+            for scope_logs in resource_logs.scopes:
+                scope_name = InstrumentationScope.FromString(scope_logs.scope).name
+                for start, end in scope_logs.records:
                     index += 1
-                    event_name = record.event_name
+                    record = wire.log_record(data, start, end)
+                    event_name = record.event_name.decode(errors="replace")
                     if not event_name:
-                        for kv in record.attributes:
-                            if kv.key == "event.name":
-                                event_name = kv.value.string_value
+                        for encoded in record.attributes:
+                            if encoded.startswith(wire.EVENT_NAME_ATTRIBUTE):
+                                event_name = KeyValue.FromString(encoded).value.string_value
                                 break
                     if not event_name.startswith(EVENT_PREFIX):
                         batch.ignored += 1
@@ -152,14 +157,14 @@ class Mapper:
                             "set token.id or token.value"
                         )
                         continue
-                    row[_EVENT_ID] = _event_id(resource_digest, record.SerializeToString())
+                    row[_EVENT_ID] = _event_id(resource_digest, data[start:end])
                     batch.rows.append(row)
         return batch
 
-    def _resource(self, resource: Any) -> tuple[list[tuple[int, Any]], bytes]:
+    def _resource(self, encoded: bytes) -> tuple[list[tuple[int, Any]], bytes]:
         values: list[tuple[int, Any]] = []
         extra: list[tuple[str, str]] = []
-        for kv in resource.attributes:
+        for kv in Resource.FromString(encoded).attributes:
             column = _RESOURCE_CLAIMED.get(kv.key)
             text = self._clean(to_text(to_python(kv.value)))
             if column is not None:
@@ -168,7 +173,7 @@ class Mapper:
                 extra.append((kv.key, text))
         if extra:
             values.append((_I["resource_attributes"], extra))
-        digest = hashlib.blake2b(resource.SerializeToString(), digest_size=8).digest()
+        digest = hashlib.blake2b(encoded, digest_size=8).digest()
         return values, digest
 
     def _clean(self, text: str) -> str:
@@ -183,13 +188,14 @@ class Mapper:
         self._redactions += 1
         return redact(text, self._fingerprint)[0]
 
-    def _attribute(self, key: str, any_value: Any, encoded: bytes) -> tuple[int, Any]:
+    def _attribute(self, encoded: bytes) -> tuple[int, Any]:
         """What one attribute does to its row: (column, value), or (_EXTRA, (key, text)),
         (_OUTCOME_OF_RECORD, outcome), (_AUTHORIZATION, ((key, text), fingerprint)), or
         (_SKIP, None). Remembered for the next time the same bytes come, unless a secret was
         in them: no secret is kept in memory longer than its request."""
         redactions = self._redactions
-        effect = self._effect(key, any_value)
+        kv = KeyValue.FromString(encoded)
+        effect = self._effect(kv.key, kv.value)
         if self._redactions == redactions:  # (an authorization with a secret counts one too)
             if len(self._effects) >= _EFFECT_CACHE_SIZE:
                 self._effects.clear()
@@ -238,13 +244,12 @@ class Mapper:
 
     def _row(
         self,
-        record: Any,
+        record: wire.LogRecord,
         event_name: str,
         received_ns: int,
         scope_name: str,
         resource_values: list[tuple[int, Any]],
     ) -> list[Any]:
-        clean = self._clean
         row = _TEMPLATE.copy()
         for column, value in resource_values:
             row[column] = value
@@ -254,7 +259,8 @@ class Mapper:
         row[_OBSERVED_DELAY] = observed - event_time
         row[_EVENT_NAME] = event_name
         row[_SCOPE_NAME] = scope_name
-        row[_SEVERITY_TEXT] = record.severity_text
+        if record.severity_text:
+            row[_SEVERITY_TEXT] = record.severity_text.decode(errors="replace")
         severity = record.severity_number
         extra: list[tuple[str, str]] = []
         if 0 <= severity <= 0xFF:
@@ -267,19 +273,18 @@ class Mapper:
         span_id = record.span_id
         if span_id and span_id.strip(b"\0"):
             row[_SPAN_ID] = span_id.hex()
-        if record.HasField("body"):
-            row[_BODY] = clean(to_text(to_python(record.body)))
+        if record.body is not None:
+            row[_BODY] = self._clean(to_text(to_python(AnyValue.FromString(record.body))))
 
         auth_fingerprint: str | None = None
         outcome: str | None = None
         effects = self._effects
-        for kv in record.attributes:
+        for encoded in record.attributes:
             # Attributes repeat (token ids, addresses, user agents, routes, scopes): the effect
             # of each encoded attribute is remembered, so a repeat costs one lookup.
-            encoded = kv.SerializeToString()
             effect = effects.get(encoded)
             if effect is None:
-                effect = self._attribute(kv.key, kv.value, encoded)
+                effect = self._attribute(encoded)
             target, value = effect
             if target >= 0:
                 row[target] = value
