@@ -107,6 +107,13 @@ def watch_rss(pid: int, peak: list[int], stop: threading.Event) -> None:
         stop.wait(0.05)
 
 
+def cpu_seconds(pid: int) -> float:
+    """CPU time (user + system) the server and its mapping workers have used so far."""
+    process = psutil.Process(pid)
+    tree = [process, *process.children(recursive=True)]
+    return sum(t.user + t.system for t in (p.cpu_times() for p in tree))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=1_000_000)
@@ -211,12 +218,14 @@ def main() -> None:
             console=console,
         ) as progress:
             task = progress.add_task("export", total=requests)
+            cpu_before = cpu_seconds(server.pid)
             started = time.perf_counter()
             for n in range(requests):
                 send(n, progress, task)
             for _ in range(args.concurrency):  # every answer is in
                 in_flight.acquire()
             elapsed = time.perf_counter() - started
+            server_cpu = cpu_seconds(server.pid) - cpu_before
         if failures:
             raise SystemExit(f"{len(failures)} requests failed, the first: {failures[0]}")
         stop.set()
@@ -249,6 +258,7 @@ def main() -> None:
         ("Export p50", f"{p50:.1f} ms"),
         ("Export p99", f"{p99:.1f} ms"),
         ("server peak RSS (with workers)", f"{rss_mb:,.0f} MB"),
+        ("server CPU per event (with workers)", f"{server_cpu / sent * 1e6:.1f} µs"),
         ("cpu cores", str(os.cpu_count())),
     ]:
         table.add_row(name, value)
