@@ -62,11 +62,8 @@ def _init_worker(key: bytes) -> None:
 def decode_and_map(body: bytes, content_type: str, received_ns: int) -> MappedTable:
     """Raises MalformedRequest for a body that is not an OTLP logs request."""
     assert _mapper is not None, "worker not initialised"
-    if content_type == JSON:
-        body = decode_json(body).SerializeToString()
-    else:
-        decode_protobuf(body)  # parsed once, so that mapping reads a valid encoding
-    batch = _mapper.map(body, received_ns)
+    request = decode_json(body) if content_type == JSON else decode_protobuf(body)
+    batch = _mapper.map(request, received_ns)
     return MappedTable(rows_to_arrow(batch.rows), batch.ignored, batch.rejected, batch.errors)
 
 

@@ -12,7 +12,7 @@ def test_columns_keep_every_value_whether_repeated_or_not() -> None:
     records = [
         log_record("token.used", {"token.id": f"t{i % 2}", "url.path": "/same"}) for i in range(5)
     ]
-    rows = Mapper(lambda secret: "fp").map(export_request(*records).SerializeToString(), 1).rows
+    rows = Mapper(lambda secret: "fp").map(export_request(*records), 1).rows
     table = rows_to_arrow(rows)
     assert table.schema.names == list(ROW_COLUMNS)
     assert [field.type for field in table.schema] == [ARROW_TYPES[n] for n in ROW_COLUMNS]

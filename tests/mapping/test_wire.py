@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
-from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord, ResourceLogs
+from opentelemetry.proto.common.v1.common_pb2 import InstrumentationScope, KeyValue
+from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from otlp_builders import key_values, log_record
@@ -112,28 +112,3 @@ def test_the_event_name_attribute_is_recognised_by_its_encoding() -> None:
 def test_a_broken_encoding_is_refused() -> None:
     with pytest.raises(ValueError, match="wire type 7"):
         wire.log_record(b"\x0f", 0, 1)
-
-
-def test_a_message_given_twice_is_the_merge_of_both() -> None:
-    """Encoders may split a message (protobuf merges the parts): body and resource here."""
-    first = LogRecord(event_name="token.used", body=AnyValue(string_value="x"))
-    second = LogRecord(body=AnyValue(int_value=7))
-    encoded = first.SerializeToString() + second.SerializeToString()
-    record = wire.log_record(encoded, 0, len(encoded))
-    assert record.body is not None
-    assert AnyValue.FromString(record.body) == LogRecord.FromString(encoded).body
-
-    resource_logs = ResourceLogs(resource=Resource(attributes=key_values({"a": "1"})))
-    more = ResourceLogs(resource=Resource(attributes=key_values({"b": "2"})))
-    # One ResourceLogs whose resource comes in two pieces:
-    data = _field(1, resource_logs.SerializeToString() + more.SerializeToString())
-    ((resource, _),) = wire.resource_logs(data)
-    parsed = ExportLogsServiceRequest.FromString(data).resource_logs[0].resource
-    assert Resource.FromString(resource) == parsed
-    assert [kv.key for kv in parsed.attributes] == ["a", "b"]
-
-
-def _field(number: int, payload: bytes) -> bytes:
-    """A length-delimited field (payload under 128 bytes)."""
-    assert len(payload) < 0x80
-    return bytes([number << 3 | 2, len(payload)]) + payload

@@ -225,8 +225,7 @@ def test_upgrade_from_the_first_schema_keeps_every_row_and_fills_the_rollups(
     client.close()
     client = clickhouse_connect.get_client(dsn=f"chdb://{data_dir}", database="tokenotel")
     assert [m.version for m in migrate(client, up_to=1)] == [1]
-    request = export_request(*_scenario(now, HOUR))
-    rows = Mapper(Fingerprinter(b"k" * 32)).map(request.SerializeToString(), now).rows
+    rows = Mapper(Fingerprinter(b"k" * 32)).map(export_request(*_scenario(now, HOUR)), now).rows
     client.insert_arrow("token_events", rows_to_arrow(rows).drop_columns(["event_id"]))
     before = client.query("SELECT * FROM token_events ORDER BY token_key, event_time").result_rows
     client.close()

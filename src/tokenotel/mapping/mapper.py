@@ -11,6 +11,7 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
+from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
@@ -121,11 +122,10 @@ class Mapper:
         self._effects: dict[bytes, tuple[int, Any]] = {}
         self._redactions = 0  # how many secrets were found: a changed count means "forget"
 
-    def map(self, data: bytes, received_ns: int) -> MappedBatch:
-        """Maps the ExportLogsServiceRequest encoded in ``data`` (protobuf), which must have
-        been parsed once already: that is what validates it (see ingest.decode)."""
+    def map(self, request: ExportLogsServiceRequest, received_ns: int) -> MappedBatch:
         batch = MappedBatch()
         index = -1
+        data = request.SerializeToString()
         for resource_logs in wire.resource_logs(data):
             resource_values, resource_digest = self._resource(resource_logs.resource)
             for scope_logs in resource_logs.scopes:

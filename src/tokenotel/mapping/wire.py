@@ -1,10 +1,9 @@
 """Reads the log records of an encoded OTLP logs request straight from its protobuf bytes.
 
-The request was parsed (and so validated) once; mapping then walks its encoding instead of
-the message objects. A field costs a few byte reads, not a Python object, and each attribute
-comes out as its own encoded bytes — the key under which the mapper remembers what that
-attribute does to a row. As protobuf says: a scalar given twice keeps its last value, a message
-given twice is the merge of both (their encodings, one after the other).
+The request was parsed (and so validated) once; mapping then walks its canonical encoding
+(``SerializeToString`` of the parsed message) instead of the message objects. A field costs a
+few byte reads, not a Python object, and each attribute comes out as its own encoded bytes —
+the key under which the mapper remembers what that attribute does to a row.
 
 Field numbers are those of opentelemetry/proto/logs/v1/logs.proto (v1).
 """
@@ -65,13 +64,13 @@ def resource_logs(data: bytes) -> Iterator[ResourceLogs]:
         scopes = []
         for inner, s, e in _messages(data, start, end):
             if inner == 1:
-                resource += data[s:e]
+                resource = data[s:e]
             elif inner == 2:
                 scope = b""
                 records = []
                 for field, rs, re in _messages(data, s, e):
                     if field == 1:
-                        scope += data[rs:re]
+                        scope = data[rs:re]
                     elif field == 2:
                         records.append((rs, re))
                 scopes.append(ScopeLogs(scope, records))
@@ -79,7 +78,7 @@ def resource_logs(data: bytes) -> Iterator[ResourceLogs]:
 
 
 def log_record(data: bytes, pos: int, end: int) -> LogRecord:
-    """The LogRecord encoded in ``data[pos:end]``."""
+    """The LogRecord encoded in ``data[pos:end]``; a field given twice keeps its last value."""
     time = observed = severity = 0
     severity_text = trace_id = span_id = event_name = b""
     body: bytes | None = None
@@ -108,7 +107,7 @@ def log_record(data: bytes, pos: int, end: int) -> LogRecord:
             elif key == _SPAN_ID:
                 span_id = value
             elif key == _BODY:
-                body = value if body is None else body + value
+                body = value
         elif wire == _I64:
             if key == _TIME:
                 time = int.from_bytes(data[pos : pos + 8], "little")
