@@ -8,11 +8,13 @@ from __future__ import annotations
 
 import asyncio
 import gc
+import importlib.abc
 import logging
 import multiprocessing
 import pickle
 import queue
 import struct
+import sys
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
 from multiprocessing.connection import Connection
@@ -177,9 +179,20 @@ class _Worker:
             self._process.join()
 
 
+class _WithoutPandas(importlib.abc.MetaPathFinder):
+    """pyarrow imports pandas (installed for chDB) on its first conversion of Python values,
+    to recognise pandas objects; a worker converts tuples only, and pandas would cost it
+    ~35 MB of memory. Refused, pyarrow goes on without it."""
+
+    def find_spec(self, fullname: str, path: Any, target: Any = None) -> None:
+        if fullname.partition(".")[0] == "pandas":
+            raise ModuleNotFoundError("pandas is not used by mapping workers", name=fullname)
+
+
 def _serve(conn: Connection, key: bytes) -> None:
     """A worker's life: map each request that comes down the pipe until the pipe closes
     (also when the service was killed: the kernel closes its end)."""
+    sys.meta_path.insert(0, _WithoutPandas())
     _init_worker(key)
     # Mapping allocates many short-lived rows and makes no reference cycles: the modules
     # loaded so far need no more scans, and the youngest generation is collected less often

@@ -125,3 +125,24 @@ def _encode_varint(value: int) -> bytes:
         value >>= 7
     out.append(value)
     return bytes(out)
+
+
+def test_a_worker_never_loads_pandas() -> None:
+    """pyarrow would import pandas (installed for chDB) on its first conversion: ~35 MB a
+    worker for nothing."""
+
+    async def maps_of_the_worker() -> str:
+        pool = MappingPool(Fingerprinter(b"k" * 32), workers=1)
+        await pool.start()
+        try:
+            mapped = await pool.map(BODY, PROTOBUF, 1)
+            assert mapped.table.num_rows == 1
+            (pid,) = pool.pids
+            with open(f"/proc/{pid}/maps") as maps:
+                return maps.read()
+        finally:
+            pool.close()
+
+    maps = asyncio.run(maps_of_the_worker())
+    assert "pyarrow" in maps  # the worker did convert
+    assert "/pandas/" not in maps
