@@ -1,8 +1,9 @@
 """Ingest benchmark: OTLP/gRPC requests of 1,000 token events into `tokenotel serve`.
 
 The server runs as its own process with the embedded store; this process is the client. It
-prints sustained events/s, Export latency percentiles and the server's peak RSS; the last line
-is machine-readable: ``events_per_s=<n> p99_ms=<n> peak_rss_mb=<n>``.
+prints sustained events/s, Export latency percentiles, the server's peak RSS and the CPU it
+used per event (both with its mapping workers); the last line is machine-readable:
+``events_per_s=<n> p99_ms=<n> peak_rss_mb=<n>``.
 """
 
 from __future__ import annotations
