@@ -1,9 +1,10 @@
 """Reads the log records of an encoded OTLP logs request straight from its protobuf bytes.
 
 The request was parsed (and so validated) once; mapping then walks its canonical encoding
-(``SerializeToString`` of the parsed message) instead of the message objects. A field costs a
-few byte reads, not a Python object, and each attribute comes out as its own encoded bytes —
-the key under which the mapper remembers what that attribute does to a row.
+(``SerializeToString`` of the parsed message: fields in number order, whatever order the
+sender's encoder used, so event ids do not depend on it) instead of the message objects. A
+field costs a few byte reads, not a Python object, and each attribute comes out as its own
+encoded bytes — the key under which the mapper remembers what that attribute does to a row.
 
 Field numbers are those of opentelemetry/proto/logs/v1/logs.proto (v1).
 """
@@ -27,7 +28,8 @@ _SPAN_ID = 10 << 3 | _LEN
 _OBSERVED_TIME = 11 << 3 | _I64
 _EVENT_NAME = 12 << 3 | _LEN
 
-#: A KeyValue whose key is "event.name", as its encoding starts (key is field 1).
+#: How a KeyValue whose key is "event.name" starts in the canonical encoding, which writes
+#: the key (field 1) first; other encoders need not (the collector writes the value first).
 EVENT_NAME_ATTRIBUTE = b"\x0a\x0aevent.name"
 
 
