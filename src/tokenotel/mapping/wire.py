@@ -60,23 +60,22 @@ class ResourceLogs(NamedTuple):
 def resource_logs(data: bytes) -> Iterator[ResourceLogs]:
     """The ResourceLogs of an encoded ExportLogsServiceRequest, in order."""
     for number, start, end in _messages(data, 0, len(data)):
-        if number != 1:
-            continue
-        resource = b""
-        scopes = []
-        for inner, s, e in _messages(data, start, end):
-            if inner == 1:
-                resource = data[s:e]
-            elif inner == 2:
-                scope = b""
-                records = []
-                for field, rs, re in _messages(data, s, e):
-                    if field == 1:
-                        scope = data[rs:re]
-                    elif field == 2:
-                        records.append((rs, re))
-                scopes.append(ScopeLogs(scope, records))
-        yield ResourceLogs(resource, scopes)
+        if number == 1:
+            resource, scopes = _head_and_items(data, start, end)
+            yield ResourceLogs(resource, [ScopeLogs(*_head_and_items(data, *s)) for s in scopes])
+
+
+def _head_and_items(data: bytes, start: int, end: int) -> tuple[bytes, list[tuple[int, int]]]:
+    """Field 1 (encoded) and where each field 2 starts and ends: ResourceLogs (resource,
+    scope_logs) and ScopeLogs (scope, log_records) are alike in that."""
+    head = b""
+    items = []
+    for number, s, e in _messages(data, start, end):
+        if number == 1:
+            head = data[s:e]
+        elif number == 2:
+            items.append((s, e))
+    return head, items
 
 
 def log_record(data: bytes, pos: int, end: int) -> LogRecord:
