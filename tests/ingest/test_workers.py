@@ -11,6 +11,7 @@ import pytest
 from otlp_builders import export_request, log_record
 from tokenotel.errors import RetryableError
 from tokenotel.ingest.decode import PROTOBUF, MalformedRequest
+from tokenotel.mapping import wire
 from tokenotel.mapping.fingerprint import Fingerprinter
 from tokenotel.workers import MappingPool
 
@@ -69,53 +70,32 @@ def _reversed_fields(data: bytes, depth: int) -> bytes:
     fields = []
     pos = 0
     while pos < len(data):
-        key, pos = _varint(data, pos)
-        start = pos
-        if key & 7 == 2:
-            size, pos = _varint(data, pos)
-            payload = data[pos : pos + size]
-            pos += size
-            if depth and _is_message(payload):
+        key, value_at = wire._varint(data, pos)
+        end = wire._skip(data, value_at, key)
+        encoded = data[pos:end]
+        if key & 7 == 2 and depth:
+            payload_at = wire._varint(data, value_at)[1]
+            payload = data[payload_at:end]
+            if _is_message(payload):
                 payload = _reversed_fields(payload, depth - 1)
-            fields.append((key >> 3, _encode_varint(key) + _encode_varint(len(payload)) + payload))
-            continue
-        pos = _scalar_end(data, start, key & 7)
-        fields.append((key >> 3, _encode_varint(key) + data[start:pos]))
+                encoded = data[pos:value_at] + _encode_varint(len(payload)) + payload
+        fields.append((key >> 3, encoded))
+        pos = end
     fields.sort(key=lambda field: -field[0])  # stable: a repeated field keeps its order
     return b"".join(encoded for _, encoded in fields)
 
 
 def _is_message(payload: bytes) -> bool:
+    pos = 0
     try:
-        pos = 0
         while pos < len(payload):
-            key, pos = _varint(payload, pos)
+            key, pos = wire._varint(payload, pos)
             if key >> 3 == 0 or key & 7 not in (0, 1, 2, 5):
                 return False
-            if key & 7 == 2:
-                size, pos = _varint(payload, pos)
-                pos += size
-            else:
-                pos = _scalar_end(payload, pos, key & 7)
-        return pos == len(payload)
+            pos = wire._skip(payload, pos, key)
     except IndexError:
         return False
-
-
-def _scalar_end(data: bytes, pos: int, wire_type: int) -> int:
-    """Where a varint (0), 64-bit (1) or 32-bit (5) value starting at ``pos`` ends."""
-    return _varint(data, pos)[1] if wire_type == 0 else pos + (8 if wire_type == 1 else 4)
-
-
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
-    result = shift = 0
-    while True:
-        byte = data[pos]
-        pos += 1
-        result |= (byte & 0x7F) << shift
-        if byte < 0x80:
-            return result, pos
-        shift += 7
+    return pos == len(payload)
 
 
 def _encode_varint(value: int) -> bytes:
