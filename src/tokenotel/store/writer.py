@@ -22,6 +22,7 @@ from tokenotel.store.client import EVENTS_TABLE, Store
 from tokenotel.store.dedup import RecentIds
 
 log = logging.getLogger(__name__)
+_STAMP = pa.timestamp("ms", tz="UTC")  # ingested_at
 
 KNOWN_TOKENS_SQL = """
 SELECT token_key, lifecycle_status, toUnixTimestamp64Nano(lifecycle_at),
@@ -164,31 +165,24 @@ class BatchWriter:
     def _insert(self, tables: list[pa.Table]) -> list[int]:
         """Runs in a worker thread: drop known event ids, insert once; new rows per table."""
         self._prime()
-        seen: set[int] = set()  # ids met earlier in this insert
+        ids = np.concatenate([table.column("event_id").to_numpy() for table in tables])
+        new = np.zeros(len(ids), dtype=bool)
+        new[np.unique(ids, return_index=True)[1]] = True  # the first of each id in this insert
+        new &= ~self._recent.contains(ids)
         kept: list[pa.Table] = []
         written: list[int] = []
+        start = 0
         for table in tables:
-            ids = table.column("event_id").to_numpy()
-            known = self._recent.contains(ids)
-            listed = ids.tolist()
-            unique = set(listed)
-            if not known.any() and len(unique) == len(listed) and unique.isdisjoint(seen):
-                mask = None  # the usual case, checked without a step per row
-                new_rows = len(listed)
-            else:
-                mask = []
-                for event_id, committed in zip(listed, known.tolist(), strict=True):
-                    mask.append(not committed and event_id not in seen)
-                    seen.add(event_id)
-                new_rows = sum(mask)
-            seen.update(unique)
+            mask = new[start : start + table.num_rows]
+            start += table.num_rows
+            new_rows = int(mask.sum())
             written.append(new_rows)
             if new_rows:
-                kept.append(table if mask is None else table.filter(pa.array(mask)))
+                kept.append(table if new_rows == table.num_rows else table.filter(pa.array(mask)))
         rows = sum(written)
         if kept:
             batch = pa.concat_tables(kept)
-            stamp = pa.array([self._next_stamp()] * batch.num_rows, pa.timestamp("ms", tz="UTC"))
+            stamp = pa.repeat(pa.scalar(self._next_stamp(), _STAMP), batch.num_rows)
             # The ids go in with their events, in the same part: both are committed, or neither.
             batch = batch.append_column("token_status", self.lifecycle.annotate(batch))
             batch = batch.append_column("ingested_at", stamp)
