@@ -96,13 +96,17 @@ def template(records: int) -> ExportLogsServiceRequest:
     return request
 
 
+def server_tree(pid: int) -> list[psutil.Process]:
+    """The server and its mapping workers."""
+    process = psutil.Process(pid)
+    return [process, *process.children(recursive=True)]
+
+
 def watch_rss(pid: int, peak: list[int], stop: threading.Event) -> None:
     """Peak resident memory of the server and its mapping workers together."""
-    process = psutil.Process(pid)
     while not stop.is_set():
         try:
-            tree = [process, *process.children(recursive=True)]
-            peak[0] = max(peak[0], sum(p.memory_info().rss for p in tree))
+            peak[0] = max(peak[0], sum(p.memory_info().rss for p in server_tree(pid)))
         except psutil.Error:
             return
         stop.wait(0.05)
@@ -110,9 +114,7 @@ def watch_rss(pid: int, peak: list[int], stop: threading.Event) -> None:
 
 def cpu_seconds(pid: int) -> float:
     """CPU time (user + system) the server and its mapping workers have used so far."""
-    process = psutil.Process(pid)
-    tree = [process, *process.children(recursive=True)]
-    return sum(t.user + t.system for t in (p.cpu_times() for p in tree))
+    return sum(t.user + t.system for t in (p.cpu_times() for p in server_tree(pid)))
 
 
 def main() -> None:
