@@ -275,9 +275,10 @@ def main() -> None:
 
 
 def _count(path: Path) -> int:
+    from tokenotel.config import load_settings
     from tokenotel.store.client import EVENTS_TABLE, Store
 
-    store = Store(path, None)
+    store = Store(load_settings(data_dir=path).store_options)
     try:
         return store.query(f"SELECT count() FROM {EVENTS_TABLE}").result_rows[0][0]
     finally:

@@ -21,6 +21,7 @@ from pathlib import Path
 from rich.console import Console
 from rich.table import Table
 
+from tokenotel.config import load_settings
 from tokenotel.store.client import Store
 
 console = Console(stderr=True)
@@ -248,7 +249,7 @@ def main() -> None:
 
     data_dir = Path(tempfile.mkdtemp(prefix="tokenotel-bench-query-"))
     console.print(f"data directory: {data_dir}")
-    store = Store(data_dir, None)
+    store = Store(load_settings(data_dir=data_dir).store_options)
     try:
         store.connect()
         now = int(time.time())

@@ -257,8 +257,9 @@ def query_json(data_dir: Path, *filters: str) -> list[dict[str, Any]]:
 _COUNT_ROWS = """
 import sys
 from pathlib import Path
+from tokenotel.config import load_settings
 from tokenotel.store.client import EVENTS_TABLE, Store
-store = Store(Path(sys.argv[1]), None)
+store = Store(load_settings(data_dir=Path(sys.argv[1])).store_options)
 try:
     print(store.query(f"SELECT count() FROM {EVENTS_TABLE}").result_rows[0][0])
 finally:

@@ -12,7 +12,8 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from otlp_builders import export_request, log_record
 from processes import clean_env, free_port, http_post, launch_serve, run_cli
-from tokenotel.config import ConfigError, load_settings
+from tokenotel.config import load_settings
+from tokenotel.errors import ConfigError
 
 
 @pytest.fixture(autouse=True)

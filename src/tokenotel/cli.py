@@ -8,17 +8,17 @@ import logging
 import signal
 import sys
 from pathlib import Path
-from typing import Annotated, NoReturn
+from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
 
 from tokenotel import __version__
-from tokenotel.config import Settings, load_settings
+from tokenotel.config import Settings, load_settings, setting_help
 from tokenotel.errors import TokenotelError
 from tokenotel.mapping.fingerprint import load_key
 from tokenotel.model import Outcome
-from tokenotel.output import Format, write_events
+from tokenotel.query.output import Format, write_events
 from tokenotel.query.search import EventFilter, search
 from tokenotel.query.timeparse import parse_time
 from tokenotel.store.client import Store
@@ -33,25 +33,21 @@ app = typer.Typer(
 )
 err = Console(stderr=True)
 
+
+def _flag(setting: str, *names: str) -> Any:
+    """The option of a setting: its help (meaning, environment variable, default) comes from
+    the settings, and its default (None: not given) lets the environment and file decide."""
+    return typer.Option(*names, help=setting_help(setting), show_default=False)
+
+
 ConfigOpt = Annotated[
     Path | None,
     typer.Option("--config", envvar="TOKENOTEL_CONFIG", help="YAML file with any of the settings."),
 ]
-DataDirOpt = Annotated[
-    Path | None,
-    typer.Option(
-        "--data-dir",
-        help="Data directory (embedded store, fingerprint key). "
-        "(env: TOKENOTEL_DATA_DIR; default: ./tokenotel-data)",
-    ),
-]
+DataDirOpt = Annotated[Path | None, _flag("data_dir", "--data-dir")]
 UrlOpt = Annotated[
     str | None,
-    typer.Option(
-        "--clickhouse-url",
-        help="ClickHouse server, http(s)://user:password@host:8123/db; "
-        "unset = embedded store in the data directory. (env: TOKENOTEL_CLICKHOUSE_URL)",
-    ),
+    _flag("clickhouse_url", "--clickhouse-url"),
 ]
 
 
@@ -81,7 +77,7 @@ def _open_store(settings: Settings, must_exist: bool = True) -> Store:
             f"no tokenotel data in {settings.data_dir}: run `tokenotel serve --data-dir "
             f"{settings.data_dir}` first, or point --data-dir at its data directory"
         )
-    store = Store.from_settings(settings)
+    store = Store(settings.store_options)
     try:
         store.connect()
     except TokenotelError as e:
@@ -101,33 +97,12 @@ def _root(
 @app.command()
 def serve(
     config: ConfigOpt = None,
-    grpc_listen: Annotated[
-        str | None,
-        typer.Option(
-            help="OTLP/gRPC address. (env: TOKENOTEL_GRPC_LISTEN; default: 127.0.0.1:4317)"
-        ),
-    ] = None,
-    http_listen: Annotated[
-        str | None,
-        typer.Option(
-            help="OTLP/HTTP + health address. (env: TOKENOTEL_HTTP_LISTEN; default: 127.0.0.1:4318)"
-        ),
-    ] = None,
+    grpc_listen: Annotated[str | None, _flag("grpc_listen")] = None,
+    http_listen: Annotated[str | None, _flag("http_listen")] = None,
     data_dir: DataDirOpt = None,
     clickhouse_url: UrlOpt = None,
-    max_request_bytes: Annotated[
-        int | None,
-        typer.Option(
-            help="Largest request after decompression. (env: TOKENOTEL_MAX_REQUEST_BYTES; "
-            "default: 64 MiB)"
-        ),
-    ] = None,
-    log_level: Annotated[
-        str | None,
-        typer.Option(
-            help="debug, info, warning or error. (env: TOKENOTEL_LOG_LEVEL; default: info)"
-        ),
-    ] = None,
+    max_request_bytes: Annotated[int | None, _flag("max_request_bytes")] = None,
+    log_level: Annotated[str | None, _flag("log_level")] = None,
 ) -> None:
     """Receive OTLP logs (gRPC and HTTP) and store every token event."""
     from tokenotel.service import Service
@@ -211,11 +186,7 @@ def fingerprint(
     data_dir: DataDirOpt = None,
     key_file: Annotated[
         Path | None,
-        typer.Option(
-            "--key-file",
-            help="Fingerprint key file. (env: TOKENOTEL_FINGERPRINT_KEY_FILE; default: "
-            "the key in the data directory)",
-        ),
+        _flag("fingerprint_key_file", "--key-file"),
     ] = None,
 ) -> None:
     """Print the fingerprint of a token read from standard input (never from the command line)."""
@@ -231,8 +202,6 @@ def fingerprint(
         fingerprinter = load_key(settings.fingerprint_key_file, settings.data_dir, create=False)
     except TokenotelError as e:
         _fail(str(e))
-    except ValueError as e:
-        _fail(str(e))
     typer.echo(fingerprinter(secret))
 
 
@@ -241,18 +210,14 @@ def migrate(
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
     clickhouse_url: UrlOpt = None,
-    cluster: Annotated[
-        str | None,
-        typer.Option(
-            help="Create the schema ON CLUSTER with Replicated and Distributed tables. "
-            "(env: TOKENOTEL_CLUSTER)"
-        ),
-    ] = None,
+    cluster: Annotated[str | None, _flag("cluster")] = None,
     print_only: Annotated[
         bool, typer.Option("--print", help="With --cluster: print the DDL instead of running it.")
     ] = False,
 ) -> None:
-    """Create or upgrade the schema (serve also does it at start, except in cluster mode)."""
+    """Create or upgrade the schema (serve also does it at start, except in cluster mode).
+
+    With --cluster: ON CLUSTER, with Replicated and Distributed tables."""
     settings = _settings(config, data_dir=data_dir, clickhouse_url=clickhouse_url, cluster=cluster)
     _logging("warning")
     if settings.cluster is not None:

@@ -6,10 +6,10 @@ import os
 import re
 from pathlib import Path
 from typing import Annotated, Any, Literal
-from urllib.parse import unquote, urlsplit
+from urllib.parse import urlsplit
 
 import yaml
-from pydantic import AfterValidator, Field, ValidationError
+from pydantic import AfterValidator, Field, JsonValue, ValidationError
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -17,14 +17,11 @@ from pydantic_settings import (
     YamlConfigSettingsSource,
 )
 
-from tokenotel.errors import PermanentError
-from tokenotel.store.retention import DEFAULT_RETENTION_DAYS
+from tokenotel.errors import ConfigError
+from tokenotel.store.client import ClickHouseServer, StoreOptions
 
+ENV_PREFIX = "TOKENOTEL_"
 _IDENTIFIER = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
-
-
-class ConfigError(PermanentError):
-    """The configuration is invalid; the message says which setting and why."""
 
 
 def split_listen(address: str) -> tuple[str, int]:
@@ -64,50 +61,123 @@ ClickHouseUrl = Annotated[str, AfterValidator(_check_clickhouse_url)]
 Identifier = Annotated[str, AfterValidator(_check_identifier)]
 
 
-class ClickHouseServer:
-    """Connection details parsed from ``clickhouse_url``."""
-
-    def __init__(self, url: str, default_database: str) -> None:
-        parts = urlsplit(url)
-        self.secure = parts.scheme == "https"
-        self.host = parts.hostname or "localhost"
-        self.port = parts.port or (8443 if self.secure else 8123)
-        self.username = unquote(parts.username or "default")
-        self.password = unquote(parts.password or "")
-        self.database = parts.path.strip("/") or default_database
-
-    def __repr__(self) -> str:  # never show the password
-        scheme = "https" if self.secure else "http"
-        return f"{scheme}://{self.username}@{self.host}:{self.port}/{self.database}"
+def _setting(default: Any = None, *, shown: str | None = None, **constraints: Any) -> Any:
+    """A setting's field: its default (a callable: computed at start), its ``description`` and
+    constraints, and how the default reads in help and the README where ``str(default)`` would
+    not say it well (``shown``)."""
+    extra: dict[str, JsonValue] | None = {"shown": shown} if shown is not None else None
+    if callable(default):
+        return Field(default_factory=default, json_schema_extra=extra, **constraints)
+    return Field(default, json_schema_extra=extra, **constraints)
 
 
 class Settings(BaseSettings):
-    """Every setting of tokenotel; each is also the environment variable TOKENOTEL_<NAME>."""
+    """Every setting of tokenotel; each is also the environment variable TOKENOTEL_<NAME>.
 
-    model_config = SettingsConfigDict(env_prefix="TOKENOTEL_", extra="forbid")
+    This class is the one place a setting's default and meaning are written: the command
+    line's help is derived from it (``setting_help``), and a test holds the README's table to it.
+    """
 
-    grpc_listen: ListenAddress = "127.0.0.1:4317"
-    http_listen: ListenAddress = "127.0.0.1:4318"
-    data_dir: Path = Path("tokenotel-data")
-    clickhouse_url: ClickHouseUrl | None = None
-    database: Identifier = "tokenotel"
-    cluster: Identifier | None = None
-    fingerprint_key_file: Path | None = None
-    max_request_bytes: int = Field(64 * 1024 * 1024, gt=0)
-    batch_max_rows: int = Field(100_000, gt=0)
-    batch_max_delay_ms: int = Field(50, ge=0)
-    max_pending_rows: int = Field(1_000_000, gt=0)
-    dedup_window: int = Field(1_000_000, ge=0)
-    mapping_workers: int = Field(default_factory=lambda: os.cpu_count() or 1, ge=0)
-    retry_after_s: float = Field(1.0, gt=0)
-    retention_days: int = Field(DEFAULT_RETENTION_DAYS, ge=1)
-    log_level: Literal["debug", "info", "warning", "error"] = "info"
+    model_config = SettingsConfigDict(env_prefix=ENV_PREFIX, extra="forbid")
+
+    grpc_listen: ListenAddress = _setting("127.0.0.1:4317", description="OTLP/gRPC address.")
+    http_listen: ListenAddress = _setting(
+        "127.0.0.1:4318", description="OTLP/HTTP and health address."
+    )
+    data_dir: Path = _setting(
+        Path("tokenotel-data"),
+        shown="./tokenotel-data",
+        description="Data directory: the embedded store and the fingerprint key.",
+    )
+    clickhouse_url: ClickHouseUrl | None = _setting(
+        shown="unset = embedded",
+        description="ClickHouse server, http(s)://user:password@host:8123/database.",
+    )
+    database: Identifier = _setting(
+        "tokenotel", description="Database (embedded store, or when the URL names none)."
+    )
+    cluster: Identifier | None = _setting(
+        shown="unset", description="ClickHouse cluster name: cluster mode (see docs/cluster.md)."
+    )
+    retention_days: int = _setting(
+        400,
+        ge=1,
+        description="How long events and per-minute rollups are kept (whole months are dropped).",
+    )
+    fingerprint_key_file: Path | None = _setting(
+        shown="unset = <data_dir>/fingerprint.key", description="HMAC key, as hex."
+    )
+    max_request_bytes: int = _setting(
+        64 * 1024 * 1024,
+        shown="67108864 (64 MiB)",
+        gt=0,
+        description="Largest request after decompression.",
+    )
+    batch_max_rows: int = _setting(100_000, gt=0, description="Most rows in one insert.")
+    batch_max_delay_ms: int = _setting(
+        50, ge=0, description="How long a batch waits for more requests."
+    )
+    max_pending_rows: int = _setting(
+        1_000_000,
+        gt=0,
+        description="Rows waiting for the store before clients are asked to retry.",
+    )
+    dedup_window: int = _setting(
+        1_000_000, ge=0, description="Recent event ids remembered to drop retried duplicates."
+    )
+    mapping_workers: int = _setting(
+        lambda: os.cpu_count() or 1,
+        shown="number of CPUs",
+        ge=0,
+        description="Processes that decode and map requests (0 = in the service process).",
+    )
+    retry_after_s: float = _setting(
+        1.0,
+        shown="1",
+        gt=0,
+        description="Delay clients are asked to wait when the store is down.",
+    )
+    log_level: Literal["debug", "info", "warning", "error"] = _setting(
+        "info", description="debug, info, warning or error."
+    )
 
     @property
     def server(self) -> ClickHouseServer | None:
         if self.clickhouse_url is None:
             return None
         return ClickHouseServer(self.clickhouse_url, self.database)
+
+    @property
+    def store_options(self) -> StoreOptions:
+        """Where and how the store keeps the events."""
+        server = self.server
+        return StoreOptions(
+            data_dir=self.data_dir,
+            server=server,
+            database=server.database if server else self.database,
+            cluster=self.cluster,
+            retention_days=self.retention_days,
+            retry_after_s=self.retry_after_s,
+        )
+
+
+def environment_name(setting: str) -> str:
+    return f"{ENV_PREFIX}{setting.upper()}"
+
+
+def default_text(setting: str) -> str:
+    """A setting's default as help and the README show it."""
+    field = Settings.model_fields[setting]
+    extra = field.json_schema_extra
+    if isinstance(extra, dict) and "shown" in extra:
+        return str(extra["shown"])
+    return str(field.default)
+
+
+def setting_help(setting: str) -> str:
+    """The help of the flag for ``setting``: its meaning, environment variable and default."""
+    description = Settings.model_fields[setting].description
+    return f"{description} (env: {environment_name(setting)}; default: {default_text(setting)})"
 
 
 def load_settings(config_file: Path | None = None, **overrides: Any) -> Settings:
@@ -167,4 +237,4 @@ def _describe(error: ValidationError) -> str:
     message = first["msg"].removeprefix("Value error, ")
     more = error.error_count() - 1
     suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
-    return f"invalid setting {name} (TOKENOTEL_{name.upper()}): {message}{suffix}"
+    return f"invalid setting {name} ({environment_name(name)}): {message}{suffix}"

@@ -1,6 +1,11 @@
-"""Errors classified once, where they are raised: permanent (the data is wrong) or retryable."""
+"""Every error tokenotel raises on purpose, classified once where it is raised (permanent or
+retryable), and the one translation of an error into the status a client sees."""
 
 from __future__ import annotations
+
+from dataclasses import dataclass
+
+from google.rpc import code_pb2
 
 
 class TokenotelError(Exception):
@@ -12,16 +17,94 @@ class PermanentError(TokenotelError):
 
 
 class RetryableError(TokenotelError):
-    """The same input may succeed later (the store is down or overloaded)."""
+    """The same input may succeed later (the store is down or overloaded); clients are asked to
+    wait ``retry_after_s`` first."""
 
-    def __init__(self, message: str, retry_after_s: float = 1.0) -> None:
+    def __init__(self, message: str, retry_after_s: float) -> None:
         super().__init__(message)
         self.retry_after_s = retry_after_s
+
+
+# -- permanent -------------------------------------------------------------------------------
+
+
+class ConfigError(PermanentError):
+    """The configuration is invalid; the message says which setting and why."""
+
+
+class FingerprintKeyError(PermanentError):
+    """The fingerprint key file is missing, unreadable or malformed."""
+
+
+class MalformedRequest(PermanentError):
+    """The body is not a valid OTLP logs export request."""
 
 
 class RequestTooLarge(PermanentError):
     """The request is over the size limit after decompression."""
 
 
+class UnsupportedContentType(PermanentError):
+    """The request's content type is neither OTLP/protobuf nor OTLP/JSON."""
+
+
+class MethodNotAllowed(PermanentError):
+    """An HTTP method other than POST on the logs path."""
+
+
+class DataDirInUse(PermanentError):
+    """Another process (a running ``tokenotel serve``) holds the embedded store."""
+
+
+class SchemaOutdated(PermanentError):
+    """Cluster mode found migrations not yet applied."""
+
+
+class MigrationFailed(PermanentError):
+    """A schema change on a cluster failed; the message says why."""
+
+
+# -- retryable -------------------------------------------------------------------------------
+
+
 class StoreUnavailable(RetryableError):
-    """ClickHouse cannot be reached or refused the write."""
+    """ClickHouse cannot be reached, refused the write, or is falling behind."""
+
+
+class MappingWorkerStopped(RetryableError):
+    """A mapping worker process died while mapping the request (it has been replaced)."""
+
+
+# -- what a client sees ----------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class ClientStatus:
+    """How an error is answered: a gRPC status code (``google.rpc.Code``), an HTTP status, and
+    for a retryable error how long the client should wait."""
+
+    grpc_code: int
+    http_status: int
+    retry_after_s: float | None = None
+
+
+#: Most specific class first. OTLP asks for RESOURCE_EXHAUSTED without RetryInfo on a request
+#: over the size limit (the client must not retry it), INVALID_ARGUMENT for data that cannot
+#: be stored, and UNAVAILABLE with RetryInfo for what may succeed later.
+_STATUSES: tuple[tuple[type[TokenotelError], int, int], ...] = (
+    (RequestTooLarge, code_pb2.RESOURCE_EXHAUSTED, 413),
+    (UnsupportedContentType, code_pb2.INVALID_ARGUMENT, 415),
+    (MethodNotAllowed, code_pb2.UNIMPLEMENTED, 405),
+    (PermanentError, code_pb2.INVALID_ARGUMENT, 400),
+    (RetryableError, code_pb2.UNAVAILABLE, 503),
+    (TokenotelError, code_pb2.INTERNAL, 500),
+)
+
+
+def client_status(error: TokenotelError) -> ClientStatus:
+    """The status that answers a request which failed with ``error``."""
+    for kind, grpc_code, http_status in _STATUSES:
+        if isinstance(error, kind):
+            retry_after_s = error.retry_after_s if isinstance(error, RetryableError) else None
+            return ClientStatus(grpc_code, http_status, retry_after_s)
+    raise AssertionError("unreachable: every TokenotelError matches the last entry")

@@ -1,133 +1,74 @@
-"""The service: how an OTLP request becomes rows, and the servers that receive it."""
+"""The service: the ingest pipeline behind its listeners (OTLP/gRPC, OTLP/HTTP)."""
 
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import gc
 import logging
-import time
-from dataclasses import dataclass
-
-from aiohttp import web
+import threading
+from collections.abc import Iterator
+from contextlib import contextmanager
+from typing import Protocol
 
 from tokenotel.config import Settings, split_listen
-from tokenotel.errors import StoreUnavailable
-from tokenotel.ingest import otlp_grpc, otlp_http
-from tokenotel.ingest.result import ExportResult, error_summary
-from tokenotel.mapping.fingerprint import load_key
-from tokenotel.store.client import Store
-from tokenotel.store.writer import BatchWriter
-from tokenotel.workers import MappingPool
+from tokenotel.ingest.otlp_grpc import OtlpGrpcListener
+from tokenotel.ingest.otlp_http import OtlpHttpListener
+from tokenotel.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
 
 
-@dataclass
-class IngestStats:
-    requests: int = 0
-    records_stored: int = 0
-    records_ignored: int = 0
-    records_rejected: int = 0
+class Listener(Protocol):
+    """A server in front of the pipeline: bound and serving after ``start``, and after
+    ``stop`` no longer taking requests, with those in flight finished."""
+
+    name: str
+    host: str
+    port: int
+
+    async def start(self) -> None: ...
+
+    async def stop(self) -> None: ...
 
 
 class Service:
-    """Decode → map & redact → batch → ClickHouse, behind OTLP/gRPC and OTLP/HTTP."""
+    """The pipeline and its listeners, started and stopped together."""
 
-    def __init__(self, settings: Settings, store: Store | None = None) -> None:
-        self.settings = settings
-        self.fingerprint = load_key(settings.fingerprint_key_file, settings.data_dir)
-        self.mapping = MappingPool(self.fingerprint, settings.mapping_workers)
-        self.store = store or Store.from_settings(settings)
-        self.writer = BatchWriter(
-            self.store,
-            max_rows=settings.batch_max_rows,
-            max_delay_s=settings.batch_max_delay_ms / 1000,
-            max_pending_rows=settings.max_pending_rows,
-            dedup_window=settings.dedup_window,
-            retry_after_s=settings.retry_after_s,
-        )
-        self.stats = IngestStats()
-        self.grpc_port = 0
-        self.http_port = 0
-        self._grpc: otlp_grpc.grpc.aio.Server | None = None
-        self._http: web.AppRunner | None = None
-        self._tasks: list[asyncio.Task[None]] = []
-
-    async def export(self, body: bytes, content_type: str) -> ExportResult:
-        """One request: decode and map it (in a worker), store its token events, and report
-        what was left out. Answers only once the rows are committed."""
-        self.stats.requests += 1
-        mapped = await self.mapping.map(body, content_type, time.time_ns())
-        stored = await self.writer.write(mapped.table)  # new rows only
-        self.stats.records_stored += stored  # (after the await: requests interleave there)
-        self.stats.records_ignored += mapped.ignored
-        self.stats.records_rejected += mapped.rejected
-        if mapped.rejected:
-            return ExportResult(mapped.rejected, error_summary(mapped.errors))
-        return ExportResult()
-
-    async def ready(self) -> bool:
-        """Ready while the store answers and the last write went through."""
-        return self.writer.failing is None and await asyncio.to_thread(self.store.ready)
+    def __init__(self, settings: Settings) -> None:
+        self.pipeline = Pipeline(settings)
+        export, ready, limit = self.pipeline.export, self.pipeline.ready, settings.max_request_bytes
+        self.otlp_grpc = OtlpGrpcListener(*split_listen(settings.grpc_listen), export, ready, limit)
+        self.otlp_http = OtlpHttpListener(*split_listen(settings.http_listen), export, ready, limit)
+        self.listeners: list[Listener] = [self.otlp_grpc, self.otlp_http]
 
     async def start(self) -> None:
-        """Binds both ports and starts serving; the store may still be unreachable."""
-        s = self.settings
+        """Starts the pipeline, then binds every listener; a start that fails stops what it
+        started. The store may still be unreachable."""
+        await self.pipeline.start()
+        started: list[Listener] = []
         try:
-            await asyncio.to_thread(self.store.connect)
-        except StoreUnavailable as e:
-            log.warning("%s; starting anyway, clients will be asked to retry", e)
-        self.writer.start()
-        await self.mapping.start()
-
-        self._grpc, health, self.grpc_port = otlp_grpc.build_server(
-            self.export, s.grpc_listen, s.max_request_bytes
-        )
-        await otlp_grpc.set_health(health, serving=False)  # until the store has answered
-        await self._grpc.start()
-        self._tasks.append(asyncio.create_task(otlp_grpc.report_health(health, self.ready)))
-
-        app = otlp_http.build_app(self.export, self.ready, s.max_request_bytes)
-        self._http = web.AppRunner(app, access_log=None, auto_decompress=False)
-        await self._http.setup()
-        host, port = split_listen(s.http_listen)
-        site = web.TCPSite(self._http, host, port, reuse_port=False)
-        await site.start()
-        self.http_port = site._server.sockets[0].getsockname()[1]  # type: ignore[union-attr]
+            for listener in self.listeners:
+                await listener.start()
+                started.append(listener)
+        except BaseException:
+            for listener in reversed(started):
+                await listener.stop()
+            await self.pipeline.stop()
+            raise
         gc.freeze()  # what start-up loaded stays: later collections need not scan it again
         log.info(
-            "tokenotel listening: OTLP/gRPC on %s:%d, OTLP/HTTP on %s:%d; store: %s",
-            split_listen(s.grpc_listen)[0],
-            self.grpc_port,
-            host,
-            self.http_port,
-            self.store.target,
+            "tokenotel listening: %s; store: %s",
+            ", ".join(f"{x.name} on {x.host}:{x.port}" for x in self.listeners),
+            self.pipeline.store.target,
         )
 
     async def stop(self) -> None:
-        """Stops taking requests, finishes those in flight, flushes, closes the store."""
-        if self._http is not None:
-            await self._http.cleanup()
-        if self._grpc is not None:
-            await self._grpc.stop(grace=5)
-        for task in self._tasks:
-            task.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
-        await self.writer.stop()
-        self.mapping.close()
-        self.store.close()
-        log.info(
-            "tokenotel stopped: %d requests, %d token events stored in %d inserts, %d duplicates "
-            "dropped, %d other records ignored, %d rejected",
-            self.stats.requests,
-            self.stats.records_stored,
-            self.writer.stats.inserts,
-            self.writer.stats.duplicates_dropped,
-            self.stats.records_ignored,
-            self.stats.records_rejected,
-        )
+        """Stops taking requests, finishes those in flight, then stops the pipeline."""
+        try:
+            for listener in reversed(self.listeners):
+                await listener.stop()
+        finally:
+            await self.pipeline.stop()
 
     async def run_until(self, stop: asyncio.Event) -> None:
         await self.start()
@@ -135,3 +76,23 @@ class Service:
             await stop.wait()
         finally:
             await self.stop()
+
+
+@contextmanager
+def running_in_thread(settings: Settings) -> Iterator[Service]:
+    """The service on an event loop of its own in a background thread, for callers that are not
+    async (the demo, tests); stopped when the block ends. An error at start is raised here."""
+    service = Service(settings)
+    loop = asyncio.new_event_loop()
+    thread = threading.Thread(target=loop.run_forever, name="tokenotel-service", daemon=True)
+    thread.start()
+    try:
+        asyncio.run_coroutine_threadsafe(service.start(), loop).result()
+        try:
+            yield service
+        finally:
+            asyncio.run_coroutine_threadsafe(service.stop(), loop).result()
+    finally:
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()

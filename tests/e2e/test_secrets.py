@@ -1,9 +1,9 @@
 """A raw token sent every way a sender might leaks nowhere: not to disk, logs or CLI output.
 
-The hard way (SPEC §4): after ingesting, every file under the data directory is read as bytes,
-and every ClickHouse compressed block in it is decompressed too, because the column files are
-LZ4/ZSTD-compressed and a plain grep would not see a stored string. A marker sent alongside the
-secret proves the scan does see stored text.
+The hard way (README, "Secrets and fingerprints"): after ingesting, every file under the data
+directory is read as bytes, and every ClickHouse compressed block in it is decompressed too,
+because the column files are LZ4/ZSTD-compressed and a plain grep would not see a stored string.
+A marker sent alongside the secret proves the scan does see stored text.
 """
 
 from __future__ import annotations

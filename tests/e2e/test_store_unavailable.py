@@ -7,7 +7,7 @@ import asyncio
 import contextlib
 import json
 import threading
-from collections.abc import Callable, Iterator
+from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from pathlib import Path
 from typing import Any
@@ -35,7 +35,8 @@ from processes import (
     stored_row_count,
 )
 from tokenotel.config import load_settings
-from tokenotel.service import Service
+from tokenotel.pipeline import Pipeline
+from tokenotel.service import Service, running_in_thread
 from tokenotel.store.client import EVENTS_TABLE
 
 LOGS_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
@@ -131,43 +132,13 @@ def test_a_request_without_token_events_needs_no_store(unreachable: ServeProcess
 # -- failures injected into the embedded store's insert path ----------------------------------
 
 
-@contextlib.contextmanager
-def in_process_service(**settings: Any) -> Iterator[Service]:
+def in_process_service(**settings: Any) -> contextlib.AbstractContextManager[Service]:
     """The service on its own event loop in a background thread; stopped (store closed) on exit.
 
     chDB opens one data path per process, so this must close before another in-process store
     opens; every other test runs the service as a subprocess.
     """
-    started = threading.Event()
-    box: dict[str, Any] = {}
-
-    async def main() -> None:
-        stop = asyncio.Event()
-        try:
-            service = Service(load_settings(**settings))
-            await service.start()
-            box.update(service=service, loop=asyncio.get_running_loop(), stop=stop)
-        except BaseException as e:
-            box["error"] = e
-            raise
-        finally:
-            started.set()
-        try:
-            await stop.wait()
-        finally:
-            await service.stop()
-
-    thread = threading.Thread(target=asyncio.run, args=(main(),), name="service", daemon=True)
-    thread.start()
-    assert started.wait(120), "the service did not start"
-    if "error" in box:
-        raise box["error"]
-    try:
-        yield box["service"]
-    finally:
-        box["loop"].call_soon_threadsafe(box["stop"].set)
-        thread.join(120)
-        assert not thread.is_alive(), "the service did not stop"
+    return running_in_thread(load_settings(**settings))
 
 
 def sdk_records(count: int) -> tuple[ReadableLogRecord, ...]:
@@ -199,9 +170,9 @@ def test_injected_insert_failures_are_retried_until_every_record_is_stored_once(
         # The one fake in the suite: chDB runs inside the service process and cannot be made to
         # fail from outside (no server to stop, no network to cut), so its client's insert raises
         # the error a full disk gives, a couple of times, then works again.
-        client = service.store.connect()
+        client = service.pipeline.store.connect()
         real_insert = client.insert_arrow
-        readyz = f"http://127.0.0.1:{service.http_port}/readyz"
+        readyz = f"http://127.0.0.1:{service.otlp_http.port}/readyz"
 
         def flaky_insert(table: str, data: Any, *args: Any, **kwargs: Any) -> Any:
             if table != EVENTS_TABLE:
@@ -217,7 +188,7 @@ def test_injected_insert_failures_are_retried_until_every_record_is_stored_once(
 
         monkeypatch.setattr(client, "insert_arrow", flaky_insert)
 
-        target = f"127.0.0.1:{service.grpc_port}"
+        target = f"127.0.0.1:{service.otlp_grpc.port}"
         exporters = [OTLPLogExporter(endpoint=target, insecure=True, timeout=60) for _ in range(2)]
         halves = [records[0::2], records[1::2]]
         with ThreadPoolExecutor(2) as pool:
@@ -245,18 +216,18 @@ def test_grpc_health_is_not_serving_until_the_store_has_answered(
     # the gRPC port opening and the first answer from the store (gRPC health starts SERVING).
     answer = threading.Event()
 
-    async def held_ready(self: Service) -> bool:
+    async def held_ready(self: Pipeline) -> bool:
         await asyncio.to_thread(answer.wait)
         return True
 
-    monkeypatch.setattr(Service, "ready", held_ready)
+    monkeypatch.setattr(Pipeline, "ready", held_ready)
     with in_process_service(
         data_dir=tmp_path / "data",
         grpc_listen="127.0.0.1:0",
         http_listen="127.0.0.1:0",
         clickhouse_url=f"http://default:@127.0.0.1:{free_port()}/tokenotel",
     ) as service:
-        target = f"127.0.0.1:{service.grpc_port}"
+        target = f"127.0.0.1:{service.otlp_grpc.port}"
         try:
             before = health_status(target, "")
         finally:

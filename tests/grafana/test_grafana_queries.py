@@ -27,7 +27,7 @@ import macros
 import pytest
 
 from tokenotel.config import load_settings
-from tokenotel.service import Service
+from tokenotel.pipeline import Pipeline
 from tokenotel.store.client import Store
 
 SCENARIOS = ("benign", "attack", "stalled")
@@ -90,38 +90,39 @@ def scenario_now(wall_ns: int) -> int:
     return (seconds - (seconds % 3600 - SCENARIO_SECOND_OF_HOUR) % 3600) * 1_000_000_000
 
 
-async def _ingest(service: Service, scenario: scenarios.Scenario) -> None:
-    service.writer.start()
+async def _ingest(pipeline: Pipeline, scenario: scenarios.Scenario) -> None:
+    await pipeline.start()
     try:
         for request in scenario.requests():
-            result = await service.export(request.SerializeToString(), "application/x-protobuf")
+            result = await pipeline.export(request.SerializeToString(), "application/x-protobuf")
             assert not result.rejected, result
     finally:
-        await service.writer.stop()
+        await pipeline.stop()
 
 
 @pytest.fixture(scope="module")
 def traffic(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Traffic]:
     data_dir = tmp_path_factory.mktemp("grafana-store")
     now_ns = scenario_now(time.time_ns())
-    services: list[Service] = []
+    pipelines: list[Pipeline] = []
     try:
         with pytest.MonkeyPatch.context() as env:
             for key in [k for k in os.environ if k.startswith("TOKENOTEL_")]:
                 env.delenv(key)  # the developer's settings must not redirect the store
             for name in SCENARIOS:
                 settings = load_settings(data_dir=data_dir, database=name, mapping_workers=0)
-                service = Service(settings)
-                services.append(service)
-                asyncio.run(_ingest(service, scenarios.build(name, now_ns)))
+                pipeline = Pipeline(settings)
+                pipelines.append(pipeline)
+                asyncio.run(_ingest(pipeline, scenarios.build(name, now_ns)))
+        # Stopped pipelines: their stores open again for the queries.
         yield Traffic(
             now=datetime.fromtimestamp(now_ns / 1e9, UTC),
-            stores={name: s.store for name, s in zip(SCENARIOS, services, strict=True)},
-            fingerprint=services[0].fingerprint,
+            stores={name: p.store for name, p in zip(SCENARIOS, pipelines, strict=True)},
+            fingerprint=pipelines[0].fingerprint,
         )
     finally:
-        for service in services:
-            service.store.close()
+        for pipeline in pipelines:
+            pipeline.store.close()
 
 
 def run(

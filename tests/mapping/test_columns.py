@@ -3,9 +3,9 @@
 from __future__ import annotations
 
 from otlp_builders import export_request, log_record
-from tokenotel.mapping.columns import ARROW_TYPES, rows_to_arrow
+from tokenotel.mapping.columns import rows_to_arrow
 from tokenotel.mapping.mapper import Mapper
-from tokenotel.model import ROW_COLUMNS
+from tokenotel.model import COLUMN_BY_NAME, ROW_COLUMNS
 
 
 def test_columns_keep_every_value_whether_repeated_or_not() -> None:
@@ -15,7 +15,9 @@ def test_columns_keep_every_value_whether_repeated_or_not() -> None:
     rows = Mapper(lambda secret: "fp").map(export_request(*records), 1).rows
     table = rows_to_arrow(rows)
     assert table.schema.names == list(ROW_COLUMNS)
-    assert [field.type for field in table.schema] == [ARROW_TYPES[n] for n in ROW_COLUMNS]
+    assert [field.type for field in table.schema] == [
+        COLUMN_BY_NAME[n].arrow_type for n in ROW_COLUMNS
+    ]
     assert table["token_id"].to_pylist() == ["t0", "t1", "t0", "t1", "t0"]
     assert table["url_path"].to_pylist() == ["/same"] * 5
     assert table["token_name"].to_pylist() == [""] * 5

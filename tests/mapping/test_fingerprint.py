@@ -10,12 +10,8 @@ from pathlib import Path
 
 import pytest
 
-from tokenotel.mapping.fingerprint import (
-    KEY_FILE_NAME,
-    Fingerprinter,
-    FingerprintKeyError,
-    load_key,
-)
+from tokenotel.errors import FingerprintKeyError
+from tokenotel.mapping.fingerprint import KEY_FILE_NAME, Fingerprinter, load_key
 
 KEY = bytes(range(32))
 

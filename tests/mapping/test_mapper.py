@@ -383,7 +383,7 @@ def test_event_id_is_stable_for_a_resent_record_and_differs_otherwise() -> None:
     assert event_ids(export_request(record, resource={"service.name": "other"}))[0] != first[0]
 
 
-#: Every attribute a column takes (SPEC §2), except the token identity.
+#: Every attribute a column takes (the README's attribute table), except the token identity.
 COLUMN_ATTRIBUTES = (
     "token.type",
     "token.name",

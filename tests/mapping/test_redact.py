@@ -9,7 +9,8 @@ from tokenotel.mapping.redact import redact
 
 fingerprint = Fingerprinter(bytes(range(32)))
 
-# One real-looking secret of every shape SPEC §4 names (and the other shipped patterns).
+# One real-looking secret of every shape the README names under "Secrets and fingerprints"
+# (and the other shipped patterns).
 SECRETS = {
     "github classic": "ghp_" + "A1b2C3d4E5" * 3 + "f6G7h8",
     "github oauth": "gho_" + "Z9y8X7w6V5" * 3 + "u4T3s2",

@@ -26,8 +26,8 @@ def test_concurrent_requests_share_inserts_and_are_counted_once(tmp_path: Path) 
         results = ingest.send_all([*requests, requests[0]])  # the last one is a retry
         assert all(r.rejected == 0 for r in results)
         assert ingest.rows("SELECT count() FROM token_events") == [(400,)]
-        assert ingest.service.stats.records_stored == 400
-        assert ingest.service.writer.stats.duplicates_dropped == 50
-        assert ingest.service.writer.stats.inserts < len(requests)
+        assert ingest.pipeline.stats.records_stored == 400
+        assert ingest.pipeline.writer.stats.duplicates_dropped == 50
+        assert ingest.pipeline.writer.stats.inserts < len(requests)
     finally:
         ingest.close()

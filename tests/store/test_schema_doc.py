@@ -9,8 +9,8 @@ from pathlib import Path
 
 import pytest
 
+from inprocess import embedded_store
 from tokenotel.model import COLUMNS
-from tokenotel.store.client import Store
 from tokenotel.store.cluster import NOT_REPLICATED, cluster_statements
 
 DOC = Path(__file__).parents[2] / "docs" / "schema.md"
@@ -35,7 +35,7 @@ def _names(cell: str) -> list[str]:
 
 @pytest.fixture(scope="module")
 def db_columns(tmp_path_factory: pytest.TempPathFactory) -> Iterator[dict[str, list[tuple]]]:
-    store = Store(tmp_path_factory.mktemp("schema") / "data", None)
+    store = embedded_store(tmp_path_factory.mktemp("schema") / "data")
     try:
         rows = store.query(
             "SELECT table, name, type FROM system.columns WHERE database = 'tokenotel' "
@@ -81,7 +81,7 @@ def test_each_rollup_is_documented_column_by_column(db_columns: dict, table: str
 
 def test_cluster_ddl_parses_and_is_replicated_and_distributed(tmp_path: Path) -> None:
     statements = cluster_statements("two_shards", "tokenotel", 400)
-    store = Store(tmp_path / "data", None)
+    store = embedded_store(tmp_path / "data")
     try:
         for statement in statements:  # the embedded engine's parser, not a regex, decides
             formatted = store.query("SELECT formatQuery({q:String})", {"q": statement})

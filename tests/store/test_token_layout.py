@@ -8,12 +8,11 @@ from pathlib import Path
 import clickhouse_connect
 import pytest
 
-from inprocess import InProcessIngest
+from inprocess import InProcessIngest, embedded_store
 from otlp_builders import export_request, log_record
 from tokenotel.mapping.columns import rows_to_arrow
 from tokenotel.mapping.fingerprint import Fingerprinter
 from tokenotel.mapping.mapper import Mapper
-from tokenotel.store.client import Store
 from tokenotel.store.migrate import migrate
 
 HOUR = 3_600_000_000_000
@@ -233,7 +232,7 @@ def test_upgrade_from_the_first_schema_keeps_every_row_and_fills_the_rollups(
     # A newer version starts on it: migrations run, rows stay, rollups are filled.
     ingest = InProcessIngest(data_dir, fingerprint_key_file=_key_file(tmp_path))
     try:
-        assert [m.version for m in ingest.service.store.applied_migrations] == [2, 3, 4, 5]
+        assert [m.version for m in ingest.pipeline.store.applied_migrations] == [2, 3, 4, 5]
         columns = [
             c[0]
             for c in ingest.rows(
@@ -267,7 +266,7 @@ def _key_file(tmp_path: Path) -> Path:
 
 
 def test_retention_is_a_part_dropping_ttl(tmp_path: Path) -> None:
-    store = Store(tmp_path / "data", None, retention_days=730)
+    store = embedded_store(tmp_path / "data", retention_days=730)
     try:
         engines = dict(
             store.query(
@@ -283,7 +282,7 @@ def test_retention_is_a_part_dropping_ttl(tmp_path: Path) -> None:
 
 
 def test_event_ids_are_kept_for_a_day_then_cleared(tmp_path: Path) -> None:
-    store = Store(tmp_path / "data", None)
+    store = embedded_store(tmp_path / "data")
     try:
         store.command(
             "INSERT INTO token_events (event_time, event_name, token_id, ingested_at, event_id) "

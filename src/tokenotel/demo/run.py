@@ -2,11 +2,9 @@
 
 from __future__ import annotations
 
-import asyncio
 import os
 import shutil
 import sys
-import threading
 import time
 from pathlib import Path
 
@@ -19,55 +17,11 @@ from tokenotel.config import load_settings
 from tokenotel.demo.traffic import ATTACKER_IP, build_scenario, send
 from tokenotel.errors import PermanentError
 from tokenotel.query.summary import Summary, summarise
-from tokenotel.service import Service
+from tokenotel.service import running_in_thread
 from tokenotel.store.client import EVENTS_TABLE
 
 console = Console()
 console.width = max(console.width, 120)
-console.width = max(console.width, 120)
-
-
-class _InProcessService:
-    """Runs the Service on its own event loop in a background thread."""
-
-    def __init__(self, data_dir: Path) -> None:
-        settings = load_settings(
-            data_dir=data_dir,
-            grpc_listen="127.0.0.1:0",
-            http_listen="127.0.0.1:0",
-            log_level="warning",
-            mapping_workers=0,  # a few thousand events: no worker processes needed
-        )
-        self.service = Service(settings)
-        self._loop = asyncio.new_event_loop()
-        self._stop = asyncio.Event()
-        self._started = threading.Event()
-        self._error: BaseException | None = None
-        self._thread = threading.Thread(target=self._run, name="tokenotel-demo", daemon=True)
-
-    def _run(self) -> None:
-        asyncio.set_event_loop(self._loop)
-        try:
-            self._loop.run_until_complete(self._serve())
-        except BaseException as e:  # surfaced to the caller by start()
-            self._error = e
-            self._started.set()
-
-    async def _serve(self) -> None:
-        await self.service.start()
-        self._started.set()
-        await self._stop.wait()
-        await self.service.stop()
-
-    def start(self) -> None:
-        self._thread.start()
-        self._started.wait()
-        if self._error:
-            raise self._error
-
-    def stop(self) -> None:
-        self._loop.call_soon_threadsafe(self._stop.set)
-        self._thread.join()
 
 
 def run_demo(data_dir: Path, total: int) -> None:
@@ -87,15 +41,20 @@ def run_demo(data_dir: Path, total: int) -> None:
             border_style="cyan",
         )
     )
-    runner = _InProcessService(data_dir)
-    runner.start()
-    service = runner.service
-    try:
+    settings = load_settings(
+        data_dir=data_dir,
+        grpc_listen="127.0.0.1:0",
+        http_listen="127.0.0.1:0",
+        log_level="warning",
+        mapping_workers=0,  # a few thousand events: no worker processes needed
+    )
+    with running_in_thread(settings) as service:
+        pipeline = service.pipeline
         scenario = build_scenario(total, time.time_ns())
-        endpoint = f"127.0.0.1:{service.grpc_port}"
+        endpoint = f"127.0.0.1:{service.otlp_grpc.port}"
         console.print(
             f"service listening: OTLP/gRPC {endpoint}, OTLP/HTTP "
-            f"127.0.0.1:{service.http_port}; data in {data_dir}/"
+            f"127.0.0.1:{service.otlp_http.port}; data in {data_dir}/"
         )
         with Progress(
             TextColumn("sending token events"),
@@ -106,14 +65,12 @@ def run_demo(data_dir: Path, total: int) -> None:
         ) as progress:
             task = progress.add_task("send", total=len(scenario.emits))
             send(scenario.emits, endpoint, lambda n: progress.advance(task, n))
-        stored = service.store.query(f"SELECT count() FROM {EVENTS_TABLE}").result_rows[0][0]
+        stored = pipeline.store.query(f"SELECT count() FROM {EVENTS_TABLE}").result_rows[0][0]
         console.print(
             f"[green]✓[/green] {len(scenario.emits)} events sent, {stored} stored, "
-            f"{service.stats.records_rejected} rejected, every secret fingerprinted\n"
+            f"{pipeline.stats.records_rejected} rejected, every secret fingerprinted\n"
         )
-        _print_summary(summarise(service.store), data_dir)
-    finally:
-        runner.stop()
+        _print_summary(summarise(pipeline.store), data_dir)
 
 
 def _table(title: str, *columns: str) -> Table:

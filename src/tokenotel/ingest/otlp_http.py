@@ -3,60 +3,76 @@
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
 from google.protobuf import json_format
 from google.protobuf.message import Message
-from google.rpc import code_pb2, status_pb2
+from google.rpc import status_pb2
 
-from tokenotel.errors import PermanentError, RequestTooLarge, RetryableError
-from tokenotel.ingest.decode import JSON, PROTOBUF, decompress
-from tokenotel.ingest.otlp_grpc import Export
+from tokenotel.errors import (
+    MethodNotAllowed,
+    RequestTooLarge,
+    TokenotelError,
+    UnsupportedContentType,
+    client_status,
+)
+from tokenotel.ingest.content_encoding import decompress
+from tokenotel.ingest.result import Export, Ready
+from tokenotel.mapping.decode import JSON, PROTOBUF
 
 log = logging.getLogger(__name__)
 
 LOGS_PATH = "/v1/logs"
 _CONTENT_TYPES = (PROTOBUF, JSON)
-_STATUS_CODES = {
-    400: code_pb2.INVALID_ARGUMENT,
-    405: code_pb2.UNIMPLEMENTED,
-    413: code_pb2.RESOURCE_EXHAUSTED,
-    415: code_pb2.INVALID_ARGUMENT,
-    503: code_pb2.UNAVAILABLE,
-}
 
 
-def build_app(
-    export: Export, ready: Callable[[], Awaitable[bool]], max_request_bytes: int
-) -> web.Application:
+class OtlpHttpListener:
+    """Serves OTLP/HTTP and the health endpoints on ``host``:``port`` (0: the system picks)."""
+
+    name = "OTLP/HTTP"
+
+    def __init__(
+        self, host: str, port: int, export: Export, ready: Ready, max_request_bytes: int
+    ) -> None:
+        self.host, self._port = host, port
+        self._app = build_app(export, ready, max_request_bytes)
+        self._runner: web.AppRunner | None = None
+        self.port = 0  # the port it listens on, once started
+
+    async def start(self) -> None:
+        runner = web.AppRunner(self._app, access_log=None, auto_decompress=False)
+        await runner.setup()
+        try:
+            await web.TCPSite(runner, self.host, self._port, reuse_port=False).start()
+        except BaseException:
+            await runner.cleanup()
+            raise
+        self._runner = runner
+        self.port = runner.addresses[0][1]
+
+    async def stop(self) -> None:
+        """Stops taking requests and lets those in flight finish."""
+        if self._runner is not None:
+            await self._runner.cleanup()
+            self._runner = None
+
+
+def build_app(export: Export, ready: Ready, max_request_bytes: int) -> web.Application:
     async def logs(request: web.Request) -> web.StreamResponse:
         if request.method != "POST":
-            return _error(
-                405,
-                f"{request.method} is not allowed on {LOGS_PATH}; use POST",
-                JSON,
-                headers={"Allow": "POST"},
-            )
+            message = f"{request.method} is not allowed on {LOGS_PATH}; use POST"
+            return _error(MethodNotAllowed(message), JSON)
         content_type = request.content_type
         if content_type not in _CONTENT_TYPES:
-            return _error(
-                415,
-                f"Content-Type {content_type!r} is not supported; use {PROTOBUF} or {JSON}",
-                JSON,
-            )
+            message = f"Content-Type {content_type!r} is not supported; use {PROTOBUF} or {JSON}"
+            return _error(UnsupportedContentType(message), JSON)
         try:
             body = await _read(request, max_request_bytes)
             data = decompress(body, request.headers.get("Content-Encoding", ""), max_request_bytes)
             result = await export(data, content_type)
-        except RequestTooLarge as e:
-            return _error(413, str(e), content_type)
-        except PermanentError as e:
-            return _error(400, str(e), content_type)
-        except RetryableError as e:
-            retry_after = str(max(1, round(e.retry_after_s)))
-            return _error(503, str(e), content_type, headers={"Retry-After": retry_after})
+        except TokenotelError as e:
+            return _error(e, content_type)
         return _message(200, result.response(), content_type)
 
     async def healthz(_: web.Request) -> web.Response:
@@ -89,11 +105,17 @@ def _message(status: int, message: Message, content_type: str, **kwargs: Any) ->
     return web.Response(status=status, body=body, content_type=content_type, **kwargs)
 
 
-def _error(status: int, message: str, content_type: str, **kwargs: Any) -> web.Response:
-    """Errors are google.rpc.Status bodies in the request's content type."""
+def _error(error: TokenotelError, content_type: str) -> web.Response:
+    """A google.rpc.Status body in the request's content type, with the error's status."""
+    status = client_status(error)
+    headers = {}
+    if isinstance(error, MethodNotAllowed):
+        headers["Allow"] = "POST"
+    if status.retry_after_s is not None:  # whole seconds, at least one
+        headers["Retry-After"] = str(max(1, round(status.retry_after_s)))
     return _message(
-        status,
-        status_pb2.Status(code=_STATUS_CODES[status], message=message),
+        status.http_status,
+        status_pb2.Status(code=status.grpc_code, message=str(error)),
         content_type,
-        **kwargs,
+        headers=headers,
     )

@@ -1,7 +1,8 @@
-"""What an export returns to the protocol edges, independent of gRPC or HTTP."""
+"""What the protocol edges hand on and get back, independent of gRPC or HTTP."""
 
 from __future__ import annotations
 
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
@@ -26,3 +27,10 @@ def error_summary(errors: list[str], limit: int = 5) -> str:
     shown = "; ".join(errors[:limit])
     more = len(errors) - limit
     return shown + (f"; and {more} more" if more > 0 else "")
+
+
+#: The next consumer of a request: its body (decompressed) and content type in, the result out
+#: once its rows are committed; raises TokenotelError (see errors.client_status).
+Export = Callable[[bytes, str], Awaitable[ExportResult]]
+#: Whether the service can take requests now (the store answers and the last write went through).
+Ready = Callable[[], Awaitable[bool]]

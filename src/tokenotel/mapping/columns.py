@@ -6,30 +6,9 @@ from typing import Any
 
 import pyarrow as pa
 
-from tokenotel.model import ROW_COLUMNS
+from tokenotel.model import COLUMN_BY_NAME, ROW_COLUMNS
 
-_TEXT = pa.string()
-_TEXT_LIST = pa.list_(pa.string())
-_TEXT_MAP = pa.map_(pa.string(), pa.string())
-
-#: Arrow type of each mapped column, matching the ClickHouse type in the migrations.
-ARROW_TYPES: dict[str, pa.DataType] = {name: _TEXT for name in ROW_COLUMNS} | {
-    "event_time": pa.timestamp("ns", tz="UTC"),
-    "observed_delay_ns": pa.int64(),
-    "event_id": pa.uint64(),
-    "client_ip": pa.binary(16),
-    "asn": pa.uint32(),
-    "scopes": _TEXT_LIST,
-    "scopes_added": _TEXT_LIST,
-    "scopes_removed": _TEXT_LIST,
-    "expires_at": pa.timestamp("ms", tz="UTC"),
-    "issued_at": pa.timestamp("ms", tz="UTC"),
-    "http_status": pa.uint16(),
-    "severity_number": pa.uint8(),
-    "attributes": _TEXT_MAP,
-    "resource_attributes": _TEXT_MAP,
-}
-_SCHEMA = pa.schema([(name, ARROW_TYPES[name]) for name in ROW_COLUMNS])
+_SCHEMA = pa.schema([(name, COLUMN_BY_NAME[name].arrow_type) for name in ROW_COLUMNS])
 
 
 def rows_to_arrow(rows: list[list[Any]]) -> pa.Table:

@@ -10,14 +10,12 @@ import secrets
 from dataclasses import dataclass
 from pathlib import Path
 
+from tokenotel.errors import FingerprintKeyError
+
 log = logging.getLogger(__name__)
 
 PREFIX = "hmac-sha256"
 KEY_FILE_NAME = "fingerprint.key"
-
-
-class FingerprintKeyError(ValueError):
-    """The fingerprint key file is missing, unreadable or malformed."""
 
 
 @dataclass(frozen=True)

@@ -17,8 +17,17 @@ from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
 from tokenotel.mapping import wire
 from tokenotel.mapping.redact import SECRET_RE, redact
-from tokenotel.mapping.values import ZERO_IP, to_epoch_ms, to_ip, to_python, to_string_list, to_text
-from tokenotel.model import EVENT_PREFIX, KNOWN_EVENTS, ROW_COLUMNS, Outcome, default_outcome
+from tokenotel.mapping.values import to_epoch_ms, to_ip, to_python, to_string_list, to_text
+from tokenotel.model import (
+    COLUMN_BY_NAME,
+    COLUMNS,
+    EVENT_PREFIX,
+    KNOWN_EVENTS,
+    ROW_COLUMNS,
+    Outcome,
+    Read,
+    default_outcome,
+)
 
 _I = {name: i for i, name in enumerate(ROW_COLUMNS)}
 
@@ -27,50 +36,24 @@ _MIN_SECRET_LEN = 15
 _OUTCOMES = frozenset(o.value for o in Outcome)
 _DEFAULT_OUTCOMES = {name: default_outcome(name).value for name in KNOWN_EVENTS}
 _UNKNOWN = Outcome.UNKNOWN.value
-_EMPTY: tuple[()] = ()
 
-# Attribute key -> (column, kind). Kinds: text, int, scopes, time, ip, outcome, secret.
-_CLAIMED: dict[str, tuple[int, str]] = {
-    "token.id": (_I["token_id"], "text"),
-    "token.value": (_I["token_fingerprint"], "secret"),
-    "token.type": (_I["token_type"], "text"),
-    "token.name": (_I["token_name"], "text"),
-    "token.hint": (_I["token_hint"], "text"),
-    "token.previous_id": (_I["previous_token_id"], "text"),
-    "user.id": (_I["principal_id"], "text"),
-    "token.principal.id": (_I["principal_id"], "text"),
-    "token.principal.type": (_I["principal_type"], "text"),
-    "token.actor.id": (_I["actor_id"], "text"),
-    "token.tenant": (_I["tenant"], "text"),
-    "client.address": (_I["client_ip"], "ip"),
-    "user_agent.original": (_I["user_agent"], "text"),
-    "geo.country.iso_code": (_I["country"], "text"),
-    "token.client.asn": (_I["asn"], "int"),
-    "token.scopes": (_I["scopes"], "scopes"),
-    "token.scopes_added": (_I["scopes_added"], "scopes"),
-    "token.scopes_removed": (_I["scopes_removed"], "scopes"),
-    "token.expires_at": (_I["expires_at"], "time"),
-    "token.issued_at": (_I["issued_at"], "time"),
-    "http.request.method": (_I["http_method"], "text"),
-    "http.route": (_I["http_route"], "text"),
-    "url.path": (_I["url_path"], "text"),
-    "http.response.status_code": (_I["http_status"], "int"),
-    "token.request.id": (_I["request_id"], "text"),
-    "token.outcome": (_I["outcome"], "outcome"),
-    "token.failure_reason": (_I["failure_reason"], "text"),
-    "token.reason": (_I["reason"], "text"),
-    "token.source": (_I["source"], "text"),
+# Attribute key -> (column, how its value is read), from the column registry.
+_CLAIMED: dict[str, tuple[int, Read]] = {
+    key: (_I[c.name], c.read) for c in COLUMNS for key in c.attributes
 }
 _RESOURCE_CLAIMED: dict[str, int] = {
-    "service.name": _I["service_name"],
-    "deployment.environment.name": _I["environment"],
-    "deployment.environment": _I["environment"],
+    key: _I[c.name] for c in COLUMNS for key in c.resource_attributes
 }
+# A row before its record is read: every column's default.
+_TEMPLATE: list[Any] = [COLUMN_BY_NAME[name].default for name in ROW_COLUMNS]
+# The largest number each integer column holds.
+_INT_LIMITS = {_I[c.name]: (1 << c.arrow_type.bit_width) - 1 for c in COLUMNS if c.read is Read.INT}
 _EVENT_TIME, _OBSERVED_DELAY = _I["event_time"], _I["observed_delay_ns"]
 _EVENT_NAME = _I["event_name"]
 _SCOPE_NAME, _SEVERITY_TEXT = _I["scope_name"], _I["severity_text"]
 _SEVERITY_NUMBER, _TRACE_ID, _SPAN_ID = _I["severity_number"], _I["trace_id"], _I["span_id"]
 _BODY, _OUTCOME, _ATTRIBUTES = _I["body"], _I["outcome"], _I["attributes"]
+_RESOURCE_ATTRIBUTES = _I["resource_attributes"]
 _FINGERPRINT, _TOKEN_ID, _EVENT_ID = _I["token_fingerprint"], _I["token_id"], _I["event_id"]
 # How many distinct secret-free texts to remember (user agents, routes, paths repeat a lot).
 _CLEAN_CACHE_SIZE = 100_000
@@ -79,28 +62,8 @@ _EFFECT_CACHE_SIZE = 50_000
 # Effects on a row other than setting a column (see Mapper._attribute).
 _EXTRA, _OUTCOME_OF_RECORD, _AUTHORIZATION, _SKIP = -1, -2, -3, -4
 _SKIP_EFFECT = (_SKIP, None)
-_INT_LIMITS = {_I["http_status"]: 0xFFFF, _I["asn"]: 0xFFFFFFFF}
 # Latest time a DateTime64(9) column holds (2262-04-11), in ns since the epoch.
 _MAX_TIME_NS = 2**63 - 1
-
-_TEMPLATE: list[Any] = [""] * len(ROW_COLUMNS)
-for _name, _default in {
-    "event_time": 0,
-    "observed_delay_ns": 0,
-    "event_id": 0,
-    "client_ip": ZERO_IP,
-    "asn": 0,
-    "scopes": _EMPTY,
-    "scopes_added": _EMPTY,
-    "scopes_removed": _EMPTY,
-    "expires_at": None,
-    "issued_at": None,
-    "http_status": 0,
-    "severity_number": 0,
-    "attributes": _EMPTY,
-    "resource_attributes": _EMPTY,
-}.items():
-    _TEMPLATE[_I[_name]] = _default
 
 
 @dataclass
@@ -172,7 +135,7 @@ class Mapper:
             else:
                 extra.append((kv.key, text))
         if extra:
-            values.append((_I["resource_attributes"], extra))
+            values.append((_RESOURCE_ATTRIBUTES, extra))
         digest = hashlib.blake2b(encoded, digest_size=8).digest()
         return values, digest
 
@@ -217,27 +180,27 @@ class Mapper:
                     return _AUTHORIZATION, ((key, text), fingerprint)
                 return _EXTRA, (key, text)
             return _EXTRA, (key, clean(text))
-        column, kind = claimed
-        if kind == "text":
+        column, read = claimed
+        if read is Read.TEXT:
             return column, clean(value if type(value) is str else to_text(value))
-        if kind == "secret":
+        if read is Read.SECRET:
             self._redactions += 1  # the fingerprint of a secret: never remembered
             return (column, self._fingerprint(to_text(value))) if value else _SKIP_EFFECT
-        if kind == "scopes":
+        if read is Read.SCOPES:
             scopes = value if type(value) is list else to_string_list(value)
             return column, tuple(clean(to_text(s)) for s in scopes if s is not None and s != "")
-        if kind == "ip":
+        if read is Read.IP:
             packed = to_ip(value)
             return (_EXTRA, (key, clean(to_text(value)))) if packed is None else (column, packed)
-        if kind == "time":
+        if read is Read.TIME:
             ms = to_epoch_ms(value)
             return (_EXTRA, (key, clean(to_text(value)))) if ms is None else (column, ms)
-        if kind == "int":
+        if read is Read.INT:
             number = _to_int(value)
             if number is None or not 0 <= number <= _INT_LIMITS[column]:
                 return _EXTRA, (key, clean(to_text(value)))
             return column, number
-        text = to_text(value).lower()  # outcome
+        text = to_text(value).lower()  # Read.OUTCOME
         if text in _OUTCOMES:
             return _OUTCOME_OF_RECORD, text
         return _EXTRA, (key, clean(to_text(value)))

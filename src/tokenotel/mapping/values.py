@@ -12,7 +12,6 @@ from typing import Any
 
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 
-ZERO_IP = bytes(16)
 _V4_MAPPED_PREFIX = bytes(10) + b"\xff\xff"
 
 
@@ -129,13 +128,3 @@ def to_ip(value: Any) -> bytes | None:
     if address.version == 4:
         return _V4_MAPPED_PREFIX + address.packed
     return address.packed
-
-
-def ip_to_text(packed: bytes | str) -> str:
-    """Stored IPv6 (16 bytes or ClickHouse text) as people write it: IPv4 for mapped addresses."""
-    address = ipaddress.IPv6Address(packed)
-    if address.ipv4_mapped is not None:
-        return str(address.ipv4_mapped)
-    if address.packed == ZERO_IP:
-        return ""
-    return str(address)

@@ -7,9 +7,8 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from tokenotel.mapping.values import ip_to_text
 from tokenotel.model import Outcome
-from tokenotel.query.timeparse import format_ms, format_ns
+from tokenotel.query.readable import format_ms, format_ns, ip_to_text
 from tokenotel.store.client import EVENTS_TABLE, Store
 
 #: What a search returns for each event, in output order. Times come back as integers so

@@ -5,8 +5,8 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from tokenotel.mapping.values import ip_to_text
-from tokenotel.query.timeparse import format_ns
+from tokenotel.model import DEAD_STATUSES, TokenStatus
+from tokenotel.query.readable import format_ns, ip_to_text
 from tokenotel.store.client import EVENTS_TABLE, Store
 
 EVENTS_BY_TYPE = f"""
@@ -47,25 +47,19 @@ HAVING peak_5m >= {{threshold:UInt32}}
 ORDER BY peak_5m DESC
 """
 
-#: Uses of a token that was revoked, rotated or disabled (marked on the row at ingest).
-USE_AFTER_REVOCATION = f"""
+#: Uses of a token whose status was one of ``statuses`` when they arrived (marked on the row at
+#: ingest): a use after revocation or expiry.
+USES_WITH_STATUS = f"""
 SELECT token_key AS token, token_status AS status,
        toUnixTimestamp64Nano(event_time) AS used_at, toString(client_ip) AS client_ip,
        event_name, outcome
 FROM {EVENTS_TABLE}
-WHERE token_status IN ('revoked', 'rotated', 'disabled')
+WHERE token_status IN {{statuses:Array(String)}}
   AND event_name IN ('token.used', 'token.auth_failed', 'token.refreshed')
 ORDER BY event_time
 """
-
-USE_AFTER_EXPIRY = f"""
-SELECT token_key AS token, toUnixTimestamp64Nano(event_time) AS used_at,
-       toString(client_ip) AS client_ip, event_name, outcome
-FROM {EVENTS_TABLE}
-WHERE token_status = 'expired'
-  AND event_name IN ('token.used', 'token.auth_failed', 'token.refreshed')
-ORDER BY event_time
-"""
+_EXPIRED = [TokenStatus.EXPIRED.value]
+_REVOKED = sorted(status.value for status in DEAD_STATUSES - {TokenStatus.EXPIRED})
 
 
 @dataclass
@@ -82,8 +76,8 @@ def summarise(store: Store, top: int = 5, burst_threshold: int = 10) -> Summary:
         by_type=_rows(store, EVENTS_BY_TYPE),
         top_tokens=_rows(store, TOP_TOKENS, {"limit": top}),
         bursts=_rows(store, FAILURE_BURSTS, {"threshold": burst_threshold}),
-        after_revocation=_rows(store, USE_AFTER_REVOCATION),
-        after_expiry=_rows(store, USE_AFTER_EXPIRY),
+        after_revocation=_rows(store, USES_WITH_STATUS, {"statuses": _REVOKED}),
+        after_expiry=_rows(store, USES_WITH_STATUS, {"statuses": _EXPIRED}),
     )
 
 

@@ -26,18 +26,3 @@ def parse_time(text: str, now: datetime | None = None) -> datetime:
             "or a relative time such as 30m, 24h, 7d"
         ) from None
     return parsed if parsed.tzinfo else parsed.replace(tzinfo=UTC)
-
-
-def format_ns(ns: int) -> str:
-    """Nanoseconds since the epoch as RFC 3339 UTC with all nine digits."""
-    seconds, fraction = divmod(ns, 1_000_000_000)
-    base = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{base}.{fraction:09d}Z"
-
-
-def format_ms(ms: int | None) -> str | None:
-    if ms is None:
-        return None
-    seconds, fraction = divmod(ms, 1000)
-    base = datetime.fromtimestamp(seconds, UTC).strftime("%Y-%m-%dT%H:%M:%S")
-    return f"{base}.{fraction:03d}Z"

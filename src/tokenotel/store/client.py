@@ -4,18 +4,19 @@ from __future__ import annotations
 
 import logging
 import threading
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 import clickhouse_connect
 import pyarrow as pa
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.query import QueryResult
 
-from tokenotel.config import ClickHouseServer, Settings
-from tokenotel.errors import PermanentError, StoreUnavailable
+from tokenotel.errors import DataDirInUse, PermanentError, SchemaOutdated, StoreUnavailable
 from tokenotel.store.migrate import Migration, applied_versions, available, migrate
-from tokenotel.store.retention import DEFAULT_RETENTION_DAYS, apply_retention
+from tokenotel.store.retention import apply_retention
 
 log = logging.getLogger(__name__)
 
@@ -26,8 +27,33 @@ _LOCKED_HINT = "Cannot lock file"
 INSERT_SETTINGS = {"optimize_on_insert": 0}
 
 
-class DataDirInUse(PermanentError):
-    """Another process (a running ``tokenotel serve``) holds the embedded store."""
+class ClickHouseServer:
+    """Connection details of a ClickHouse server, from its URL."""
+
+    def __init__(self, url: str, default_database: str) -> None:
+        parts = urlsplit(url)
+        self.secure = parts.scheme == "https"
+        self.host = parts.hostname or "localhost"
+        self.port = parts.port or (8443 if self.secure else 8123)
+        self.username = unquote(parts.username or "default")
+        self.password = unquote(parts.password or "")
+        self.database = parts.path.strip("/") or default_database
+
+    def __repr__(self) -> str:  # never show the password
+        scheme = "https" if self.secure else "http"
+        return f"{scheme}://{self.username}@{self.host}:{self.port}/{self.database}"
+
+
+@dataclass(frozen=True)
+class StoreOptions:
+    """Where the events live and how the store treats them (from the settings)."""
+
+    data_dir: Path  # the embedded store, when there is no server
+    server: ClickHouseServer | None
+    database: str
+    cluster: str | None  # cluster mode: the schema is managed by `tokenotel migrate --cluster`
+    retention_days: int
+    retry_after_s: float  # how long clients are asked to wait while the store fails
 
 
 class Store:
@@ -37,43 +63,18 @@ class Store:
     and stay up while ClickHouse is down.
     """
 
-    def __init__(
-        self,
-        data_dir: Path,
-        server: ClickHouseServer | None,
-        database: str = "tokenotel",
-        retention_days: int = DEFAULT_RETENTION_DAYS,
-        cluster: str | None = None,
-    ) -> None:
-        self._retention_days = retention_days
-        self.cluster = cluster
-        self._data_dir = data_dir
-        self._server = server
-        self.database = server.database if server else database
+    def __init__(self, options: StoreOptions) -> None:
+        self.options = options
         self._client: Client | None = None
         self._lock = threading.Lock()
         self.applied_migrations: list[Migration] = []
 
-    @classmethod
-    def from_settings(cls, settings: Settings) -> Store:
-        return cls(
-            settings.data_dir,
-            settings.server,
-            settings.database,
-            settings.retention_days,
-            settings.cluster,
-        )
-
     @property
     def target(self) -> str:
         """Where the data lives, for logs and messages (never with a password)."""
-        if self._server is not None:
-            return repr(self._server)
-        return f"embedded ClickHouse in {self._data_dir.resolve()}"
-
-    @property
-    def embedded(self) -> bool:
-        return self._server is None
+        if self.options.server is not None:
+            return repr(self.options.server)
+        return f"embedded ClickHouse in {self.options.data_dir.resolve()}"
 
     def connect(self) -> Client:
         """Opens the connection and applies pending migrations; raises StoreUnavailable."""
@@ -83,35 +84,35 @@ class Store:
             return self._client
 
     def _open(self) -> Client:
+        options = self.options
         try:
-            if self._server is None:
-                self._data_dir.mkdir(parents=True, exist_ok=True)
-                dsn = f"chdb://{self._data_dir.resolve()}"
+            if options.server is None:
+                options.data_dir.mkdir(parents=True, exist_ok=True)
+                dsn = f"chdb://{options.data_dir.resolve()}"
                 bootstrap = clickhouse_connect.get_client(dsn=dsn)
-                bootstrap.command(f"CREATE DATABASE IF NOT EXISTS {self.database}")
-                client = clickhouse_connect.get_client(dsn=dsn, database=self.database)
+                bootstrap.command(f"CREATE DATABASE IF NOT EXISTS {options.database}")
+                client = clickhouse_connect.get_client(dsn=dsn, database=options.database)
                 bootstrap.close()
             else:
-                bootstrap = server_client(self._server)
-                bootstrap.command(f"CREATE DATABASE IF NOT EXISTS {self.database}")
-                client = server_client(self._server, self.database)
+                bootstrap = server_client(options.server)
+                bootstrap.command(f"CREATE DATABASE IF NOT EXISTS {options.database}")
+                client = server_client(options.server, options.database)
                 bootstrap.close()
-            if self.cluster is None:
+            if options.cluster is None:
                 self.applied_migrations = migrate(client)
-                apply_retention(client, self._retention_days)
+                apply_retention(client, options.retention_days)
             else:
-                _check_cluster_schema(client, self.cluster)
+                _check_cluster_schema(client, options.cluster)
         except PermanentError:
             raise
         except Exception as e:
             message = str(e)
             if _LOCKED_HINT in message or "already initialized with path" in message:
                 raise DataDirInUse(
-                    f"the data directory {self._data_dir} is in use by another tokenotel process; "
-                    "stop it first (one process per data directory)"
+                    f"the data directory {options.data_dir} is in use by another tokenotel "
+                    "process; stop it first (one process per data directory)"
                 ) from None
-            reason = _first_line(message)
-            raise StoreUnavailable(f"cannot reach {self.target}: {reason}") from None
+            raise self._unavailable(f"cannot reach {self.target}", e) from None
         log.info("store ready: %s", self.target)
         return client
 
@@ -121,7 +122,7 @@ class Store:
             client = self.connect()
         except StoreUnavailable:
             return False
-        return self._server is None or client.ping()
+        return self.options.server is None or client.ping()
 
     def insert_arrow(self, table: str, data: pa.Table) -> None:
         """Inserts and returns once the rows are committed; raises StoreUnavailable."""
@@ -129,18 +130,27 @@ class Store:
         try:
             client.insert_arrow(table, data, settings=INSERT_SETTINGS)
         except Exception as e:
-            message = _first_line(str(e))
-            raise StoreUnavailable(f"insert into {self.target} failed: {message}") from e
+            raise self._unavailable(f"insert into {self.target} failed", e) from e
 
     def query(self, sql: str, parameters: dict[str, Any] | None = None) -> QueryResult:
+        """Runs a SELECT; raises StoreUnavailable."""
         client = self.connect()
         try:
             return client.query(sql, parameters=parameters)
         except Exception as e:
-            raise StoreUnavailable(f"query on {self.target} failed: {_first_line(str(e))}") from e
+            raise self._unavailable(f"query on {self.target} failed", e) from e
 
     def command(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
-        return self.connect().command(sql, parameters=parameters)
+        """Runs a statement that returns no rows; raises StoreUnavailable."""
+        client = self.connect()
+        try:
+            return client.command(sql, parameters=parameters)
+        except Exception as e:
+            raise self._unavailable(f"command on {self.target} failed", e) from e
+
+    def _unavailable(self, what: str, error: Exception) -> StoreUnavailable:
+        """The error for a failed call, asking clients to come back after ``retry_after_s``."""
+        return StoreUnavailable(f"{what}: {_first_line(str(error))}", self.options.retry_after_s)
 
     def close(self) -> None:
         with self._lock:
@@ -175,7 +185,3 @@ def _check_cluster_schema(client: Client, cluster: str) -> None:
             f"the schema on cluster {cluster} lacks migration {missing[0].version:04d}_"
             f"{missing[0].name}: run `tokenotel migrate --cluster {cluster}` first"
         )
-
-
-class SchemaOutdated(PermanentError):
-    """Cluster mode found migrations not yet applied."""

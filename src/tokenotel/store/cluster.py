@@ -11,9 +11,8 @@ from __future__ import annotations
 
 import re
 
-from tokenotel.config import ClickHouseServer
-from tokenotel.errors import StoreUnavailable
-from tokenotel.store.client import server_client
+from tokenotel.errors import MigrationFailed
+from tokenotel.store.client import ClickHouseServer, server_client
 from tokenotel.store.migrate import (
     CREATE_MIGRATIONS_TABLE,
     MIGRATIONS_TABLE,
@@ -165,7 +164,7 @@ def apply_cluster(
             client.command(statement)
             ran += 1
     except Exception as e:
-        raise StoreUnavailable(f"cluster migration on {server!r} failed: {e}") from e
+        raise MigrationFailed(f"cluster migration on {server!r} failed: {e}") from e
     return ran, backfills
 
 

@@ -114,10 +114,14 @@ def available() -> list[Migration]:
 
 def applied_versions(client: Client) -> set[int]:
     """Versions recorded as applied (none when the migrations table does not exist yet)."""
-    exists = client.command(f"EXISTS TABLE {MIGRATIONS_TABLE}")
-    if not int(exists):
+    if not _exists(client, f"TABLE {MIGRATIONS_TABLE}"):
         return set()
     return {row[0] for row in client.query(f"SELECT version FROM {MIGRATIONS_TABLE}").result_rows}
+
+
+def _exists(client: Client, what: str) -> bool:
+    """``EXISTS <what>`` (a table or view) as a truth value."""
+    return client.command(f"EXISTS {what}") in (1, "1")
 
 
 def migrate(client: Client, up_to: int | None = None) -> list[Migration]:
@@ -137,7 +141,7 @@ def migrate(client: Client, up_to: int | None = None) -> list[Migration]:
         log.info("applying migration %04d_%s", migration.version, migration.name)
         for statement in migration.statements():
             backfill = backfill_of(statement)
-            existed = backfill is not None and int(client.command(f"EXISTS {backfill.view}"))
+            existed = backfill is not None and _exists(client, backfill.view)
             client.command(statement)
             if backfill is not None and not existed:
                 client.command(backfill.sql())

@@ -1,7 +1,7 @@
 """Retention: how long events and rollups are kept, as TTLs that drop whole parts.
 
 PCI DSS 10.5.1 asks for 12 months of audit history with the last 3 immediately available;
-the default of 400 days keeps all of it in the same (fast) tables.
+the default ``retention_days`` of 400 keeps all of it in the same (fast) tables.
 """
 
 from __future__ import annotations
@@ -11,8 +11,6 @@ import logging
 from clickhouse_connect.driver.client import Client
 
 log = logging.getLogger(__name__)
-
-DEFAULT_RETENTION_DAYS = 400
 
 #: Table -> the DateTime expression its TTL counts from. The inventory, first-seen pairs
 #: and fingerprint lookup are kept for good: they are one row per token (or token and IP).
@@ -36,7 +34,8 @@ def apply_retention(client: Client, days: int) -> list[str]:
     Existing parts are not rewritten (materialize_ttl_after_modify = 0): with
     ttl_only_drop_parts, whole monthly partitions are dropped once all their rows expire.
     """
-    engines = dict(client.query(ENGINE_SQL, parameters={"tables": list(RETAINED)}).result_rows)
+    result = client.query(ENGINE_SQL, parameters={"tables": list(RETAINED)})
+    engines: dict[str, str] = {name: engine for name, engine in result.result_rows}
     changed = []
     for table, expression in RETAINED.items():
         engine = engines.get(table, "")

@@ -17,12 +17,13 @@ import numpy as np
 import pyarrow as pa
 
 from tokenotel.errors import StoreUnavailable
-from tokenotel.lifecycle import TokenLifecycle
+from tokenotel.model import COLUMN_BY_NAME
 from tokenotel.store.client import EVENTS_TABLE, Store
 from tokenotel.store.dedup import RecentIds
+from tokenotel.store.lifecycle import TokenLifecycle
 
 log = logging.getLogger(__name__)
-_STAMP = pa.timestamp("ms", tz="UTC")  # ingested_at
+_STAMP = COLUMN_BY_NAME["ingested_at"].arrow_type
 
 KNOWN_TOKENS_SQL = """
 SELECT token_key, lifecycle_status, toUnixTimestamp64Nano(lifecycle_at),
@@ -60,11 +61,11 @@ class BatchWriter:
         self,
         store: Store,
         *,
-        max_rows: int = 100_000,
-        max_delay_s: float = 0.02,
-        max_pending_rows: int = 1_000_000,
-        dedup_window: int = 1_000_000,
-        retry_after_s: float = 1.0,
+        max_rows: int,
+        max_delay_s: float,
+        max_pending_rows: int,
+        dedup_window: int,
+        retry_after_s: float,
     ) -> None:
         self._store = store
         self._max_rows = max_rows
@@ -148,8 +149,7 @@ class BatchWriter:
             return
         try:
             written = await asyncio.to_thread(self._insert, [p.table for p in taken])
-        except StoreUnavailable as e:
-            e.retry_after_s = self._retry_after_s
+        except StoreUnavailable as e:  # (it carries the delay the store asks clients to wait)
             self.failing = str(e)
             self.stats.failed_inserts += 1
             log.warning("write of %d rows failed, clients will retry: %s", count, e)

@@ -11,7 +11,7 @@ from typing import Any, TextIO
 from rich.console import Console
 from rich.table import Table
 
-from tokenotel.lifecycle import DEAD_STATUSES
+from tokenotel.model import DEAD_STATUSES
 
 
 class Format(StrEnum):

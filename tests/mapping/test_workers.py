@@ -9,18 +9,18 @@ import signal
 import pytest
 
 from otlp_builders import export_request, log_record
-from tokenotel.errors import RetryableError
-from tokenotel.ingest.decode import PROTOBUF, MalformedRequest
+from tokenotel.errors import MalformedRequest, RetryableError
 from tokenotel.mapping import wire
+from tokenotel.mapping.decode import PROTOBUF
 from tokenotel.mapping.fingerprint import Fingerprinter
-from tokenotel.workers import MappingPool
+from tokenotel.mapping.workers import MappingPool
 
 BODY = export_request(log_record("token.used", {"token.id": "t1"})).SerializeToString()
 
 
 def test_a_worker_maps_requests_reports_bad_ones_and_is_replaced_when_it_dies() -> None:
     async def scenario() -> None:
-        pool = MappingPool(Fingerprinter(b"k" * 32), workers=1)
+        pool = MappingPool(Fingerprinter(b"k" * 32), workers=1, retry_after_s=1)
         await pool.start()
         try:
             mapped = await pool.map(BODY, PROTOBUF, 1)
@@ -53,7 +53,7 @@ def test_the_same_records_map_alike_whatever_their_encoding_order() -> None:
     reordered = _reversed_fields(canonical, depth=6)
     assert reordered != canonical
     assert type(request).FromString(reordered) == request
-    pool = MappingPool(Fingerprinter(b"k" * 32), workers=0)
+    pool = MappingPool(Fingerprinter(b"k" * 32), workers=0, retry_after_s=1)
 
     async def tables() -> tuple:
         return (await pool.map(canonical, PROTOBUF, 1), await pool.map(reordered, PROTOBUF, 1))
@@ -112,7 +112,7 @@ def test_a_worker_never_loads_pandas() -> None:
     worker for nothing."""
 
     async def maps_of_the_worker() -> str:
-        pool = MappingPool(Fingerprinter(b"k" * 32), workers=1)
+        pool = MappingPool(Fingerprinter(b"k" * 32), workers=1, retry_after_s=1)
         await pool.start()
         try:
             mapped = await pool.map(BODY, PROTOBUF, 1)

@@ -1,55 +1,26 @@
-"""Decodes OTLP/protobuf and OTLP/JSON export requests, with gzip and a size limit."""
+"""Decodes the bytes of an OTLP logs export request, protobuf or JSON, into its message."""
 
 from __future__ import annotations
 
 import base64
 import json
-import zlib
 from typing import Any
 
 from google.protobuf import json_format
 from google.protobuf.message import DecodeError
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
-from tokenotel.errors import PermanentError, RequestTooLarge
+from tokenotel.errors import MalformedRequest
 from tokenotel.mapping.redact import SECRET_RE
 
+#: The content types of OTLP: what the edges accept and the mapping decodes.
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 
 
-class MalformedRequest(PermanentError):
-    """The body is not a valid OTLP logs export request."""
-
-
-def decompress(body: bytes, encoding: str, limit: int) -> bytes:
-    """Undoes Content-Encoding (gzip, deflate, none); at most ``limit`` bytes may come out."""
-    encoding = encoding.strip().lower()
-    if encoding in ("", "identity"):
-        if len(body) > limit:
-            raise RequestTooLarge(_too_large(limit))
-        return body
-    if encoding not in ("gzip", "deflate"):
-        raise MalformedRequest(f"Content-Encoding {encoding!r} is not supported; use gzip or none")
-    wbits = 16 + zlib.MAX_WBITS if encoding == "gzip" else zlib.MAX_WBITS
-    data = bytearray()
-    while True:  # a gzip body may be several members, one after the other
-        inflater = zlib.decompressobj(wbits)
-        try:
-            data += inflater.decompress(body, limit + 1 - len(data))
-        except zlib.error as e:
-            raise MalformedRequest(f"the {encoding} body cannot be decompressed: {e}") from None
-        if len(data) > limit or inflater.unconsumed_tail:
-            raise RequestTooLarge(_too_large(limit))
-        if not inflater.eof:  # a cut-off body must not pass for a shorter request
-            raise MalformedRequest(f"the {encoding} body is truncated")
-        body = inflater.unused_data
-        if not body:
-            return bytes(data)
-
-
-def _too_large(limit: int) -> str:
-    return f"the request is larger than {limit} bytes after decompression; send smaller batches"
+def decode(body: bytes, content_type: str) -> ExportLogsServiceRequest:
+    """The request in ``body``, encoded as ``content_type`` (PROTOBUF or JSON)."""
+    return decode_json(body) if content_type == JSON else decode_protobuf(body)
 
 
 def decode_protobuf(body: bytes) -> ExportLogsServiceRequest:

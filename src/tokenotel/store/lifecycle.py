@@ -6,23 +6,23 @@ wants to see; marking it on the row at ingest makes it one filter (and one alert
 
 from __future__ import annotations
 
-from collections.abc import Iterable
+from collections.abc import Iterable, Sequence
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-ACTIVE, DISABLED, REVOKED, ROTATED, EXPIRED = "active", "disabled", "revoked", "rotated", "expired"
-UNKNOWN = ""
+from tokenotel.model import COLUMN_BY_NAME, DEAD_STATUSES, TokenStatus
+
 #: Status a lifecycle event leaves its token in.
 LIFECYCLE_EVENTS = {
-    "token.created": ACTIVE,
-    "token.enabled": ACTIVE,
-    "token.disabled": DISABLED,
-    "token.revoked": REVOKED,
-    "token.expired": EXPIRED,
+    "token.created": TokenStatus.ACTIVE,
+    "token.enabled": TokenStatus.ACTIVE,
+    "token.disabled": TokenStatus.DISABLED,
+    "token.revoked": TokenStatus.REVOKED,
+    "token.expired": TokenStatus.EXPIRED,
 }
-#: Statuses in which a token must not be used any more.
-DEAD_STATUSES = frozenset({DISABLED, REVOKED, ROTATED, EXPIRED})
+_STATUS_TYPE = COLUMN_BY_NAME["token_status"].arrow_type
 
 
 class TokenLifecycle:
@@ -32,10 +32,7 @@ class TokenLifecycle:
         self._status: dict[str, tuple[str, int]] = {}  # key -> (status, since ns)
         self._expiry: dict[str, int] = {}  # key -> expires_at in ms
 
-    def __len__(self) -> int:
-        return len(self._status.keys() | self._expiry.keys())
-
-    def load(self, rows: Iterable[tuple[str, str, int | None, int | None]]) -> None:
+    def load(self, rows: Iterable[Sequence[Any]]) -> None:
         """Known state: (token key, lifecycle status, since ns, expires_at ms)."""
         for key, status, since_ns, expires_ms in rows:
             if status:
@@ -53,7 +50,7 @@ class TokenLifecycle:
         expiries = pc.cast(batch["expires_at"], pa.int64()).to_pylist()
         previous = batch["previous_token_id"].to_pylist()
         order = pc.sort_indices(batch["event_time"]).to_pylist()
-        statuses: list[str] = [UNKNOWN] * len(keys)
+        statuses: list[str] = [TokenStatus.UNKNOWN] * len(keys)
         status_of, expiry_of = self._status, self._expiry
         for i in order:
             key, name, t = keys[i], names[i], times[i]
@@ -63,15 +60,15 @@ class TokenLifecycle:
             if new_status is not None:
                 status_of[key] = (new_status, t)
             elif name == "token.rotated":
-                status_of[key] = (ACTIVE, t)
+                status_of[key] = (TokenStatus.ACTIVE, t)
                 if previous[i]:
-                    status_of[previous[i]] = (ROTATED, t)
+                    status_of[previous[i]] = (TokenStatus.ROTATED, t)
             known = status_of.get(key)
             expires_ms = expiry_of.get(key)
             if known is not None and known[0] in DEAD_STATUSES and t >= known[1]:
                 statuses[i] = known[0]
             elif expires_ms is not None and t > expires_ms * 1_000_000:
-                statuses[i] = EXPIRED
+                statuses[i] = TokenStatus.EXPIRED
             elif known is not None or expires_ms is not None:
-                statuses[i] = ACTIVE
-        return pa.array(statuses, pa.string())
+                statuses[i] = TokenStatus.ACTIVE
+        return pa.array(statuses, _STATUS_TYPE)

@@ -22,14 +22,13 @@ from typing import Any
 
 import pyarrow as pa
 
-from tokenotel.errors import RetryableError
-from tokenotel.ingest.decode import JSON, PROTOBUF, decode_json, decode_protobuf
+from tokenotel.errors import MappingWorkerStopped
 from tokenotel.mapping.columns import rows_to_arrow
+from tokenotel.mapping.decode import JSON, PROTOBUF, decode
 from tokenotel.mapping.fingerprint import Fingerprinter
 from tokenotel.mapping.mapper import Mapper
 
 log = logging.getLogger(__name__)
-_mapper: Mapper | None = None
 
 
 @dataclass
@@ -56,16 +55,9 @@ def _from_stream(stream: pa.Buffer, ignored: int, rejected: int, errors: list[st
     return MappedTable(pa.ipc.open_stream(stream).read_all(), ignored, rejected, errors)
 
 
-def _init_worker(key: bytes) -> None:
-    global _mapper
-    _mapper = Mapper(Fingerprinter(key))
-
-
-def decode_and_map(body: bytes, content_type: str, received_ns: int) -> MappedTable:
+def decode_and_map(mapper: Mapper, body: bytes, content_type: str, received_ns: int) -> MappedTable:
     """Raises MalformedRequest for a body that is not an OTLP logs request."""
-    assert _mapper is not None, "worker not initialised"
-    request = decode_json(body) if content_type == JSON else decode_protobuf(body)
-    batch = _mapper.map(request, received_ns)
+    batch = mapper.map(decode(body, content_type), received_ns)
     return MappedTable(rows_to_arrow(batch.rows), batch.ignored, batch.rejected, batch.errors)
 
 
@@ -76,17 +68,18 @@ class MappingPool:
     cost each request more than twice the CPU of this hand-off).
 
     A worker that dies (killed, out of memory) is replaced; its request is answered with a
-    retryable error. With no workers the mapping runs in the service process.
+    retryable error (clients are asked to wait ``retry_after_s``). With no workers the mapping
+    runs in the service process, with a mapper of this pool's own.
     """
 
-    def __init__(self, fingerprinter: Fingerprinter, workers: int) -> None:
+    def __init__(self, fingerprinter: Fingerprinter, *, workers: int, retry_after_s: float) -> None:
         self._key = fingerprinter.key
         self._size = workers
+        self._retry_after_s = retry_after_s
         self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
         self._workers: list[_Worker] = []
         self._threads: ThreadPoolExecutor | None = None
-        if workers == 0:
-            _init_worker(fingerprinter.key)
+        self._mapper = Mapper(fingerprinter) if workers == 0 else None
 
     async def start(self) -> None:
         """Starts every worker now, so the first requests do not wait for them."""
@@ -99,8 +92,8 @@ class MappingPool:
                 self._idle.put(worker)
 
     async def map(self, body: bytes, content_type: str, received_ns: int) -> MappedTable:
-        if not self._size:
-            return decode_and_map(body, content_type, received_ns)
+        if self._mapper is not None:
+            return decode_and_map(self._mapper, body, content_type, received_ns)
         if self._threads is None:
             await self.start()
         loop = asyncio.get_running_loop()
@@ -121,7 +114,9 @@ class MappingPool:
             self._workers.remove(worker)
             worker = _Worker(self._key)
             self._workers.append(worker)
-            raise RetryableError("a mapping worker stopped while mapping this request") from None
+            raise MappingWorkerStopped(
+                "a mapping worker stopped while mapping this request", self._retry_after_s
+            ) from None
         finally:
             self._idle.put(worker)
 
@@ -193,7 +188,7 @@ def _serve(conn: Connection, key: bytes) -> None:
     """A worker's life: map each request that comes down the pipe until the pipe closes
     (also when the service was killed: the kernel closes its end)."""
     sys.meta_path.insert(0, _WithoutPandas())
-    _init_worker(key)
+    mapper = Mapper(Fingerprinter(key))
     # Mapping allocates many short-lived rows and makes no reference cycles: the modules
     # loaded so far need no more scans, and the youngest generation is collected less often
     # (the collector cost a tenth of the mapping's CPU).
@@ -209,7 +204,7 @@ def _serve(conn: Connection, key: bytes) -> None:
         try:
             reply: tuple[bool, Any] = (
                 True,
-                decode_and_map(body, JSON if is_json else PROTOBUF, received_ns),
+                decode_and_map(mapper, body, JSON if is_json else PROTOBUF, received_ns),
             )
         except Exception as e:  # raised again in the service (MalformedRequest, ...)
             reply = (False, e)

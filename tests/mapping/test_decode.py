@@ -1,17 +1,15 @@
-"""OTLP/JSON and OTLP/protobuf decoding, Content-Encoding, and the size limit."""
+"""OTLP/JSON and OTLP/protobuf bodies decode to the same request; malformed ones are refused."""
 
 from __future__ import annotations
 
-import gzip
 import json
-import zlib
 from typing import Any
 
 import pytest
 
 from otlp_builders import export_request, log_record
-from tokenotel.errors import RequestTooLarge
-from tokenotel.ingest.decode import MalformedRequest, decode_json, decode_protobuf, decompress
+from tokenotel.errors import MalformedRequest
+from tokenotel.mapping.decode import decode_json, decode_protobuf
 
 TRACE_HEX = "5b8efff798038103d269b633813fc60c"
 SPAN_HEX = "eee19b7ec3c1b174"
@@ -181,62 +179,3 @@ def test_protobuf_round_trips() -> None:
 def test_malformed_protobuf_is_a_permanent_error(body: bytes) -> None:
     with pytest.raises(MalformedRequest, match="not a protobuf ExportLogsServiceRequest"):
         decode_protobuf(body)
-
-
-PAYLOAD = b"x" * 1000
-
-
-@pytest.mark.parametrize(
-    ("encoding", "body"),
-    [
-        ("", PAYLOAD),
-        ("identity", PAYLOAD),
-        ("gzip", gzip.compress(PAYLOAD)),
-        ("GZIP ", gzip.compress(PAYLOAD)),
-        ("deflate", zlib.compress(PAYLOAD)),
-    ],
-)
-def test_content_encodings_are_undone(encoding: str, body: bytes) -> None:
-    assert decompress(body, encoding, limit=1000) == PAYLOAD
-
-
-def test_the_limit_applies_after_decompression() -> None:
-    bomb = gzip.compress(b"\0" * 10_000_000)
-    assert len(bomb) < 20_000
-    with pytest.raises(RequestTooLarge, match="larger than 65536 bytes after decompression"):
-        decompress(bomb, "gzip", limit=65536)
-    assert len(decompress(gzip.compress(b"\0" * 65536), "gzip", limit=65536)) == 65536
-    with pytest.raises(RequestTooLarge):
-        decompress(gzip.compress(b"\0" * 65537), "gzip", limit=65536)
-
-
-def test_the_limit_applies_to_uncompressed_bodies() -> None:
-    assert decompress(b"a" * 100, "", limit=100) == b"a" * 100
-    with pytest.raises(RequestTooLarge):
-        decompress(b"a" * 101, "", limit=100)
-
-
-def test_concatenated_gzip_members_are_all_read() -> None:
-    body = gzip.compress(b"first,") + gzip.compress(b"second")
-    assert decompress(body, "gzip", limit=1000) == b"first,second"
-    with pytest.raises(RequestTooLarge):
-        decompress(body, "gzip", limit=11)
-
-
-@pytest.mark.parametrize(
-    ("encoding", "body", "message"),
-    [
-        ("gzip", gzip.compress(PAYLOAD)[:-8], "truncated"),
-        ("gzip", gzip.compress(PAYLOAD)[:20], "truncated"),
-        ("deflate", zlib.compress(PAYLOAD)[:-4], "truncated"),
-        ("gzip", gzip.compress(PAYLOAD) + b"trailing garbage", "cannot be decompressed"),
-        ("gzip", b"not gzip at all", "cannot be decompressed"),
-        ("br", b"...", "not supported"),
-        ("zstd", b"...", "not supported"),
-    ],
-)
-def test_bad_or_unknown_encodings_are_permanent_errors(
-    encoding: str, body: bytes, message: str
-) -> None:
-    with pytest.raises(MalformedRequest, match=message):
-        decompress(body, encoding, limit=1000)

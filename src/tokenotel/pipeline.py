@@ -1,0 +1,106 @@
+"""The ingest pipeline: how an OTLP request becomes rows, and the one lifecycle of its stages.
+
+    request bytes ─► mapping pool (decode, map, fingerprint) ─► batching writer ─► store
+
+The servers (``service.py``), the demo and the tests all drive it through ``start``,
+``export``, ``ready`` and ``stop``.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import time
+from dataclasses import dataclass
+
+from tokenotel.config import Settings
+from tokenotel.errors import StoreUnavailable
+from tokenotel.ingest.result import ExportResult, error_summary
+from tokenotel.mapping.fingerprint import load_key
+from tokenotel.mapping.workers import MappingPool
+from tokenotel.store.client import Store
+from tokenotel.store.writer import BatchWriter
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class IngestStats:
+    requests: int = 0
+    records_stored: int = 0
+    records_ignored: int = 0
+    records_rejected: int = 0
+
+
+class Pipeline:
+    """Mapping pool → batching writer → store, built from the settings."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.fingerprint = load_key(settings.fingerprint_key_file, settings.data_dir)
+        self.mapping = MappingPool(
+            self.fingerprint,
+            workers=settings.mapping_workers,
+            retry_after_s=settings.retry_after_s,
+        )
+        self.store = Store(settings.store_options)
+        self.writer = BatchWriter(
+            self.store,
+            max_rows=settings.batch_max_rows,
+            max_delay_s=settings.batch_max_delay_ms / 1000,
+            max_pending_rows=settings.max_pending_rows,
+            dedup_window=settings.dedup_window,
+            retry_after_s=settings.retry_after_s,
+        )
+        self.stats = IngestStats()
+
+    async def start(self) -> None:
+        """Starts every stage; the store may still be unreachable (requests are then answered
+        retryable until it is back). A start that fails stops what it started."""
+        try:
+            try:
+                await asyncio.to_thread(self.store.connect)
+            except StoreUnavailable as e:
+                log.warning("%s; starting anyway, clients will be asked to retry", e)
+            self.writer.start()
+            await self.mapping.start()
+        except BaseException:
+            await self._stop_stages()
+            raise
+
+    async def export(self, body: bytes, content_type: str) -> ExportResult:
+        """One request: decode and map it (in a worker), store its token events, and report
+        what was left out. Answers only once the rows are committed."""
+        self.stats.requests += 1
+        mapped = await self.mapping.map(body, content_type, time.time_ns())
+        stored = await self.writer.write(mapped.table)  # new rows only
+        self.stats.records_stored += stored  # (after the await: requests interleave there)
+        self.stats.records_ignored += mapped.ignored
+        self.stats.records_rejected += mapped.rejected
+        if mapped.rejected:
+            return ExportResult(mapped.rejected, error_summary(mapped.errors))
+        return ExportResult()
+
+    async def ready(self) -> bool:
+        """Ready while the store answers and the last write went through."""
+        return self.writer.failing is None and await asyncio.to_thread(self.store.ready)
+
+    async def stop(self) -> None:
+        """Writes what is pending, then stops the mapping and closes the store."""
+        await self._stop_stages()
+        log.info(
+            "tokenotel stopped: %d requests, %d token events stored in %d inserts, %d duplicates "
+            "dropped, %d other records ignored, %d rejected",
+            self.stats.requests,
+            self.stats.records_stored,
+            self.writer.stats.inserts,
+            self.writer.stats.duplicates_dropped,
+            self.stats.records_ignored,
+            self.stats.records_rejected,
+        )
+
+    async def _stop_stages(self) -> None:
+        try:
+            await self.writer.stop()
+        finally:
+            self.mapping.close()
+            self.store.close()
