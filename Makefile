@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test lint format collector bench-ingest bench-query clean
+.PHONY: demo test test-fast lint format collector bench-ingest bench-query clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -15,16 +15,19 @@ $(STAMP): pyproject.toml
 demo: $(STAMP)
 	$(BIN)/tokenotel demo
 
-test: $(STAMP)
+test: lint
 	@if command -v go >/dev/null 2>&1; then $(MAKE) --no-print-directory collector; \
 	else echo "go not found: collector tests will be skipped"; fi
-	$(BIN)/ruff check src tests bench
-	$(BIN)/ruff format --check src tests bench
 	$(BIN)/pytest
+
+# The tests that start no process (no serve, collector, CLI or worker): seconds, not minutes.
+test-fast: lint
+	$(BIN)/pytest -m "not e2e"
 
 lint: $(STAMP)
 	$(BIN)/ruff check src tests bench
 	$(BIN)/ruff format --check src tests bench
+	$(BIN)/mypy
 
 format: $(STAMP)
 	$(BIN)/ruff format src tests bench

@@ -134,6 +134,7 @@ def test_clickhouse_url_is_parsed_and_its_password_never_shown() -> None:
         ([], {"TOKENOTEL_LOG_LEVEL": "loud"}, "invalid setting log_level"),
     ],
 )
+@pytest.mark.e2e
 def test_serve_stops_with_exit_code_2_and_one_sentence(
     tmp_path: Path, args: list[str], env: dict[str, str], message: str
 ) -> None:
@@ -149,6 +150,7 @@ def test_serve_stops_with_exit_code_2_and_one_sentence(
     assert not (tmp_path / "data").exists()  # stopped before touching anything
 
 
+@pytest.mark.e2e
 def test_serve_uses_flag_over_environment_over_file(tmp_path: Path) -> None:
     grpc_port, http_port, unused_port = free_port(), free_port(), free_port()
     config = yaml_file(

@@ -7,7 +7,11 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from processes import clean_env, query_json
+
+pytestmark = pytest.mark.e2e  # starts tokenotel processes
 
 
 def test_demo_finds_the_attack_and_leaves_data_to_explore(tmp_path: Path) -> None:

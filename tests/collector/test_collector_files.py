@@ -25,7 +25,7 @@ from otelcol import serve_behind_collector, wait_until
 from otlp_builders import RECENT_NS, rfc3339_ms, rfc3339_ns
 from processes import EMPTY_EVENT, query_json, run_cli
 
-pytestmark = pytest.mark.collector
+pytestmark = [pytest.mark.collector, pytest.mark.e2e]
 
 SECOND = 1_000_000_000
 MS = 1_000_000

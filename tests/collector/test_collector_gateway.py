@@ -31,7 +31,7 @@ from otel_sdk import CheckedExporter, logger_provider
 from otlp_builders import RECENT_NS, rfc3339_ms, rfc3339_ns
 from processes import EMPTY_EVENT, query_json, run_cli
 
-pytestmark = pytest.mark.collector
+pytestmark = [pytest.mark.collector, pytest.mark.e2e]
 
 T0 = RECENT_NS
 SECOND = 1_000_000_000

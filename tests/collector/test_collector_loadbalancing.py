@@ -18,7 +18,7 @@ from otel_sdk import CheckedExporter, logger_provider
 from otlp_builders import RECENT_NS
 from processes import ServeProcess, query_json
 
-pytestmark = pytest.mark.collector
+pytestmark = [pytest.mark.collector, pytest.mark.e2e]
 
 TOKENS = [f"tok_lb_{i:02d}" for i in range(20)]
 ROUNDS = 4  # events per token, sent in separate rounds (separate collector batches)

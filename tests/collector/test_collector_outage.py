@@ -25,7 +25,7 @@ from otel_sdk import CheckedExporter, logger_provider
 from otlp_builders import RECENT_NS
 from processes import ServeProcess, query_json, stored_row_count
 
-pytestmark = pytest.mark.collector
+pytestmark = [pytest.mark.collector, pytest.mark.e2e]
 
 EVENTS = 240
 #: The sender emits one event (one OTLP request) about every PACE_S while it is not paused.

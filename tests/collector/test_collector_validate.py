@@ -11,7 +11,7 @@ from otelcol import CONFIG_DIR
 
 from processes import free_port
 
-pytestmark = pytest.mark.collector
+pytestmark = [pytest.mark.collector, pytest.mark.e2e]
 
 Validate = Callable[..., subprocess.CompletedProcess[str]]
 SHIPPED = sorted(p.name for p in CONFIG_DIR.glob("*.yaml"))

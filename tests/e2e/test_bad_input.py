@@ -21,6 +21,8 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
 from otlp_builders import RECENT_NS, export_request, grpc_export, log_record
 from processes import ServeProcess, http_post, query_json, start_serve
 
+pytestmark = pytest.mark.e2e  # starts tokenotel processes
+
 LIMIT = 65536
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"

@@ -25,6 +25,8 @@ from otel_sdk import CheckedExporter, logger_provider, span_context
 from otlp_builders import RECENT_NS, rfc3339_ms, rfc3339_ns
 from processes import EMPTY_EVENT, ServeProcess, query_json, run_cli, start_serve
 
+pytestmark = pytest.mark.e2e  # starts tokenotel processes
+
 T0 = RECENT_NS
 SECOND = 1_000_000_000
 MS_PER_DAY = 86_400_000

@@ -36,6 +36,8 @@ from opentelemetry.sdk._logs.export import LogRecordExportResult
 from otel_sdk import CheckedExporter, logger_provider
 from processes import query_json, run_cli, start_serve
 
+pytestmark = pytest.mark.e2e  # starts tokenotel processes
+
 # ClickHouse compressed block: 16-byte checksum, method byte, u32 compressed size (counting the
 # 9 header bytes from the method on), u32 uncompressed size, payload.
 _BLOCK_HEADER = struct.Struct("<BII")

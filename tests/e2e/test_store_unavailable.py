@@ -39,6 +39,8 @@ from tokenotel.pipeline import Pipeline
 from tokenotel.service import Service, running_in_thread
 from tokenotel.store.client import EVENTS_TABLE
 
+pytestmark = pytest.mark.e2e  # starts tokenotel processes
+
 LOGS_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
 
 

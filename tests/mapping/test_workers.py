@@ -18,6 +18,7 @@ from tokenotel.mapping.workers import MappingPool
 BODY = export_request(log_record("token.used", {"token.id": "t1"})).SerializeToString()
 
 
+@pytest.mark.e2e
 def test_a_worker_maps_requests_reports_bad_ones_and_is_replaced_when_it_dies() -> None:
     async def scenario() -> None:
         pool = MappingPool(Fingerprinter(b"k" * 32), workers=1, retry_after_s=1)
@@ -107,6 +108,7 @@ def _encode_varint(value: int) -> bytes:
     return bytes(out)
 
 
+@pytest.mark.e2e
 def test_a_worker_never_loads_pandas() -> None:
     """pyarrow would import pandas (installed for chDB) on its first conversion: ~35 MB a
     worker for nothing."""
