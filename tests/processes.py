@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import http.client
 import json
 import os
@@ -16,6 +17,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
+
+import psutil
 
 STARTUP_TIMEOUT_S = 60
 STOP_TIMEOUT_S = 60
@@ -126,9 +129,11 @@ def start_serve(
     *args: str,
     env: dict[str, str] | None = None,
     log_path: Path | None = None,
+    ports: tuple[int, int] | None = None,
 ) -> ServeProcess:
-    """Starts ``tokenotel serve`` in ``data_dir`` on free loopback ports; returns once healthy."""
-    grpc_port, http_port = free_port(), free_port()
+    """Starts ``tokenotel serve`` in ``data_dir`` on free loopback ports (or the gRPC and HTTP
+    ``ports`` given: a restart where clients expect it); returns once healthy."""
+    grpc_port, http_port = ports or (free_port(), free_port())
     listen = [
         "--data-dir",
         str(data_dir),
@@ -181,6 +186,19 @@ def launch_serve(
         time.sleep(0.05)
     serve.stop()
     raise AssertionError(f"serve did not become healthy:\n{serve.output()}")
+
+
+def kill_serve(serve: ServeProcess) -> None:
+    """SIGKILL for the service and its mapping worker processes, as when its container is
+    killed. (Workers outlive a killed service process on their own, so they are killed too.)"""
+    workers = psutil.Process(serve.proc.pid).children(recursive=True)
+    serve.proc.kill()
+    serve.proc.wait()
+    serve.returncode = serve.proc.returncode
+    for worker in workers:
+        with contextlib.suppress(psutil.NoSuchProcess):
+            worker.kill()
+    psutil.wait_procs(workers, timeout=30)
 
 
 def run_cli(

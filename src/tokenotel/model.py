@@ -93,6 +93,7 @@ class Read(StrEnum):
     IP = "ip"  # IPv4 or IPv6, as 16 bytes
     OUTCOME = "outcome"  # one of Outcome
     SECRET = "secret"  # a raw secret: only its fingerprint is kept
+    UID = "uid"  # the record's own unique id: it names the event (docs/event-identity.md)
 
 
 #: A ClickHouse type's Arrow type (what the mapping hands the store) and the value a row holds
@@ -349,9 +350,12 @@ COLUMNS: tuple[Column, ...] = (
     Column(
         "event_id",
         "UInt64",
-        "(set at ingest)",
-        "A hash of the log record and its resource, to drop a retried request's duplicates; "
-        "kept for a day, then 0.",
+        "log.record.uid, else the record's place in its request",
+        "The event's identity, to drop what a retried request sends again: a hash of the "
+        "record's own unique id, else of its request and its place in it; kept for a day, "
+        "then 0.",
+        attributes=("log.record.uid",),
+        read=Read.UID,
     ),
 )
 

@@ -19,9 +19,12 @@ from tokenotel.ingest.result import ExportResult, error_summary
 from tokenotel.mapping.fingerprint import load_key
 from tokenotel.mapping.workers import MappingPool
 from tokenotel.store.client import Store
+from tokenotel.store.repair import InsertJournal
 from tokenotel.store.writer import BatchWriter
 
 log = logging.getLogger(__name__)
+#: In the data directory: the insert in progress (see store/repair.py).
+JOURNAL_FILE = "insert-in-progress.json"
 
 
 @dataclass
@@ -30,6 +33,7 @@ class IngestStats:
     records_stored: int = 0
     records_ignored: int = 0
     records_rejected: int = 0
+    records_already_stored: int = 0  # sent again: a retried request (docs/event-identity.md)
 
 
 class Pipeline:
@@ -50,6 +54,10 @@ class Pipeline:
             max_pending_rows=settings.max_pending_rows,
             dedup_window=settings.dedup_window,
             retry_after_s=settings.retry_after_s,
+            # The embedded store dies with the service, maybe in the middle of an insert.
+            journal=InsertJournal(settings.data_dir / JOURNAL_FILE)
+            if settings.server is None
+            else None,
         )
         self.stats = IngestStats()
 
@@ -73,11 +81,19 @@ class Pipeline:
         self.stats.requests += 1
         mapped = await self.mapping.map(body, content_type, time.time_ns())
         stored = await self.writer.write(mapped.table)  # new rows only
+        again = mapped.table.num_rows - stored
         self.stats.records_stored += stored  # (after the await: requests interleave there)
+        self.stats.records_already_stored += again
         self.stats.records_ignored += mapped.ignored
         self.stats.records_rejected += mapped.rejected
-        if mapped.rejected:
-            return ExportResult(mapped.rejected, error_summary(mapped.errors))
+        problems = list(mapped.errors)
+        if again:
+            # Not silent, and not an error: a retry is answered as its first attempt was. The
+            # OTLP specification lets a server warn in partial_success with nothing rejected.
+            log.info("%d token events of a request were stored before: taken for a retry", again)
+            problems.insert(0, _already_stored(again))
+        if problems:
+            return ExportResult(mapped.rejected, error_summary(problems))
         return ExportResult()
 
     async def ready(self) -> bool:
@@ -88,12 +104,12 @@ class Pipeline:
         """Writes what is pending, then stops the mapping and closes the store."""
         await self._stop_stages()
         log.info(
-            "tokenotel stopped: %d requests, %d token events stored in %d inserts, %d duplicates "
-            "dropped, %d other records ignored, %d rejected",
+            "tokenotel stopped: %d requests, %d token events stored in %d inserts, %d sent again "
+            "(retries, not stored twice), %d other records ignored, %d rejected",
             self.stats.requests,
             self.stats.records_stored,
             self.writer.stats.inserts,
-            self.writer.stats.duplicates_dropped,
+            self.stats.records_already_stored,
             self.stats.records_ignored,
             self.stats.records_rejected,
         )
@@ -104,3 +120,11 @@ class Pipeline:
         finally:
             self.mapping.close()
             self.store.close()
+
+
+def _already_stored(count: int) -> str:
+    return (
+        f"{count} token event{'s' if count > 1 else ''} of this request "
+        f"{'were' if count > 1 else 'was'} stored before (sent again: this same request, or "
+        "the same log.record.uid) and not stored again"
+    )

@@ -34,6 +34,7 @@ from processes import (
     query_json,
     stored_row_count,
 )
+from rollups import rollup_differences
 from tokenotel.config import load_settings
 from tokenotel.pipeline import Pipeline
 from tokenotel.service import Service, running_in_thread
@@ -209,6 +210,42 @@ def test_injected_insert_failures_are_retried_until_every_record_is_stored_once(
     assert sum(calls[failures:]) == len(records)  # each record committed in exactly one insert
     stored = [e["token_id"] for e in query_json(data_dir)]
     assert sorted(stored) == [f"tok-{i:02d}" for i in range(20)]
+
+
+def test_an_insert_committed_but_answered_as_failed_is_not_stored_twice_by_the_retry(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """The store commits, then the answer is lost (a server answering after the client's
+    timeout, a connection reset): the client is told to retry, and the retry must find the
+    events stored. The rollups the first attempt fed are counted again, not twice."""
+    data_dir = tmp_path / "data"
+    records = sdk_records(20)
+    with in_process_service(
+        data_dir=data_dir, grpc_listen="127.0.0.1:0", http_listen="127.0.0.1:0", retry_after_s=0.2
+    ) as service:
+        client = service.pipeline.store.connect()
+        real_insert = client.insert_arrow
+        committed_then_failed: list[int] = []
+
+        def insert_then_fail_once(table: str, data: Any, *args: Any, **kwargs: Any) -> Any:
+            result = real_insert(table, data, *args, **kwargs)
+            if table == EVENTS_TABLE and not committed_then_failed:
+                committed_then_failed.append(data.num_rows)
+                raise DatabaseError("Code: 210. DB::NetException: Connection reset by peer")
+            return result
+
+        monkeypatch.setattr(client, "insert_arrow", insert_then_fail_once)
+        exporter = OTLPLogExporter(
+            endpoint=f"127.0.0.1:{service.otlp_grpc.port}", insecure=True, timeout=60
+        )
+        assert exporter.export(records) == LogRecordExportResult.SUCCESS
+        exporter.shutdown()
+        assert committed_then_failed == [20]
+        assert service.pipeline.stats.records_already_stored == 20
+        assert rollup_differences(service.pipeline.store) == {}
+    stored = [e["token_id"] for e in query_json(data_dir)]
+    assert sorted(stored) == [f"tok-{i:02d}" for i in range(20)]
+    assert stored_row_count(data_dir) == 20
 
 
 def test_grpc_health_is_not_serving_until_the_store_has_answered(

@@ -13,7 +13,7 @@ from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from otlp_builders import export_request, log_record
 from tokenotel.mapping.columns import rows_to_arrow
 from tokenotel.mapping.fingerprint import Fingerprinter
-from tokenotel.mapping.mapper import MappedBatch, Mapper
+from tokenotel.mapping.mapper import MappedBatch, Mapper, uid_id
 from tokenotel.model import ROW_COLUMNS
 
 fingerprint = Fingerprinter(bytes(range(32)))
@@ -371,16 +371,56 @@ def test_all_zero_trace_and_span_ids_mean_none() -> None:
     assert (row["trace_id"], row["span_id"]) == ("", "")
 
 
-def test_event_id_is_stable_for_a_resent_record_and_differs_otherwise() -> None:
-    def event_ids(request: ExportLogsServiceRequest) -> list[int]:
-        return [row["event_id"] for row in rows(request)]
+def event_ids(request: ExportLogsServiceRequest) -> list[int]:
+    return [row["event_id"] for row in rows(request)]
 
-    record = log_record("token.used", {"token.id": "t1"}, time_unix_nano=RECEIVED_NS)
-    twin = log_record("token.used", {"token.id": "t1"}, time_unix_nano=RECEIVED_NS + 1)
-    first = event_ids(export_request(record, twin))
-    assert first == event_ids(export_request(record, twin))
-    assert first[0] != first[1]
-    assert event_ids(export_request(record, resource={"service.name": "other"}))[0] != first[0]
+
+def test_a_request_sent_again_has_the_same_ids_and_every_other_record_its_own() -> None:
+    record = log_record("token.auth_failed", {"token.id": "t1"}, time_unix_nano=RECEIVED_NS)
+    other = log_record("token.used", {"token.id": "t2"}, time_unix_nano=RECEIVED_NS)
+    first = event_ids(export_request(record, record, other))
+    assert first == event_ids(export_request(record, record, other))  # a retry
+    assert len(set(first)) == 3  # equal records in one request are events of their own
+    # The same record in another request is another event, wherever it stands.
+    assert event_ids(export_request(record, other))[0] not in first
+    assert not set(event_ids(export_request(other, record, record))) & set(first)
+    assert event_ids(export_request(record, resource={"service.name": "other"}))[0] not in first
+
+
+def test_a_record_with_its_own_uid_is_the_same_event_in_any_request() -> None:
+    named = log_record(
+        "token.used", {"token.id": "t1", "log.record.uid": "01JDEXAMPLE0000000000000001"}
+    )
+    twin = log_record(
+        "token.used", {"token.id": "t1", "log.record.uid": "01JDEXAMPLE0000000000000002"}
+    )
+    other = log_record("token.used", {"token.id": "t9"})
+    alone = event_ids(export_request(named))
+    assert event_ids(export_request(other, named, twin))[1:] == [
+        alone[0],
+        uid_id("01JDEXAMPLE0000000000000002"),
+    ]
+    assert alone != event_ids(export_request(twin))
+    (row,) = rows(export_request(named))
+    assert row["attributes"] == {}  # kept as the event's id (a hash of it), not a second time
+
+
+def test_event_ids_follow_the_documented_formula() -> None:
+    """Ids must not change between versions: a retry of a request answered before an upgrade
+    is recognised only by the id it had then (docs/event-identity.md)."""
+    request = export_request(
+        log_record("http.server.request", {}),  # not a token event: still counts its place
+        log_record("token.used", {"token.id": "t1"}, body="x", time_unix_nano=RECEIVED_NS),
+        log_record("token.used", {"token.id": "t2", "log.record.uid": "u-1"}),
+        resource={"service.name": "api"},
+    )
+    request_key = hashlib.blake2b(request.SerializeToString(), digest_size=16).digest()
+    by_place = hashlib.blake2b((1).to_bytes(4, "little"), digest_size=8, key=request_key)
+    by_uid = hashlib.blake2b(b"u-1", digest_size=8, person=b"log.record.uid")
+    assert event_ids(request) == [
+        int.from_bytes(by_place.digest(), "little"),
+        int.from_bytes(by_uid.digest(), "little"),
+    ]
 
 
 #: Every attribute a column takes (the README's attribute table), except the token identity.
@@ -516,16 +556,3 @@ def test_no_secret_stays_in_the_mappers_memory() -> None:
     remembered = repr(vars(mapper))
     assert SECRET not in remembered
     assert SECRET.encode() not in b"".join(mapper._effects)
-
-
-def test_event_id_is_the_keyed_hash_of_the_encoded_record() -> None:
-    """Ids must not change between versions: a retry of a request answered before an upgrade
-    is recognised only by the id it had then."""
-    record = log_record("token.used", {"token.id": "t1"}, body="x", time_unix_nano=RECEIVED_NS)
-    request = export_request(record, resource={"service.name": "api"})
-    resource_key = hashlib.blake2b(
-        request.resource_logs[0].resource.SerializeToString(), digest_size=8
-    ).digest()
-    expected = hashlib.blake2b(record.SerializeToString(), digest_size=8, key=resource_key)
-    (row,) = rows(request)
-    assert row["event_id"] == int.from_bytes(expected.digest(), "little")

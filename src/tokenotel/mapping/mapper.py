@@ -60,7 +60,7 @@ _CLEAN_CACHE_SIZE = 100_000
 # How many distinct encoded attributes to remember the effect of.
 _EFFECT_CACHE_SIZE = 50_000
 # Effects on a row other than setting a column (see Mapper._attribute).
-_EXTRA, _OUTCOME_OF_RECORD, _AUTHORIZATION, _SKIP = -1, -2, -3, -4
+_EXTRA, _OUTCOME_OF_RECORD, _AUTHORIZATION, _SKIP, _RECORD_UID = -1, -2, -3, -4, -5
 _SKIP_EFFECT = (_SKIP, None)
 # Latest time a DateTime64(9) column holds (2262-04-11), in ns since the epoch.
 _MAX_TIME_NS = 2**63 - 1
@@ -89,8 +89,9 @@ class Mapper:
         batch = MappedBatch()
         index = -1
         data = request.SerializeToString()
+        request_key = hashlib.blake2b(data, digest_size=16).digest()
         for resource_logs in wire.resource_logs(data):
-            resource_values, resource_digest = self._resource(resource_logs.resource)
+            resource_values = self._resource(resource_logs.resource)
             for scope_logs in resource_logs.scopes:
                 scope_name = InstrumentationScope.FromString(scope_logs.scope).name
                 for start, end in scope_logs.records:
@@ -120,11 +121,12 @@ class Mapper:
                             "set token.id or token.value"
                         )
                         continue
-                    row[_EVENT_ID] = _event_id(resource_digest, data[start:end])
+                    if not row[_EVENT_ID]:  # (no id of its own)
+                        row[_EVENT_ID] = position_id(request_key, index)
                     batch.rows.append(row)
         return batch
 
-    def _resource(self, encoded: bytes) -> tuple[list[tuple[int, Any]], bytes]:
+    def _resource(self, encoded: bytes) -> list[tuple[int, Any]]:
         values: list[tuple[int, Any]] = []
         extra: list[tuple[str, str]] = []
         for kv in Resource.FromString(encoded).attributes:
@@ -136,8 +138,7 @@ class Mapper:
                 extra.append((kv.key, text))
         if extra:
             values.append((_RESOURCE_ATTRIBUTES, extra))
-        digest = hashlib.blake2b(encoded, digest_size=8).digest()
-        return values, digest
+        return values
 
     def _clean(self, text: str) -> str:
         """``text`` with secrets replaced; texts seen clean before skip the regex."""
@@ -159,7 +160,9 @@ class Mapper:
         redactions = self._redactions
         kv = KeyValue.FromString(encoded)
         effect = self._effect(kv.key, kv.value)
-        if self._redactions == redactions:  # (an authorization with a secret counts one too)
+        # (An authorization with a secret counts as a redaction too; a record's own id is
+        # unique, remembering it would only push out what repeats.)
+        if self._redactions == redactions and effect[0] != _RECORD_UID:
             if len(self._effects) >= _EFFECT_CACHE_SIZE:
                 self._effects.clear()
             self._effects[encoded] = effect
@@ -195,6 +198,9 @@ class Mapper:
         if read is Read.TIME:
             ms = to_epoch_ms(value)
             return (_EXTRA, (key, clean(to_text(value)))) if ms is None else (column, ms)
+        if read is Read.UID:
+            uid = clean(value if type(value) is str else to_text(value))
+            return (_RECORD_UID, uid_id(uid)) if uid else _SKIP_EFFECT
         if read is Read.INT:
             number = _to_int(value)
             if number is None or not 0 <= number <= _INT_LIMITS[column]:
@@ -259,6 +265,8 @@ class Mapper:
                 extra.append(value[0])
                 if auth_fingerprint is None:
                     auth_fingerprint = value[1]
+            elif target == _RECORD_UID:
+                row[_EVENT_ID] = value
         row[_OUTCOME] = outcome or _DEFAULT_OUTCOMES.get(event_name, _UNKNOWN)
         if auth_fingerprint and not row[_FINGERPRINT]:
             row[_FINGERPRINT] = auth_fingerprint
@@ -282,6 +290,15 @@ def _to_int(value: Any) -> int | None:
     return None
 
 
-def _event_id(resource_digest: bytes, record_bytes: bytes) -> int:
-    digest = hashlib.blake2b(record_bytes, digest_size=8, key=resource_digest).digest()
-    return int.from_bytes(digest, "little")
+def position_id(request_key: bytes, index: int) -> int:
+    """The id of the ``index``-th record of a request (its ``request_key``: a digest of the
+    request's canonical encoding). A request sent again has the same ids; any other request,
+    even one with equal records in it, has others (docs/event-identity.md)."""
+    digest = hashlib.blake2b(index.to_bytes(4, "little"), digest_size=8, key=request_key)
+    return int.from_bytes(digest.digest(), "little")
+
+
+def uid_id(uid: str) -> int:
+    """The id of a record that names itself (``log.record.uid``): the same in any request."""
+    digest = hashlib.blake2b(uid.encode(), digest_size=8, person=b"log.record.uid")
+    return int.from_bytes(digest.digest(), "little")

@@ -208,4 +208,7 @@ def _serve(conn: Connection, key: bytes) -> None:
             )
         except Exception as e:  # raised again in the service (MalformedRequest, ...)
             reply = (False, e)
-        conn.send_bytes(pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
+        try:
+            conn.send_bytes(pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
+        except OSError:  # the service is gone (killed): nobody to answer
+            return

@@ -4,6 +4,10 @@ Each request hands its rows to ``write`` and waits. One flusher task takes every
 (bounded by rows and by a short delay), drops rows already committed (a retried request
 re-sends the same event ids), marks each row with its token's status (``lifecycle``), inserts
 once, then resolves every waiting request together.
+
+An insert that failed may still have been committed (the store answered too late, or died
+half way): before the next insert it is settled (``repair``): the ids of what it committed are
+remembered, and with the embedded store its rollups are counted again.
 """
 
 from __future__ import annotations
@@ -21,6 +25,7 @@ from tokenotel.model import COLUMN_BY_NAME
 from tokenotel.store.client import EVENTS_TABLE, Store
 from tokenotel.store.dedup import RecentIds
 from tokenotel.store.lifecycle import TokenLifecycle
+from tokenotel.store.repair import InsertJournal, InsertScope, recount_rollups
 
 log = logging.getLogger(__name__)
 _STAMP = COLUMN_BY_NAME["ingested_at"].arrow_type
@@ -30,6 +35,11 @@ SELECT token_key, lifecycle_status, toUnixTimestamp64Nano(lifecycle_at),
        toUnixTimestamp64Milli(expires_at)
 FROM token_inventory
 WHERE lifecycle_status != '' OR expires_at IS NOT NULL
+"""
+#: Ids of the events one insert committed (its stamp names it).
+INSERT_IDS_SQL = f"""
+SELECT event_id FROM {EVENTS_TABLE}
+WHERE ingested_at = fromUnixTimestamp64Milli({{stamp:Int64}}, 'UTC') AND event_id != 0
 """
 #: Ids of the events committed lately (each row keeps its id for a day, see migration 0004).
 RECENT_IDS_SQL = f"""
@@ -66,8 +76,15 @@ class BatchWriter:
         max_pending_rows: int,
         dedup_window: int,
         retry_after_s: float,
+        journal: InsertJournal | None,
     ) -> None:
+        """``journal``: where each insert is noted before it starts, so that one a crash
+        interrupted is settled at the next start (the embedded store, which dies with the
+        service); None for a server, which finishes or fails an insert on its own."""
         self._store = store
+        self._journal = journal
+        #: Inserts that failed and may have been committed all the same: (stamp, scope).
+        self._unsettled: list[tuple[int, InsertScope | None]] = []
         self._max_rows = max_rows
         self._max_delay_s = max_delay_s
         self._max_pending_rows = max_pending_rows
@@ -165,6 +182,7 @@ class BatchWriter:
     def _insert(self, tables: list[pa.Table]) -> list[int]:
         """Runs in a worker thread: drop known event ids, insert once; new rows per table."""
         self._prime()
+        self._settle()
         ids = np.concatenate([table.column("event_id").to_numpy() for table in tables])
         new = np.zeros(len(ids), dtype=bool)
         new[np.unique(ids, return_index=True)[1]] = True  # the first of each id in this insert
@@ -182,11 +200,22 @@ class BatchWriter:
         rows = sum(written)
         if kept:
             batch = pa.concat_tables(kept)
-            stamp = pa.repeat(pa.scalar(self._next_stamp(), _STAMP), batch.num_rows)
+            stamp = self._next_stamp()
             # The ids go in with their events, in the same part: both are committed, or neither.
             batch = batch.append_column("token_status", self.lifecycle.annotate(batch))
-            batch = batch.append_column("ingested_at", stamp)
-            self._store.insert_arrow(EVENTS_TABLE, batch)
+            batch = batch.append_column(
+                "ingested_at", pa.repeat(pa.scalar(stamp, _STAMP), batch.num_rows)
+            )
+            scope = InsertScope.of(batch) if self._journal is not None else None
+            if self._journal is not None and scope is not None:
+                self._journal.begin(stamp, scope)
+            try:
+                self._store.insert_arrow(EVENTS_TABLE, batch)
+            except StoreUnavailable:
+                self._unsettled.append((stamp, scope))
+                raise
+            if self._journal is not None:
+                self._journal.end()
             # Committed: from here on a retry of these rows is a duplicate.
             self._recent.add(batch["event_id"].to_numpy())
         self.stats.inserts += 1
@@ -204,8 +233,37 @@ class BatchWriter:
         a restart) and the lifecycle of every token known."""
         if self._primed:
             return
+        pending = self._journal.pending() if self._journal is not None else None
+        if pending is not None and pending not in self._unsettled:
+            log.warning(
+                "an insert was interrupted (the service stopped in it, stamp %d): settling it",
+                pending[0],
+            )
+            self._unsettled.append(pending)
+        self._settle()
         if self._recent.window:
             result = self._store.query(RECENT_IDS_SQL, {"limit": self._recent.window})
             self._recent.add(np.array([row[0] for row in result.result_rows], dtype=np.uint64))
         self.lifecycle.load(self._store.query(KNOWN_TOKENS_SQL).result_rows)
         self._primed = True
+
+    def _settle(self) -> None:
+        """Inserts that failed may have been committed all the same, in whole or in part:
+        what they committed is remembered (a retry of it is a duplicate), and with the
+        embedded store every rollup row they may have touched is counted again."""
+        while self._unsettled:
+            stamp, scope = self._unsettled[0]
+            result = self._store.query(INSERT_IDS_SQL, {"stamp": stamp})
+            self._recent.add(np.array([row[0] for row in result.result_rows], dtype=np.uint64))
+            if self._journal is not None and scope is not None:
+                recount_rollups(self._store, scope)
+                self._journal.end()
+                log.info(
+                    "settled an unfinished insert (stamp %d): %d of its events were stored; "
+                    "rollups counted again for months %s and %d tokens",
+                    stamp,
+                    len(result.result_rows),
+                    ", ".join(map(str, scope.months)),
+                    len(scope.token_keys),
+                )
+            self._unsettled.pop(0)
