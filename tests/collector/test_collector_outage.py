@@ -5,14 +5,12 @@ directory and ports -- every event is stored exactly once.
 
 from __future__ import annotations
 
-import contextlib
 import threading
 import time
 from collections import Counter
 from collections.abc import Callable
 from pathlib import Path
 
-import psutil
 import pytest
 from opentelemetry.exporter.otlp.proto.grpc._log_exporter import (
     OTLPLogExporter as GrpcLogExporter,
@@ -20,10 +18,9 @@ from opentelemetry.exporter.otlp.proto.grpc._log_exporter import (
 from opentelemetry.sdk._logs.export import LogRecordExportResult
 from otelcol import CollectorProcess, wait_until
 
-import processes
 from otel_sdk import CheckedExporter, logger_provider
 from otlp_builders import RECENT_NS
-from processes import ServeProcess, query_json, stored_row_count
+from processes import ServeProcess, kill_serve, query_json, stored_row_count
 
 pytestmark = [pytest.mark.collector, pytest.mark.e2e]
 
@@ -85,36 +82,9 @@ class Sender(threading.Thread):
             provider.shutdown()
 
 
-def kill_serve(serve: ServeProcess) -> None:
-    """SIGKILL for the service and its mapping worker processes, as when its container is
-    killed. (Workers outlive a killed service process on their own, so they are killed too.)"""
-    workers = psutil.Process(serve.proc.pid).children(recursive=True)
-    serve.proc.kill()
-    serve.proc.wait()
-    for worker in workers:
-        with contextlib.suppress(psutil.NoSuchProcess):
-            worker.kill()
-    psutil.wait_procs(workers, timeout=30)
-
-
-def restart_serve(
-    serve_factory: Callable[..., ServeProcess],
-    old: ServeProcess,
-    monkeypatch: pytest.MonkeyPatch,
-) -> ServeProcess:
-    """A new serve on the data directory and ports of ``old`` (the collector knows only those)."""
-    ports = iter([old.grpc_port, old.http_port])
-    with monkeypatch.context() as patch:
-        patch.setattr(processes, "free_port", lambda: next(ports))
-        serve = serve_factory(data_dir=old.data_dir)
-    assert (serve.grpc_port, serve.http_port) == (old.grpc_port, old.http_port)
-    return serve
-
-
 def test_every_event_arrives_exactly_once_across_tokenotel_and_collector_restarts(
     serve_factory: Callable[..., ServeProcess],
     collector_factory: Callable[..., CollectorProcess],
-    monkeypatch: pytest.MonkeyPatch,
 ) -> None:
     serve = serve_factory()
     collector = collector_factory(
@@ -155,7 +125,7 @@ def test_every_event_arrives_exactly_once_across_tokenotel_and_collector_restart
         wait_until(
             lambda: sender.emitted >= 5 * EVENTS // 6, STEP_TIMEOUT_S, "events after restart"
         )
-        serve = restart_serve(serve_factory, serve, monkeypatch)
+        serve = serve_factory(data_dir=serve.data_dir, ports=(serve.grpc_port, serve.http_port))
     except BaseException:
         sender.abort.set()
         raise
