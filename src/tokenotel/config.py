@@ -117,10 +117,16 @@ class Settings(BaseSettings):
     batch_max_delay_ms: int = _setting(
         50, ge=0, description="How long a batch waits for more requests."
     )
+    max_pending_bytes: int = _setting(
+        256 * 1024 * 1024,
+        shown="268435456 (256 MiB)",
+        gt=0,
+        description="Request bytes waiting to be mapped before clients are asked to slow down.",
+    )
     max_pending_rows: int = _setting(
         1_000_000,
         gt=0,
-        description="Rows waiting for the store before clients are asked to retry.",
+        description="Rows waiting for the store before clients are asked to slow down.",
     )
     dedup_window: int = _setting(
         1_000_000, ge=0, description="Recent event ids remembered to drop retried duplicates."

@@ -68,7 +68,12 @@ class MigrationFailed(PermanentError):
 
 
 class StoreUnavailable(RetryableError):
-    """ClickHouse cannot be reached, refused the write, or is falling behind."""
+    """ClickHouse cannot be reached or refused the write."""
+
+
+class Overloaded(RetryableError):
+    """More is waiting to be mapped or written than the service holds: the client should
+    slow down and send again later."""
 
 
 class MappingWorkerStopped(RetryableError):
@@ -90,9 +95,11 @@ class ClientStatus:
 
 #: Most specific class first. OTLP asks for RESOURCE_EXHAUSTED without RetryInfo on a request
 #: over the size limit (the client must not retry it), INVALID_ARGUMENT for data that cannot
-#: be stored, and UNAVAILABLE with RetryInfo for what may succeed later.
+#: be stored, RESOURCE_EXHAUSTED with RetryInfo (HTTP 429) when the server is overloaded, and
+#: UNAVAILABLE with RetryInfo (HTTP 503) for what may succeed later.
 _STATUSES: tuple[tuple[type[TokenotelError], int, int], ...] = (
     (RequestTooLarge, code_pb2.RESOURCE_EXHAUSTED, 413),
+    (Overloaded, code_pb2.RESOURCE_EXHAUSTED, 429),
     (UnsupportedContentType, code_pb2.INVALID_ARGUMENT, 415),
     (MethodNotAllowed, code_pb2.UNIMPLEMENTED, 405),
     (PermanentError, code_pb2.INVALID_ARGUMENT, 400),

@@ -14,10 +14,10 @@ import time
 from dataclasses import dataclass
 
 from tokenotel.config import Settings
-from tokenotel.errors import StoreUnavailable
+from tokenotel.errors import Overloaded, StoreUnavailable
 from tokenotel.ingest.result import ExportResult, error_summary
 from tokenotel.mapping.fingerprint import load_key
-from tokenotel.mapping.workers import MappingPool
+from tokenotel.mapping.workers import MappedTable, MappingPool
 from tokenotel.store.client import Store
 from tokenotel.store.repair import InsertJournal
 from tokenotel.store.writer import BatchWriter
@@ -34,6 +34,7 @@ class IngestStats:
     records_ignored: int = 0
     records_rejected: int = 0
     records_already_stored: int = 0  # sent again: a retried request (docs/event-identity.md)
+    requests_refused: int = 0  # overloaded: the client was asked to slow down
 
 
 class Pipeline:
@@ -60,6 +61,9 @@ class Pipeline:
             else None,
         )
         self.stats = IngestStats()
+        self._max_pending_bytes = settings.max_pending_bytes
+        self._retry_after_s = settings.retry_after_s
+        self._pending_bytes = 0  # request bodies taken and not yet mapped
 
     async def start(self) -> None:
         """Starts every stage; the store may still be unreachable (requests are then answered
@@ -79,8 +83,12 @@ class Pipeline:
         """One request: decode and map it (in a worker), store its token events, and report
         what was left out. Answers only once the rows are committed."""
         self.stats.requests += 1
-        mapped = await self.mapping.map(body, content_type, time.time_ns())
-        stored = await self.writer.write(mapped.table)  # new rows only
+        try:
+            mapped = await self._map(body, content_type)
+            stored = await self.writer.write(mapped.table)  # new rows only
+        except Overloaded:
+            self.stats.requests_refused += 1
+            raise
         again = mapped.table.num_rows - stored
         self.stats.records_stored += stored  # (after the await: requests interleave there)
         self.stats.records_already_stored += again
@@ -96,6 +104,21 @@ class Pipeline:
             return ExportResult(mapped.rejected, error_summary(problems))
         return ExportResult()
 
+    async def _map(self, body: bytes, content_type: str) -> MappedTable:
+        """Decodes and maps ``body`` in a worker, unless too many bodies wait for one already:
+        they are what grows under overload, so the client is asked to slow down first. (One
+        request is always taken: the limit cannot lock out a body bigger than itself.)"""
+        size = len(body)
+        if self._pending_bytes and self._pending_bytes + size > self._max_pending_bytes:
+            raise Overloaded(
+                "too many requests waiting to be mapped; send again later", self._retry_after_s
+            )
+        self._pending_bytes += size
+        try:
+            return await self.mapping.map(body, content_type, time.time_ns())
+        finally:
+            self._pending_bytes -= size
+
     async def ready(self) -> bool:
         """Ready while the store answers and the last write went through."""
         return self.writer.failing is None and await asyncio.to_thread(self.store.ready)
@@ -104,9 +127,11 @@ class Pipeline:
         """Writes what is pending, then stops the mapping and closes the store."""
         await self._stop_stages()
         log.info(
-            "tokenotel stopped: %d requests, %d token events stored in %d inserts, %d sent again "
-            "(retries, not stored twice), %d other records ignored, %d rejected",
+            "tokenotel stopped: %d requests (%d asked to slow down), %d token events stored in %d "
+            "inserts, %d sent again (retries, not stored twice), %d other records ignored, "
+            "%d rejected",
             self.stats.requests,
+            self.stats.requests_refused,
             self.stats.records_stored,
             self.writer.stats.inserts,
             self.stats.records_already_stored,

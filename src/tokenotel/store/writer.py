@@ -20,7 +20,7 @@ from dataclasses import dataclass
 import numpy as np
 import pyarrow as pa
 
-from tokenotel.errors import StoreUnavailable
+from tokenotel.errors import Overloaded, StoreUnavailable
 from tokenotel.model import COLUMN_BY_NAME
 from tokenotel.store.client import EVENTS_TABLE, Store
 from tokenotel.store.dedup import RecentIds
@@ -123,8 +123,9 @@ class BatchWriter:
         if not rows:
             return 0
         if self._pending_rows + rows > self._max_pending_rows:
-            raise StoreUnavailable(
-                "the store is falling behind: too many rows waiting to be written",
+            raise Overloaded(
+                "the store is falling behind: too many rows waiting to be written; "
+                "send again later",
                 self._retry_after_s,
             )
         done: asyncio.Future[int] = asyncio.get_running_loop().create_future()
