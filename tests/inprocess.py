@@ -10,7 +10,7 @@ from typing import Any
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
 from tokenotel.config import load_settings
-from tokenotel.ingest.result import ExportResult
+from tokenotel.ingest.consumer import ExportResult
 from tokenotel.mapping.decode import PROTOBUF
 from tokenotel.pipeline import Pipeline
 from tokenotel.store.client import Store

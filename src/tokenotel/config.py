@@ -118,10 +118,11 @@ class Settings(BaseSettings):
         50, ge=0, description="How long a batch waits for more requests."
     )
     max_pending_bytes: int = _setting(
-        256 * 1024 * 1024,
-        shown="268435456 (256 MiB)",
+        128 * 1024 * 1024,
+        shown="134217728 (128 MiB)",
         gt=0,
-        description="Request bytes waiting to be mapped before clients are asked to slow down.",
+        description="Request bytes held (read, mapped, waiting for the store) before clients "
+        "are asked to slow down.",
     )
     max_pending_rows: int = _setting(
         1_000_000,

@@ -82,6 +82,10 @@ class MappingWorkerStopped(RetryableError):
 
 # -- what a client sees ----------------------------------------------------------------------
 
+#: What a client reads when the service failed in a way it did not foresee (a bug); the log
+#: has the rest.
+INTERNAL_ERROR = "tokenotel failed on this request; the service log says why"
+
 
 @dataclass(frozen=True)
 class ClientStatus:

@@ -11,13 +11,14 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from tokenotel.config import Settings
 from tokenotel.errors import Overloaded, StoreUnavailable
-from tokenotel.ingest.result import ExportResult, error_summary
+from tokenotel.ingest.consumer import BodyBudget, ExportResult, Resize, error_summary
 from tokenotel.mapping.fingerprint import load_key
-from tokenotel.mapping.workers import MappedTable, MappingPool
+from tokenotel.mapping.workers import MappingPool
 from tokenotel.store.client import Store
 from tokenotel.store.repair import InsertJournal
 from tokenotel.store.writer import BatchWriter
@@ -61,9 +62,7 @@ class Pipeline:
             else None,
         )
         self.stats = IngestStats()
-        self._max_pending_bytes = settings.max_pending_bytes
-        self._retry_after_s = settings.retry_after_s
-        self._pending_bytes = 0  # request bodies taken and not yet mapped
+        self.budget = BodyBudget(settings.max_pending_bytes, settings.retry_after_s)
 
     async def start(self) -> None:
         """Starts every stage; the store may still be unreachable (requests are then answered
@@ -83,8 +82,8 @@ class Pipeline:
         """One request: decode and map it (in a worker), store its token events, and report
         what was left out. Answers only once the rows are committed."""
         self.stats.requests += 1
+        mapped = await self.mapping.map(body, content_type, time.time_ns())
         try:
-            mapped = await self._map(body, content_type)
             stored = await self.writer.write(mapped.table)  # new rows only
         except Overloaded:
             self.stats.requests_refused += 1
@@ -104,20 +103,10 @@ class Pipeline:
             return ExportResult(mapped.rejected, error_summary(problems))
         return ExportResult()
 
-    async def _map(self, body: bytes, content_type: str) -> MappedTable:
-        """Decodes and maps ``body`` in a worker, unless too many bodies wait for one already:
-        they are what grows under overload, so the client is asked to slow down first. (One
-        request is always taken: the limit cannot lock out a body bigger than itself.)"""
-        size = len(body)
-        if self._pending_bytes and self._pending_bytes + size > self._max_pending_bytes:
-            raise Overloaded(
-                "too many requests waiting to be mapped; send again later", self._retry_after_s
-            )
-        self._pending_bytes += size
-        try:
-            return await self.mapping.map(body, content_type, time.time_ns())
-        finally:
-            self._pending_bytes -= size
+    def hold(self, size: int) -> AbstractContextManager[Resize]:
+        """Counts a request's ``size`` bytes while an edge reads and exports it; raises
+        Overloaded when too many are held already (see BodyBudget)."""
+        return self.budget.hold(size)
 
     async def ready(self) -> bool:
         """Ready while the store answers and the last write went through."""
@@ -130,8 +119,8 @@ class Pipeline:
             "tokenotel stopped: %d requests (%d asked to slow down), %d token events stored in %d "
             "inserts, %d sent again (retries, not stored twice), %d other records ignored, "
             "%d rejected",
-            self.stats.requests,
-            self.stats.requests_refused,
+            self.stats.requests + self.budget.refused,
+            self.stats.requests_refused + self.budget.refused,
             self.stats.records_stored,
             self.writer.stats.inserts,
             self.stats.records_already_stored,

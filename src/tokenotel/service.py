@@ -36,9 +36,9 @@ class Service:
 
     def __init__(self, settings: Settings) -> None:
         self.pipeline = Pipeline(settings)
-        export, ready, limit = self.pipeline.export, self.pipeline.ready, settings.max_request_bytes
-        self.otlp_grpc = OtlpGrpcListener(*split_listen(settings.grpc_listen), export, ready, limit)
-        self.otlp_http = OtlpHttpListener(*split_listen(settings.http_listen), export, ready, limit)
+        limit = settings.max_request_bytes
+        self.otlp_grpc = OtlpGrpcListener(*split_listen(settings.grpc_listen), self.pipeline, limit)
+        self.otlp_http = OtlpHttpListener(*split_listen(settings.http_listen), self.pipeline, limit)
         self.listeners: list[Listener] = [self.otlp_grpc, self.otlp_http]
 
     async def start(self) -> None:

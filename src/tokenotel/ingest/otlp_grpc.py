@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+from collections.abc import Awaitable, Callable
 
 import grpc
 from google.protobuf import any_pb2, duration_pb2
@@ -13,8 +14,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 
-from tokenotel.errors import TokenotelError, client_status
-from tokenotel.ingest.result import Export, Ready
+from tokenotel.errors import INTERNAL_ERROR, TokenotelError, client_status
+from tokenotel.ingest.consumer import LogsConsumer
 from tokenotel.mapping.decode import PROTOBUF
 
 log = logging.getLogger(__name__)
@@ -27,8 +28,8 @@ _STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
 class OtlpGrpcListener:
-    """Serves OTLP/gRPC on ``host``:``port`` (0: the system picks); the health service says
-    SERVING only while ``ready``.
+    """Serves OTLP/gRPC on ``host``:``port`` (0: the system picks) for ``consumer``; the health
+    service says SERVING only while the consumer is ready.
 
     gRPC applies ``max_request_bytes`` to the decompressed message and answers
     RESOURCE_EXHAUSTED (without RetryInfo) above it, as OTLP asks. SO_REUSEPORT is off so a
@@ -38,11 +39,10 @@ class OtlpGrpcListener:
     name = "OTLP/gRPC"
 
     def __init__(
-        self, host: str, port: int, export: Export, ready: Ready, max_request_bytes: int
+        self, host: str, port: int, consumer: LogsConsumer, max_request_bytes: int
     ) -> None:
         self.host, self._port = host, port
-        self._export = export
-        self._ready = ready
+        self._consumer = consumer
         self._max_request_bytes = max_request_bytes
         self._server: grpc.aio.Server | None = None
         self._health_task: asyncio.Task[None] | None = None
@@ -75,7 +75,9 @@ class OtlpGrpcListener:
         await _set_health(health_servicer, serving=False)  # until the store has answered
         await server.start()
         self._server, self.port = server, port
-        self._health_task = asyncio.create_task(_report_health(health_servicer, self._ready))
+        self._health_task = asyncio.create_task(
+            _report_health(health_servicer, self._consumer.ready)
+        )
 
     async def stop(self) -> None:
         """Stops taking requests and lets those in flight finish."""
@@ -94,9 +96,13 @@ class OtlpGrpcListener:
         """Takes raw request bytes: a malformed body is then INVALID_ARGUMENT rather than
         gRPC's own INTERNAL."""
         try:
-            result = await self._export(body, PROTOBUF)
+            with self._consumer.hold(len(body)):
+                result = await self._consumer.export(body, PROTOBUF)
         except TokenotelError as e:
             await _abort(context, e)
+        except Exception:  # a bug: said once in the log, and a status the client can read
+            log.exception("an OTLP/gRPC request failed")
+            await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_ERROR)
         return result.response()
 
 
@@ -120,7 +126,7 @@ async def _abort(context: grpc.aio.ServicerContext, error: TokenotelError) -> No
 
 
 async def _report_health(
-    servicer: health.aio.HealthServicer, ready: Ready, every_s: float = 1.0
+    servicer: health.aio.HealthServicer, ready: Callable[[], Awaitable[bool]], every_s: float = 1.0
 ) -> None:
     """Keeps the health service in step with the store: SERVING only while it is reachable."""
     last: bool | None = None

@@ -2,23 +2,25 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 from typing import Any
 
 from aiohttp import web
 from google.protobuf import json_format
 from google.protobuf.message import Message
-from google.rpc import status_pb2
+from google.rpc import code_pb2, status_pb2
 
 from tokenotel.errors import (
+    INTERNAL_ERROR,
     MethodNotAllowed,
     RequestTooLarge,
     TokenotelError,
     UnsupportedContentType,
     client_status,
 )
+from tokenotel.ingest.consumer import LogsConsumer
 from tokenotel.ingest.content_encoding import decompress
-from tokenotel.ingest.result import Export, Ready
 from tokenotel.mapping.decode import JSON, PROTOBUF
 
 log = logging.getLogger(__name__)
@@ -33,10 +35,10 @@ class OtlpHttpListener:
     name = "OTLP/HTTP"
 
     def __init__(
-        self, host: str, port: int, export: Export, ready: Ready, max_request_bytes: int
+        self, host: str, port: int, consumer: LogsConsumer, max_request_bytes: int
     ) -> None:
         self.host, self._port = host, port
-        self._app = build_app(export, ready, max_request_bytes)
+        self._app = build_app(consumer, max_request_bytes)
         self._runner: web.AppRunner | None = None
         self.port = 0  # the port it listens on, once started
 
@@ -58,7 +60,7 @@ class OtlpHttpListener:
             self._runner = None
 
 
-def build_app(export: Export, ready: Ready, max_request_bytes: int) -> web.Application:
+def build_app(consumer: LogsConsumer, max_request_bytes: int) -> web.Application:
     async def logs(request: web.Request) -> web.StreamResponse:
         if request.method != "POST":
             message = f"{request.method} is not allowed on {LOGS_PATH}; use POST"
@@ -67,19 +69,34 @@ def build_app(export: Export, ready: Ready, max_request_bytes: int) -> web.Appli
         if content_type not in _CONTENT_TYPES:
             message = f"Content-Type {content_type!r} is not supported; use {PROTOBUF} or {JSON}"
             return _error(UnsupportedContentType(message), JSON)
+        encoding = request.headers.get("Content-Encoding", "")
         try:
-            body = await _read(request, max_request_bytes)
-            data = decompress(body, request.headers.get("Content-Encoding", ""), max_request_bytes)
-            result = await export(data, content_type)
+            # Held from before the body is read: a thousand clients sending at once must not
+            # all be read into memory first (without a length, count the most it may be).
+            with consumer.hold(request.content_length or max_request_bytes) as resize:
+                body = await _read(request, max_request_bytes)
+                resize(len(body))
+                if encoding.strip().lower() in ("", "identity"):
+                    data = decompress(body, encoding, max_request_bytes)
+                else:  # up to the size limit of work: not on the event loop
+                    data = await asyncio.to_thread(decompress, body, encoding, max_request_bytes)
+                    del body
+                    resize(len(data))
+                result = await consumer.export(data, content_type)
         except TokenotelError as e:
             return _error(e, content_type)
+        except Exception:  # a bug: said once in the log, and a status the client can read
+            log.exception("an OTLP/HTTP request failed")
+            return _message(
+                500, status_pb2.Status(code=code_pb2.INTERNAL, message=INTERNAL_ERROR), content_type
+            )
         return _message(200, result.response(), content_type)
 
     async def healthz(_: web.Request) -> web.Response:
         return web.json_response({"status": "alive"})
 
     async def readyz(_: web.Request) -> web.Response:
-        if await ready():
+        if await consumer.ready():
             return web.json_response({"status": "ready"})
         return web.json_response({"status": "store unreachable"}, status=503)
 

@@ -13,6 +13,10 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from tokenotel.errors import MalformedRequest
 from tokenotel.mapping.redact import SECRET_RE
 
+_TOO_DEEP = (
+    "the JSON is nested too deeply for an OTLP logs export request (a value nests at most "
+    "as deep as protobuf allows, 100 messages)"
+)
 #: The content types of OTLP: what the edges accept and the mapping decodes.
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
@@ -38,6 +42,8 @@ def decode_json(body: bytes) -> ExportLogsServiceRequest:
         document = json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
         raise MalformedRequest(f"the body is not valid JSON: {e}") from None
+    except RecursionError:  # a thousand nested brackets: no OTLP request is like that
+        raise MalformedRequest(_TOO_DEEP) from None
     if not isinstance(document, dict):
         raise MalformedRequest("the JSON body must be an object with resourceLogs")
     try:
@@ -52,6 +58,8 @@ def decode_json(body: bytes) -> ExportLogsServiceRequest:
         # The parser quotes the value it rejected, which may be a token: never echo one.
         detail = SECRET_RE.sub("<redacted>", str(e))
         raise MalformedRequest(f"the JSON is not an OTLP logs export request: {detail}") from None
+    except RecursionError:
+        raise MalformedRequest(_TOO_DEEP) from None
 
 
 def _items(parent: Any, camel: str, snake: str) -> list[Any]:

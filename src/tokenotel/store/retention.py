@@ -12,10 +12,12 @@ from clickhouse_connect.driver.client import Client
 
 log = logging.getLogger(__name__)
 
-#: Table -> the DateTime expression its TTL counts from. The inventory, first-seen pairs
+#: Table -> the date expression its TTL counts from. The inventory, first-seen pairs
 #: and fingerprint lookup are kept for good: they are one row per token (or token and IP).
+#: Events count in Date32 (to 2299), not DateTime: a DateTime ends in 2106, and an event
+#: stamped later would wrap to the past, expire at once and be dropped with its part.
 RETAINED = {
-    "token_events": "toDateTime(event_time)",
+    "token_events": "toDate32(event_time)",
     "token_minutes": "minute",
     "token_hours": "hour",
     "event_minutes": "minute",
@@ -39,7 +41,9 @@ def apply_retention(client: Client, days: int) -> list[str]:
     changed = []
     for table, expression in RETAINED.items():
         engine = engines.get(table, "")
-        if f"toIntervalDay({days})" in engine and "ttl_only_drop_parts = 1" in engine:
+        if f"TTL {expression} + toIntervalDay({days})" in engine and (
+            "ttl_only_drop_parts = 1" in engine
+        ):
             continue
         client.command(
             f"ALTER TABLE {table} MODIFY TTL {expression} + INTERVAL {days} DAY",
