@@ -167,10 +167,13 @@ class BatchWriter:
             return
         try:
             written = await asyncio.to_thread(self._insert, [p.table for p in taken])
-        except StoreUnavailable as e:  # (it carries the delay the store asks clients to wait)
+        except Exception as e:
             self.failing = str(e)
             self.stats.failed_inserts += 1
-            log.warning("write of %d rows failed, clients will retry: %s", count, e)
+            if isinstance(e, StoreUnavailable):  # (it carries the delay clients should wait)
+                log.warning("write of %d rows failed, clients will retry: %s", count, e)
+            else:  # a bug: the requests fail, the writer goes on
+                log.exception("write of %d rows failed unexpectedly", count)
             for item in taken:
                 if not item.done.done():
                     item.done.set_exception(e)
@@ -209,7 +212,13 @@ class BatchWriter:
             )
             scope = InsertScope.of(batch) if self._journal is not None else None
             if self._journal is not None and scope is not None:
-                self._journal.begin(stamp, scope)
+                try:
+                    self._journal.begin(stamp, scope)
+                except OSError as e:  # the disk is full, most likely: so is the store's
+                    raise StoreUnavailable(
+                        f"cannot note the insert in {self._journal.path}: {e.strerror}",
+                        self._retry_after_s,
+                    ) from e
             try:
                 self._store.insert_arrow(EVENTS_TABLE, batch)
             except StoreUnavailable:
