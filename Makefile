@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint format collector bench-ingest bench-query clean
+.PHONY: demo test test-fast lint format collector telemetrygen bench-ingest bench-query clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,8 +16,8 @@ demo: $(STAMP)
 	$(BIN)/tokenotel demo
 
 test: lint
-	@if command -v go >/dev/null 2>&1; then $(MAKE) --no-print-directory collector; \
-	else echo "go not found: collector tests will be skipped"; fi
+	@if command -v go >/dev/null 2>&1; then $(MAKE) --no-print-directory collector telemetrygen; \
+	else echo "go not found: collector and telemetrygen tests will be skipped"; fi
 	$(BIN)/pytest
 
 # The tests that start no process (no serve, collector, CLI or worker): seconds, not minutes.
@@ -35,6 +35,9 @@ format: $(STAMP)
 
 collector:
 	bash collector-config/build.sh
+
+telemetrygen:
+	bash tests/build-telemetrygen.sh
 
 bench-ingest: $(STAMP)
 	$(BIN)/python bench/ingest.py

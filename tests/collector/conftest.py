@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import os
-import shutil
 import subprocess
 from collections.abc import Callable, Iterator
 from pathlib import Path
@@ -11,44 +9,22 @@ from pathlib import Path
 import pytest
 from otelcol import (
     BUILD_SCRIPT,
-    BUILD_TIMEOUT_S,
     COLLECTOR_BINARY,
     CONFIG_DIR,
-    REPO,
-    REQUIRE_COLLECTOR,
     CollectorProcess,
     collector_env,
     start_collector,
     with_metrics,
 )
 
+from go_build import go_built
+
 
 @pytest.fixture(scope="session")
 def collector_binary() -> Path:
     """The collector, built by `make collector`'s script when Go is installed (a no-op when the
-    binary is up to date). Without Go and without a binary the tests skip -- or fail when
-    TOKENOTEL_REQUIRE_COLLECTOR=1, so that CI never passes without running them."""
-    relative = COLLECTOR_BINARY.relative_to(REPO)
-    if shutil.which("go") is not None:
-        result = subprocess.run(
-            ["bash", str(BUILD_SCRIPT)],
-            cwd=REPO,
-            capture_output=True,
-            text=True,
-            timeout=BUILD_TIMEOUT_S,
-            check=False,
-        )
-        if result.returncode != 0 or not COLLECTOR_BINARY.is_file():
-            pytest.fail(
-                f"`make collector` failed ({result.returncode}):\n{result.stdout}{result.stderr}",
-                pytrace=False,
-            )
-    elif not COLLECTOR_BINARY.is_file():
-        reason = f"{relative} is not built and Go is not installed to build it (`make collector`)"
-        if os.environ.get(REQUIRE_COLLECTOR) == "1":
-            pytest.fail(f"{reason}; {REQUIRE_COLLECTOR}=1 requires the collector", pytrace=False)
-        pytest.skip(reason)
-    return COLLECTOR_BINARY
+    binary is up to date)."""
+    return go_built(BUILD_SCRIPT, COLLECTOR_BINARY, "make collector")
 
 
 @pytest.fixture
