@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint format collector telemetrygen bench-ingest bench-query clean
+.PHONY: demo test test-fast lint format collector telemetrygen bench-ingest bench-query bench-overload clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -44,6 +44,9 @@ bench-ingest: $(STAMP)
 
 bench-query: $(STAMP)
 	$(BIN)/python bench/query.py
+
+bench-overload: $(STAMP) collector
+	$(BIN)/python bench/overload.py
 
 clean:
 	rm -rf $(VENV) .build tokenotel-data tokenotel-demo
