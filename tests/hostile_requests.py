@@ -9,22 +9,13 @@ from typing import Any
 
 from google.protobuf import json_format
 
-from otlp_builders import RECENT_NS, export_request, log_record
+from otlp_builders import RECENT_NS, export_request, log_record, varint
 
 PROTOBUF = "application/x-protobuf"
 JSON = "application/json"
 
 # Wire types of the protobuf encoding.
 VARINT, I64, LEN, SGROUP, EGROUP, I32 = 0, 1, 2, 3, 4, 5
-
-
-def varint(n: int) -> bytes:
-    out = bytearray()
-    while n >= 0x80:
-        out.append(n & 0x7F | 0x80)
-        n >>= 7
-    out.append(n)
-    return bytes(out)
 
 
 def tag(number: int, wire_type: int) -> bytes:

@@ -110,3 +110,13 @@ def rfc3339_ms(ms: int) -> str:
     """An expiry or issue time as ``tokenotel query`` prints it: UTC with milliseconds."""
     seconds, fraction = divmod(ms, 1000)
     return f"{datetime.fromtimestamp(seconds, UTC):%Y-%m-%dT%H:%M:%S}.{fraction:03d}Z"
+
+
+def varint(n: int) -> bytes:
+    """``n`` as a protobuf varint: seven bits a byte, lowest first."""
+    out = bytearray()
+    while n >= 0x80:
+        out.append(n & 0x7F | 0x80)
+        n >>= 7
+    out.append(n)
+    return bytes(out)

@@ -8,7 +8,7 @@ import signal
 
 import pytest
 
-from otlp_builders import export_request, log_record
+from otlp_builders import export_request, log_record, varint
 from tokenotel.errors import MalformedRequest, RetryableError
 from tokenotel.mapping import wire
 from tokenotel.mapping.decode import PROTOBUF
@@ -79,7 +79,7 @@ def _reversed_fields(data: bytes, depth: int) -> bytes:
             payload = data[payload_at:end]
             if _is_message(payload):
                 payload = _reversed_fields(payload, depth - 1)
-                encoded = data[pos:value_at] + _encode_varint(len(payload)) + payload
+                encoded = data[pos:value_at] + varint(len(payload)) + payload
         fields.append((key >> 3, encoded))
         pos = end
     fields.sort(key=lambda field: -field[0])  # stable: a repeated field keeps its order
@@ -97,15 +97,6 @@ def _is_message(payload: bytes) -> bool:
     except IndexError:
         return False
     return pos == len(payload)
-
-
-def _encode_varint(value: int) -> bytes:
-    out = bytearray()
-    while value >= 0x80:
-        out.append(value & 0x7F | 0x80)
-        value >>= 7
-    out.append(value)
-    return bytes(out)
 
 
 @pytest.mark.e2e
