@@ -4,12 +4,12 @@
 gateway.yaml, built by `make collector`); this process offers token events to the gateway over
 OTLP/gRPC. First it measures the sustainable rate: it fills the gateway's queue, stops, and
 times how fast tokenotel takes the backlog from it. Then it offers twice that rate for 60 s,
-stops, and waits until the gateway's queue is empty. It prints the rates, how often senders were told
-to back off (by the gateway, and by tokenotel to the gateway), the peak RSS of tokenotel (with
-its mapping workers) and of the collector, how long the backlog took to drain, and checks that
-every event the gateway acknowledged is stored exactly once. The last line is machine-readable:
-``sustainable_events_per_s=<n> offered_events_per_s=<n> peak_rss_mb=<n> drain_s=<n>
-stored_once=<bool>`` (one line).
+stops, and waits until the gateway's queue is empty. It prints the rates, how often senders
+were told to back off (by the gateway, and by tokenotel to the gateway), the peak RSS of
+tokenotel (with its mapping workers) and of the collector, how long the backlog took to
+drain, and checks that every event the gateway acknowledged is stored exactly once. The last
+line is machine-readable: ``sustainable_events_per_s=<n> offered_events_per_s=<n>
+peak_rss_mb=<n> drain_s=<n> stored_once=<bool>`` (one line).
 """
 
 from __future__ import annotations
