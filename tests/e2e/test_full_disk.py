@@ -107,6 +107,9 @@ def serve_on_tmpfs(root: Path) -> Iterator[ServeOnTmpfs]:
             time.sleep(0.1)
         yield running
     finally:
+        for process in psutil.Process(shell.pid).children(recursive=True):
+            with contextlib.suppress(psutil.NoSuchProcess):
+                process.kill()
         shell.kill()
         shell.wait()
 

@@ -60,6 +60,12 @@ def decode_json(body: bytes) -> ExportLogsServiceRequest:
         raise MalformedRequest(f"the JSON is not an OTLP logs export request: {detail}") from None
     except RecursionError:
         raise MalformedRequest(_TOO_DEEP) from None
+    except (UnicodeError, SystemError):
+        # A lone surrogate (\ud800) in a name: protobuf's C parser fails to look it up with a
+        # SystemError over a UnicodeEncodeError. Such a text is not UTF-8 whatever the parser.
+        raise MalformedRequest(
+            "the JSON has a text that is not valid Unicode (a lone surrogate)"
+        ) from None
 
 
 def _items(parent: Any, camel: str, snake: str) -> list[Any]:

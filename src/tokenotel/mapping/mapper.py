@@ -59,6 +59,10 @@ _FINGERPRINT, _TOKEN_ID, _EVENT_ID = _I["token_fingerprint"], _I["token_id"], _I
 _CLEAN_CACHE_SIZE = 100_000
 # How many distinct encoded attributes to remember the effect of.
 _EFFECT_CACHE_SIZE = 50_000
+# The longest text, or encoded attribute, remembered: repeats are short (agents, routes,
+# scopes); a long one rarely comes again, and a cap on entries alone would let a stream of
+# distinct long ones take a worker's memory (100,000 distinct 10 KB bodies: 1 GB).
+_MAX_REMEMBERED_BYTES = 1024
 # Effects on a row other than setting a column (see Mapper._attribute).
 _EXTRA, _OUTCOME_OF_RECORD, _AUTHORIZATION, _SKIP, _RECORD_UID = -1, -2, -3, -4, -5
 _SKIP_EFFECT = (_SKIP, None)
@@ -145,9 +149,10 @@ class Mapper:
         if len(text) < _MIN_SECRET_LEN or text in self._clean_texts:
             return text
         if SECRET_RE.search(text) is None:
-            if len(self._clean_texts) >= _CLEAN_CACHE_SIZE:
-                self._clean_texts.clear()
-            self._clean_texts.add(text)
+            if len(text) <= _MAX_REMEMBERED_BYTES:
+                if len(self._clean_texts) >= _CLEAN_CACHE_SIZE:
+                    self._clean_texts.clear()
+                self._clean_texts.add(text)
             return text
         self._redactions += 1
         return redact(text, self._fingerprint)[0]
@@ -161,8 +166,13 @@ class Mapper:
         kv = KeyValue.FromString(encoded)
         effect = self._effect(kv.key, kv.value)
         # (An authorization with a secret counts as a redaction too; a record's own id is
-        # unique, remembering it would only push out what repeats.)
-        if self._redactions == redactions and effect[0] != _RECORD_UID:
+        # unique, and so is a long attribute most likely: remembering them would only push
+        # out what repeats.)
+        if (
+            self._redactions == redactions
+            and effect[0] != _RECORD_UID
+            and len(encoded) <= _MAX_REMEMBERED_BYTES
+        ):
             if len(self._effects) >= _EFFECT_CACHE_SIZE:
                 self._effects.clear()
             self._effects[encoded] = effect
