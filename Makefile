@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint format collector telemetrygen fuzz fuzz-merge bench-ingest bench-query bench-overload clean
+.PHONY: demo test test-fast lint format proto collector telemetrygen grpcurl chgo fuzz fuzz-merge bench-ingest bench-query bench-overload clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -16,8 +16,8 @@ demo: $(STAMP)
 	$(BIN)/tokenotel demo
 
 test: lint
-	@if command -v go >/dev/null 2>&1; then $(MAKE) --no-print-directory collector telemetrygen; \
-	else echo "go not found: collector and telemetrygen tests will be skipped"; fi
+	@if command -v go >/dev/null 2>&1; then $(MAKE) --no-print-directory collector telemetrygen grpcurl chgo; \
+	else echo "go not found: the tests of the collector and the Go clients will be skipped"; fi
 	$(BIN)/pytest
 
 # The tests that start no process (no serve, collector, CLI or worker): seconds, not minutes.
@@ -32,6 +32,11 @@ lint: $(STAMP)
 format: $(STAMP)
 	$(BIN)/ruff format src tests bench
 	$(BIN)/ruff check --fix src tests bench
+
+# The query API's Python code from its definition (tests/api/test_proto.py holds them equal).
+proto: $(STAMP)
+	$(BIN)/python -m grpc_tools.protoc -Iproto --python_out=src --grpc_python_out=src \
+		--pyi_out=src proto/tokenotel/v1/audit.proto
 
 # A million request bodies through decompression, decoding and mapping (17-25 min on 2 cores).
 # A finding is written to tests/fuzz/crashes/, where tests/fuzz/test_fuzz.py replays it from
@@ -49,8 +54,16 @@ fuzz-merge: $(STAMP)
 collector:
 	bash collector-config/build.sh
 
+# Go programs the tests use as real clients (versions: tests/go_build.py).
 telemetrygen:
-	bash tests/build-telemetrygen.sh
+	bash tests/go-install.sh github.com/open-telemetry/opentelemetry-collector-contrib/cmd/telemetrygen v0.161.0
+
+grpcurl:
+	bash tests/go-install.sh github.com/fullstorydev/grpcurl/cmd/grpcurl v1.9.4
+
+# The tests' client of the ClickHouse HTTP interface: clickhouse-go, Grafana's driver.
+chgo:
+	bash tests/api/build-chgo.sh
 
 bench-ingest: $(STAMP)
 	$(BIN)/python bench/ingest.py

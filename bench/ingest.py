@@ -145,6 +145,8 @@ def main() -> None:
             f"127.0.0.1:{grpc_port}",
             "--http-listen",
             f"127.0.0.1:{http_port}",
+            "--api-listen",
+            f"127.0.0.1:{free_port()}",
             "--log-level",
             "info",
         ],

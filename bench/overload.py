@@ -169,7 +169,8 @@ def main() -> None:
     serve_log = (work / "serve.log").open("w")
     serve = subprocess.Popen(
         [sys.executable, "-m", "tokenotel", "serve", "--data-dir", str(work / "data"),
-         "--grpc-listen", f"127.0.0.1:{grpc_port}", "--http-listen", f"127.0.0.1:{http_port}"],
+         "--grpc-listen", f"127.0.0.1:{grpc_port}", "--http-listen", f"127.0.0.1:{http_port}",
+         "--api-listen", f"127.0.0.1:{free_port()}"],
         stdout=subprocess.DEVNULL, stderr=serve_log, env=env,
     )  # fmt: skip
     collector_env = env | {

@@ -17,13 +17,29 @@ REQUIRE_COLLECTOR = "TOKENOTEL_REQUIRE_COLLECTOR"
 BUILD_TIMEOUT_S = 1200
 
 
-def go_built(script: Path, binary: Path, make_target: str) -> Path:
-    """``binary``, built by ``script`` (what ``make_target`` runs) when Go is installed: a no-op
-    when the binary is up to date. Without Go and without a binary the calling test skips -- or
-    fails when TOKENOTEL_REQUIRE_COLLECTOR=1, so that CI never passes without running it."""
+#: Go programs the tests use as real clients, built from the Go module proxy (pinned).
+TELEMETRYGEN = (
+    "github.com/open-telemetry/opentelemetry-collector-contrib/cmd/telemetrygen",
+    "v0.161.0",
+)
+GRPCURL = ("github.com/fullstorydev/grpcurl/cmd/grpcurl", "v1.9.4")
+GO_INSTALL = REPO / "tests" / "go-install.sh"
+
+
+def go_installed(module: tuple[str, str], make_target: str) -> Path:
+    """The program of ``module`` (path, version), installed into .build/bin (see go_built)."""
+    path, version = module
+    binary = REPO / ".build" / "bin" / path.rsplit("/", 1)[-1]
+    return go_built(["bash", str(GO_INSTALL), path, version], binary, make_target)
+
+
+def go_built(command: list[str], binary: Path, make_target: str) -> Path:
+    """``binary``, built by ``command`` (what ``make_target`` runs) when Go is installed: a
+    no-op when the binary is up to date. Without Go and without a binary the calling test skips
+    -- or fails when TOKENOTEL_REQUIRE_COLLECTOR=1, so that CI never passes without running it."""
     if shutil.which("go") is not None:
         result = subprocess.run(
-            ["bash", str(script)],
+            command,
             cwd=REPO,
             capture_output=True,
             text=True,

@@ -109,11 +109,22 @@ class ServeProcess(SupervisedProcess):
     http_port: int
     log_path: Path
     proc: subprocess.Popen[bytes]
+    api_port: int = 0
     returncode: int | None = field(default=None)
 
     @property
     def grpc_target(self) -> str:
         return f"127.0.0.1:{self.grpc_port}"
+
+    @property
+    def api_target(self) -> str:
+        """host:port of the query API."""
+        return f"127.0.0.1:{self.api_port}"
+
+    @property
+    def ports(self) -> tuple[int, int, int]:
+        """OTLP/gRPC, OTLP/HTTP and query API ports: to start it again where clients expect it."""
+        return self.grpc_port, self.http_port, self.api_port
 
     @property
     def http_url(self) -> str:
@@ -129,11 +140,11 @@ def start_serve(
     *args: str,
     env: dict[str, str] | None = None,
     log_path: Path | None = None,
-    ports: tuple[int, int] | None = None,
+    ports: tuple[int, int, int] | None = None,
 ) -> ServeProcess:
-    """Starts ``tokenotel serve`` in ``data_dir`` on free loopback ports (or the gRPC and HTTP
-    ``ports`` given: a restart where clients expect it); returns once healthy."""
-    grpc_port, http_port = ports or (free_port(), free_port())
+    """Starts ``tokenotel serve`` in ``data_dir`` on free loopback ports (or the ``ports`` given,
+    see ServeProcess.ports: a restart where clients expect it); returns once healthy."""
+    grpc_port, http_port, api_port = ports or (free_port(), free_port(), free_port())
     listen = [
         "--data-dir",
         str(data_dir),
@@ -141,8 +152,10 @@ def start_serve(
         f"127.0.0.1:{grpc_port}",
         "--http-listen",
         f"127.0.0.1:{http_port}",
+        "--api-listen",
+        f"127.0.0.1:{api_port}",
     ]
-    return launch_serve(
+    serve = launch_serve(
         [*listen, *args],
         data_dir=data_dir,
         grpc_port=grpc_port,
@@ -150,6 +163,8 @@ def start_serve(
         env=env,
         log_path=log_path,
     )
+    serve.api_port = api_port
+    return serve
 
 
 def launch_serve(

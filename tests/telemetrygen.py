@@ -7,11 +7,8 @@ import subprocess
 from dataclasses import dataclass
 from pathlib import Path
 
-from go_build import REPO
 from processes import clean_env
 
-TELEMETRYGEN_BINARY = REPO / ".build" / "bin" / "telemetrygen"
-BUILD_SCRIPT = REPO / "tests" / "build-telemetrygen.sh"
 RUN_TIMEOUT_S = 300
 # How long one Export may take, retries included (telemetrygen's default is 10 s): a first
 # insert into a cold embedded store can take longer on a slow machine.

@@ -37,7 +37,7 @@ def test_defaults() -> None:
     assert settings.data_dir == Path("tokenotel-data")
     assert settings.max_request_bytes == 64 * 1024 * 1024
     assert settings.clickhouse_url is None
-    assert settings.server is None
+    assert settings.clickhouse_server is None
 
 
 def test_flag_over_environment_over_file(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -113,7 +113,7 @@ def test_an_empty_file_means_defaults(tmp_path: Path) -> None:
 
 def test_clickhouse_url_is_parsed_and_its_password_never_shown() -> None:
     settings = load_settings(clickhouse_url="https://audit:s%40cret@ch.example:8443/audit_db")
-    server = settings.server
+    server = settings.clickhouse_server
     assert server is not None
     assert (server.host, server.port, server.secure) == ("ch.example", 8443, True)
     assert (server.username, server.password, server.database) == ("audit", "s@cret", "audit_db")
@@ -161,6 +161,7 @@ def test_serve_uses_flag_over_environment_over_file(tmp_path: Path) -> None:
         "max_request_bytes: 1000\n",
     )
     env = clean_env(
+        TOKENOTEL_API_LISTEN=f"127.0.0.1:{free_port()}",
         TOKENOTEL_HTTP_LISTEN=f"127.0.0.1:{http_port}",
         TOKENOTEL_DATA_DIR=str(tmp_path / "from-env"),
         TOKENOTEL_MAX_REQUEST_BYTES="2000",

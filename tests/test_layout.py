@@ -22,9 +22,22 @@ MAY_IMPORT: dict[str, set[str]] = {
     "query": {"model", "errors", "store"},
     "config": {"errors", "store"},
     "pipeline": {"model", "errors", "config", "ingest", "mapping", "store"},
-    "service": {"model", "errors", "config", "ingest", "pipeline"},
+    "api": {"model", "errors", "config", "mapping", "query", "store", "v1"},
+    "v1": set(),  # generated from proto/tokenotel/v1/audit.proto
+    "service": {"model", "errors", "config", "ingest", "pipeline", "api", "v1"},
     "demo": {"model", "errors", "config", "query", "service", "store"},
-    "cli": {"model", "errors", "config", "mapping", "query", "service", "store", "demo"},
+    "cli": {
+        "model",
+        "errors",
+        "config",
+        "mapping",
+        "query",
+        "service",
+        "store",
+        "demo",
+        "api",
+        "v1",
+    },
 }
 #: The package root re-exports (on first use) and ``python -m tokenotel`` runs the CLI.
 ENTRY_POINTS = {"__init__", "__main__"}

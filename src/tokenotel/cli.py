@@ -1,4 +1,5 @@
-"""The ``tokenotel`` command: serve, query, fingerprint, migrate, demo."""
+"""The ``tokenotel`` command: serve; query, tokens, timeline, summary, tail; fingerprint;
+migrate; demo."""
 
 from __future__ import annotations
 
@@ -7,6 +8,8 @@ import getpass
 import logging
 import signal
 import sys
+from collections.abc import Callable
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
 
@@ -14,13 +17,15 @@ import typer
 from rich.console import Console
 
 from tokenotel import __version__
+from tokenotel.api.readers import Reader, ServiceReader, StoreReader, running_service
 from tokenotel.config import Settings, load_settings, setting_help
-from tokenotel.errors import TokenotelError
+from tokenotel.errors import PermanentError, TokenotelError
 from tokenotel.mapping.fingerprint import load_key
-from tokenotel.model import Outcome
-from tokenotel.query.output import Format, write_events
-from tokenotel.query.search import EventFilter, search
+from tokenotel.model import Outcome, TokenStatus
+from tokenotel.query.output import Format, write_events, write_summary, write_timeline, write_tokens
+from tokenotel.query.search import EventFilter
 from tokenotel.query.timeparse import parse_time
+from tokenotel.query.tokens import TokenFilter
 from tokenotel.store.client import Store
 from tokenotel.store.cluster import apply_cluster, cluster_statements
 
@@ -72,7 +77,7 @@ def _logging(level: str) -> None:
 
 
 def _open_store(settings: Settings, must_exist: bool = True) -> Store:
-    if must_exist and settings.server is None and not settings.data_dir.is_dir():
+    if must_exist and settings.clickhouse_server is None and not settings.data_dir.is_dir():
         _fail(
             f"no tokenotel data in {settings.data_dir}: run `tokenotel serve --data-dir "
             f"{settings.data_dir}` first, or point --data-dir at its data directory"
@@ -99,18 +104,25 @@ def serve(
     config: ConfigOpt = None,
     grpc_listen: Annotated[str | None, _flag("grpc_listen")] = None,
     http_listen: Annotated[str | None, _flag("http_listen")] = None,
+    api_listen: Annotated[str | None, _flag("api_listen")] = None,
+    clickhouse_listen: Annotated[str | None, _flag("clickhouse_listen")] = None,
+    clickhouse_password_file: Annotated[Path | None, _flag("clickhouse_password_file")] = None,
     data_dir: DataDirOpt = None,
     clickhouse_url: UrlOpt = None,
     max_request_bytes: Annotated[int | None, _flag("max_request_bytes")] = None,
     log_level: Annotated[str | None, _flag("log_level")] = None,
 ) -> None:
-    """Receive OTLP logs (gRPC and HTTP) and store every token event."""
+    """Receive OTLP logs (gRPC and HTTP), store every token event, and answer the query API
+    (and, when asked, the ClickHouse HTTP interface for Grafana)."""
     from tokenotel.service import Service
 
     settings = _settings(
         config,
         grpc_listen=grpc_listen,
         http_listen=http_listen,
+        api_listen=api_listen,
+        clickhouse_listen=clickhouse_listen,
+        clickhouse_password_file=clickhouse_password_file,
         data_dir=data_dir,
         clickhouse_url=clickhouse_url,
         max_request_bytes=max_request_bytes,
@@ -131,66 +143,246 @@ def serve(
         _fail(str(e), code=1)
 
 
+ServerOpt = Annotated[str | None, _flag("server", "--server")]
+TokenOpt = Annotated[
+    list[str] | None, typer.Option("--token", help="Token id or fingerprint (repeatable).")
+]
+PrincipalOpt = Annotated[str | None, typer.Option(help="Principal (user.id).")]
+IpOpt = Annotated[str | None, typer.Option(help="Client IP or CIDR range, IPv4 or IPv6.")]
+EventOpt = Annotated[
+    list[str] | None,
+    typer.Option("--event", help="Event name, e.g. token.auth_failed (repeatable)."),
+]
+OutcomeOpt = Annotated[Outcome | None, typer.Option(help="success, failure or unknown.")]
+StatusOpt = Annotated[
+    list[TokenStatus] | None,
+    typer.Option(
+        "--token-status",
+        help="The token's status when the event arrived: active, disabled, revoked, rotated, "
+        "expired (repeatable).",
+    ),
+]
+SinceOpt = Annotated[
+    str | None, typer.Option(help="From: ISO 8601, epoch seconds, or relative (30m, 24h, 7d).")
+]
+UntilOpt = Annotated[str | None, typer.Option(help="Until: same forms as --since.")]
+FormatOpt = Annotated[
+    Format, typer.Option("--format", help="table, json (one object per line) or csv.")
+]
+
+
+def _reader(settings: Settings) -> Reader:
+    """The service's query API when one is given, or runs on the data directory; else the
+    store itself (a stopped data directory, or a ClickHouse server)."""
+    address = settings.server
+    if address is None and settings.clickhouse_url is None:
+        address = running_service(settings.data_dir)
+    if address is not None:
+        return ServiceReader(address)
+    return StoreReader(_open_store(settings))
+
+
+def _read(settings: Settings, read: Callable[[Reader], None]) -> None:
+    reader = _reader(settings)
+    try:
+        read(reader)
+    except TokenotelError as e:
+        _fail(str(e), code=2 if isinstance(e, PermanentError) else 1)
+    finally:
+        reader.close()
+
+
+def _when(text: str | None, option: str) -> datetime | None:
+    if text is None:
+        return None
+    try:
+        return parse_time(text)
+    except ValueError as e:
+        _fail(f"{option}: {e}")
+
+
+def _event_filter(
+    token: list[str] | None,
+    principal: str | None,
+    ip: str | None,
+    event: list[str] | None,
+    outcome: Outcome | None,
+    token_status: list[TokenStatus] | None,
+    since: str | None,
+    until: str | None,
+) -> EventFilter:
+    event_filter = EventFilter(
+        tokens=token or [],
+        principal=principal,
+        ip=ip,
+        events=event or [],
+        outcome=outcome,
+        statuses=token_status or [],
+        since=_when(since, "--since"),
+        until=_when(until, "--until"),
+    )
+    try:
+        event_filter.where()  # the address or range, before anything is opened
+    except TokenotelError as e:
+        _fail(str(e))
+    return event_filter
+
+
 @app.command()
 def query(
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
     clickhouse_url: UrlOpt = None,
-    token: Annotated[
-        list[str] | None, typer.Option("--token", help="Token id or fingerprint (repeatable).")
-    ] = None,
-    principal: Annotated[str | None, typer.Option(help="Principal (user.id).")] = None,
-    ip: Annotated[str | None, typer.Option(help="Client IP or CIDR range, IPv4 or IPv6.")] = None,
-    event: Annotated[
-        list[str] | None,
-        typer.Option("--event", help="Event name, e.g. token.auth_failed (repeatable)."),
-    ] = None,
-    outcome: Annotated[Outcome | None, typer.Option(help="success, failure or unknown.")] = None,
-    since: Annotated[
-        str | None, typer.Option(help="From: ISO 8601, epoch seconds, or relative (30m, 24h, 7d).")
-    ] = None,
-    until: Annotated[str | None, typer.Option(help="Until: same forms as --since.")] = None,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    principal: PrincipalOpt = None,
+    ip: IpOpt = None,
+    event: EventOpt = None,
+    outcome: OutcomeOpt = None,
+    token_status: StatusOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
     limit: Annotated[int, typer.Option(min=1, help="Most events to return.")] = 1000,
+    fmt: FormatOpt = Format.TABLE,
+) -> None:
+    """Search token events: in the running service, or in a stopped data directory."""
+    settings = _settings(config, data_dir=data_dir, clickhouse_url=clickhouse_url, server=server)
+    event_filter = _event_filter(token, principal, ip, event, outcome, token_status, since, until)
+    _read(settings, lambda reader: write_events(reader.events(event_filter, limit), fmt))
+
+
+@app.command()
+def tokens(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    clickhouse_url: UrlOpt = None,
+    server: ServerOpt = None,
+    status: Annotated[
+        TokenStatus | None,
+        typer.Option(help="active, disabled, revoked, rotated or expired (as of now)."),
+    ] = None,
+    principal: Annotated[str | None, typer.Option(help="Owner (user.id).")] = None,
+    scope: Annotated[str | None, typer.Option(help="Tokens that carry this scope.")] = None,
+    expires_within: Annotated[
+        str | None, typer.Option(help="Expiring within this from now: 30m, 24h, 7d ...")
+    ] = None,
+    unused_for: Annotated[
+        str | None, typer.Option(help="Not used successfully for at least this: 90d ...")
+    ] = None,
+    limit: Annotated[int, typer.Option(min=1, help="Most tokens to return.")] = 1000,
+    fmt: FormatOpt = Format.TABLE,
+) -> None:
+    """The token inventory: the latest state of every token."""
+    settings = _settings(config, data_dir=data_dir, clickhouse_url=clickhouse_url, server=server)
+    token_filter = TokenFilter(
+        status=status,
+        principal=principal,
+        scope=scope,
+        expires_within=_duration(expires_within, "--expires-within"),
+        unused_for=_duration(unused_for, "--unused-for"),
+    )
+    _read(settings, lambda reader: write_tokens(reader.tokens(token_filter, limit), fmt))
+
+
+@app.command()
+def timeline(
+    token: Annotated[str, typer.Argument(help="Token id or fingerprint.")],
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    clickhouse_url: UrlOpt = None,
+    server: ServerOpt = None,
+    limit: Annotated[int, typer.Option(min=1, help="Most events to show.")] = 1000,
     fmt: Annotated[
-        Format, typer.Option("--format", help="table, json (one object per line) or csv.")
+        Format, typer.Option("--format", help="table, json (one document) or csv (the events).")
     ] = Format.TABLE,
 ) -> None:
-    """Search token events in the store."""
-    settings = _settings(config, data_dir=data_dir, clickhouse_url=clickhouse_url)
+    """One token: its state, lifecycle, scopes over time, addresses and events."""
+    settings = _settings(config, data_dir=data_dir, clickhouse_url=clickhouse_url, server=server)
+    _read(settings, lambda reader: write_timeline(reader.timeline(token, limit), fmt))
+
+
+@app.command()
+def summary(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    clickhouse_url: UrlOpt = None,
+    server: ServerOpt = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    top: Annotated[int, typer.Option(min=1, max=100, help="Rows of each top list.")] = 5,
+    fmt: Annotated[
+        Format, typer.Option("--format", help="table or json (one document).")
+    ] = Format.TABLE,
+) -> None:
+    """What happened in a time window: events, top tokens and failing addresses, misuse."""
+    settings = _settings(config, data_dir=data_dir, clickhouse_url=clickhouse_url, server=server)
+    window = _when(since, "--since"), _when(until, "--until")
+    _read(settings, lambda reader: write_summary(reader.summary(*window, top), fmt))
+
+
+@app.command()
+def tail(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    clickhouse_url: UrlOpt = None,
+    server: ServerOpt = None,
+    token: TokenOpt = None,
+    principal: PrincipalOpt = None,
+    ip: IpOpt = None,
+    event: EventOpt = None,
+    outcome: OutcomeOpt = None,
+    token_status: StatusOpt = None,
+    cursor: Annotated[
+        str | None,
+        typer.Option(help="Go on from here (printed when tail stops); default: from now."),
+    ] = None,
+    fmt: Annotated[
+        Format, typer.Option("--format", help="table or json (one object per line).")
+    ] = Format.JSON,
+) -> None:
+    """Events as they are committed, until Ctrl-C; a stopped data directory gives what was
+    committed after --cursor."""
+    settings = _settings(config, data_dir=data_dir, clickhouse_url=clickhouse_url, server=server)
+    event_filter = _event_filter(token, principal, ip, event, outcome, token_status, None, None)
+    last = [cursor or ""]
+
+    def follow(reader: Reader) -> None:
+        try:
+            for events, after in reader.tail(event_filter, cursor):
+                if events:
+                    write_events(events, fmt)
+                    sys.stdout.flush()
+                last[0] = after
+        except KeyboardInterrupt:
+            pass
+        err.print(f"to go on from here: --cursor {last[0]}", highlight=False, soft_wrap=True)
+
+    _read(settings, follow)
+
+
+def _duration(text: str | None, option: str) -> timedelta | None:
+    if text is None:
+        return None
+    now = datetime.now(UTC)
     try:
-        event_filter = EventFilter(
-            tokens=token or [],
-            principal=principal,
-            ip=ip,
-            events=event or [],
-            outcome=outcome,
-            since=parse_time(since) if since else None,
-            until=parse_time(until) if until else None,
-            limit=limit,
-        )
-        event_filter.where()  # validates the IP range before opening the store
+        return now - parse_time(text, now)
     except ValueError as e:
-        _fail(str(e))
-    store = _open_store(settings)
-    try:
-        write_events(search(store, event_filter), fmt)
-    except TokenotelError as e:
-        _fail(str(e), code=1)
-    finally:
-        store.close()
+        _fail(f"{option}: {e}")
 
 
 @app.command()
 def fingerprint(
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
+    server: ServerOpt = None,
     key_file: Annotated[
         Path | None,
         _flag("fingerprint_key_file", "--key-file"),
     ] = None,
 ) -> None:
-    """Print the fingerprint of a token read from standard input (never from the command line)."""
-    settings = _settings(config, data_dir=data_dir, fingerprint_key_file=key_file)
+    """Print the fingerprint of a token read from standard input (never from the command line),
+    with the key in the data directory, or asked of a running service (--server)."""
+    settings = _settings(config, data_dir=data_dir, fingerprint_key_file=key_file, server=server)
     tty = sys.stdin.isatty()
     secret = (getpass.getpass("token (input hidden): ") if tty else sys.stdin.read()).strip("\r\n")
     if not secret:
@@ -198,6 +390,15 @@ def fingerprint(
             "no token on standard input: pipe it in, e.g. `pass show my-token | tokenotel "
             "fingerprint`"
         )
+    if settings.server is not None:  # the service's key: never on this machine
+        service = ServiceReader(settings.server)
+        try:
+            typer.echo(service.fingerprint(secret))
+        except TokenotelError as e:
+            _fail(str(e), code=1)
+        finally:
+            service.close()
+        return
     try:
         fingerprinter = load_key(settings.fingerprint_key_file, settings.data_dir, create=False)
     except TokenotelError as e:
@@ -238,13 +439,14 @@ def _migrate_cluster(settings: Settings, print_only: bool) -> None:
     if print_only:
         typer.echo(";\n\n".join(statements) + ";")
         return
-    if settings.server is None:
+    if settings.clickhouse_server is None:
         _fail("cluster mode needs a ClickHouse server: set --clickhouse-url (or use --print)")
     try:
-        ran, backfills = apply_cluster(settings.server, settings.cluster, statements)
+        ran, backfills = apply_cluster(settings.clickhouse_server, settings.cluster, statements)
     except TokenotelError as e:
         _fail(str(e), code=1)
-    typer.echo(f"ran {ran} statements on cluster {settings.cluster} ({settings.server!r})")
+    server = settings.clickhouse_server
+    typer.echo(f"ran {ran} statements on cluster {settings.cluster} ({server!r})")
     if backfills:
         typer.echo(
             f"{len(backfills)} back-fill statements fill rollups from events already stored; on "
@@ -258,12 +460,28 @@ def demo(
         Path, typer.Option("--data-dir", help="Where the demo keeps its data (emptied first).")
     ] = Path("tokenotel-demo"),
     events: Annotated[int, typer.Option(min=200, help="Roughly how many events to send.")] = 3000,
+    endpoint: Annotated[
+        str | None,
+        typer.Option(
+            help="Send the traffic to the OTLP/gRPC endpoint of a running service (HOST:PORT) "
+            "instead, then read it with the reading commands."
+        ),
+    ] = None,
 ) -> None:
-    """Run the service in-process, send realistic traffic (with an attack) and summarise it."""
-    from tokenotel.demo.run import run_demo
+    """Run the service in-process, send realistic traffic (with an attack) and summarise it;
+    or send that traffic to a running service (--endpoint)."""
+    from tokenotel.demo.run import run_demo, send_demo
 
     _logging("warning")
     try:
+        if endpoint is not None:
+            send_demo(endpoint, events)
+            err.print(
+                "read it while the service runs: tokenotel summary · tokenotel query --outcome "
+                "failure · tokenotel tokens --status revoked · tokenotel tail",
+                highlight=False,
+            )
+            return
         run_demo(data_dir, events)
     except TokenotelError as e:
         _fail(str(e), code=1)

@@ -9,7 +9,7 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import AfterValidator, Field, JsonValue, ValidationError
+from pydantic import AfterValidator, Field, JsonValue, ValidationError, model_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -84,6 +84,25 @@ class Settings(BaseSettings):
     http_listen: ListenAddress = _setting(
         "127.0.0.1:4318", description="OTLP/HTTP and health address."
     )
+    api_listen: ListenAddress = _setting(
+        "127.0.0.1:4320",
+        description="Query API (gRPC tokenotel.v1.TokenAudit) address; never on the OTLP ports.",
+    )
+    clickhouse_listen: ListenAddress | None = _setting(
+        shown="unset = off",
+        description="Read-only ClickHouse HTTP interface over the store, for Grafana.",
+    )
+    clickhouse_user: str = _setting(
+        "grafana", description="User name of the ClickHouse HTTP interface."
+    )
+    clickhouse_password_file: Path | None = _setting(
+        shown="unset",
+        description="File holding that user's password; required with clickhouse_listen.",
+    )
+    server: ListenAddress | None = _setting(
+        shown="unset = the service that holds the data directory, else the directory itself",
+        description="A running tokenotel's query API (host:port), for the reading commands.",
+    )
     data_dir: Path = _setting(
         Path("tokenotel-data"),
         shown="./tokenotel-data",
@@ -148,8 +167,17 @@ class Settings(BaseSettings):
         "info", description="debug, info, warning or error."
     )
 
+    @model_validator(mode="after")
+    def _clickhouse_listener_has_a_password(self) -> Settings:
+        if self.clickhouse_listen is not None and self.clickhouse_password_file is None:
+            raise ValueError(
+                "clickhouse_listen needs clickhouse_password_file: the ClickHouse HTTP "
+                "interface never runs without a password"
+            )
+        return self
+
     @property
-    def server(self) -> ClickHouseServer | None:
+    def clickhouse_server(self) -> ClickHouseServer | None:
         if self.clickhouse_url is None:
             return None
         return ClickHouseServer(self.clickhouse_url, self.database)
@@ -157,7 +185,7 @@ class Settings(BaseSettings):
     @property
     def store_options(self) -> StoreOptions:
         """Where and how the store keeps the events."""
-        server = self.server
+        server = self.clickhouse_server
         return StoreOptions(
             data_dir=self.data_dir,
             server=server,
@@ -240,8 +268,10 @@ def _check_file(config_file: Path) -> None:
 
 def _describe(error: ValidationError) -> str:
     first = error.errors()[0]
-    name = ".".join(str(p) for p in first["loc"]) or "configuration"
+    name = ".".join(str(p) for p in first["loc"])
     message = first["msg"].removeprefix("Value error, ")
     more = error.error_count() - 1
     suffix = f" (and {more} more problem{'s' if more > 1 else ''})" if more else ""
+    if not name:  # a rule across settings
+        return f"invalid settings: {message}{suffix}"
     return f"invalid setting {name} ({environment_name(name)}): {message}{suffix}"

@@ -5,7 +5,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from google.rpc import code_pb2
+from google.rpc import code_pb2, error_details_pb2, status_pb2
 
 
 class TokenotelError(Exception):
@@ -30,6 +30,22 @@ class RetryableError(TokenotelError):
 
 class ConfigError(PermanentError):
     """The configuration is invalid; the message says which setting and why."""
+
+
+class InvalidArgument(PermanentError):
+    """A request's argument is wrong: ``field`` names it (for google.rpc.BadRequest)."""
+
+    def __init__(self, message: str, *, field: str) -> None:
+        super().__init__(message)
+        self.field = field
+
+
+class NotFound(PermanentError):
+    """What the request names is not in the store."""
+
+
+class DeadlineExceeded(TokenotelError):
+    """The request's deadline passed before its query finished (the query was stopped)."""
 
 
 class FingerprintKeyError(PermanentError):
@@ -106,6 +122,8 @@ _STATUSES: tuple[tuple[type[TokenotelError], int, int], ...] = (
     (Overloaded, code_pb2.RESOURCE_EXHAUSTED, 429),
     (UnsupportedContentType, code_pb2.INVALID_ARGUMENT, 415),
     (MethodNotAllowed, code_pb2.UNIMPLEMENTED, 405),
+    (NotFound, code_pb2.NOT_FOUND, 404),
+    (DeadlineExceeded, code_pb2.DEADLINE_EXCEEDED, 504),
     (PermanentError, code_pb2.INVALID_ARGUMENT, 400),
     (RetryableError, code_pb2.UNAVAILABLE, 503),
     (TokenotelError, code_pb2.INTERNAL, 500),
@@ -119,3 +137,19 @@ def client_status(error: TokenotelError) -> ClientStatus:
             retry_after_s = error.retry_after_s if isinstance(error, RetryableError) else None
             return ClientStatus(grpc_code, http_status, retry_after_s)
     raise AssertionError("unreachable: every TokenotelError matches the last entry")
+
+
+def rich_status(error: TokenotelError) -> status_pb2.Status:
+    """The google.rpc.Status of an error (gRPC's rich error model), with what a client can act
+    on in its details: the field that was wrong (BadRequest) or when to come back (RetryInfo)."""
+    status = client_status(error)
+    message = status_pb2.Status(code=status.grpc_code, message=str(error))
+    if isinstance(error, InvalidArgument):
+        bad = error_details_pb2.BadRequest()
+        bad.field_violations.add(field=error.field, description=str(error))
+        message.details.add().Pack(bad)
+    if status.retry_after_s is not None:
+        info = error_details_pb2.RetryInfo()
+        info.retry_delay.FromNanoseconds(int(status.retry_after_s * 1e9))
+        message.details.add().Pack(info)
+    return message

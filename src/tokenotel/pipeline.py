@@ -58,7 +58,7 @@ class Pipeline:
             retry_after_s=settings.retry_after_s,
             # The embedded store dies with the service, maybe in the middle of an insert.
             journal=InsertJournal(settings.data_dir / JOURNAL_FILE)
-            if settings.server is None
+            if settings.clickhouse_server is None
             else None,
         )
         self.stats = IngestStats()

@@ -1,4 +1,5 @@
-"""The service: the ingest pipeline behind its listeners (OTLP/gRPC, OTLP/HTTP)."""
+"""The service: the ingest pipeline behind its listeners (OTLP/gRPC, OTLP/HTTP, the query API,
+and when asked the ClickHouse HTTP interface)."""
 
 from __future__ import annotations
 
@@ -10,6 +11,9 @@ from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Protocol
 
+from tokenotel.api.clickhouse_http import ClickHouseHttpListener, read_password_file
+from tokenotel.api.grpc_api import TokenAuditListener
+from tokenotel.api.readers import forget_service, record_service
 from tokenotel.config import Settings, split_listen
 from tokenotel.ingest.otlp_grpc import OtlpGrpcListener
 from tokenotel.ingest.otlp_http import OtlpHttpListener
@@ -39,7 +43,26 @@ class Service:
         limit = settings.max_request_bytes
         self.otlp_grpc = OtlpGrpcListener(*split_listen(settings.grpc_listen), self.pipeline, limit)
         self.otlp_http = OtlpHttpListener(*split_listen(settings.http_listen), self.pipeline, limit)
-        self.listeners: list[Listener] = [self.otlp_grpc, self.otlp_http]
+        pipeline = self.pipeline
+        self.api = TokenAuditListener(
+            *split_listen(settings.api_listen),
+            pipeline.store,
+            pipeline.fingerprint,
+            pipeline.writer,
+        )
+        self.listeners: list[Listener] = [self.otlp_grpc, self.otlp_http, self.api]
+        if settings.clickhouse_listen is not None:
+            assert settings.clickhouse_password_file is not None  # the settings require it
+            self.clickhouse_http = ClickHouseHttpListener(
+                *split_listen(settings.clickhouse_listen),
+                pipeline.store,
+                user=settings.clickhouse_user,
+                password=read_password_file(settings.clickhouse_password_file),
+            )
+            self.listeners.append(self.clickhouse_http)
+        # With the embedded store, the reading commands find the running service through
+        # its data directory (the store itself is this process's alone).
+        self._record_in = settings.data_dir if settings.clickhouse_url is None else None
 
     async def start(self) -> None:
         """Starts the pipeline, then binds every listener; a start that fails stops what it
@@ -55,6 +78,8 @@ class Service:
                 await listener.stop()
             await self.pipeline.stop()
             raise
+        if self._record_in is not None:
+            record_service(self._record_in, f"{self.api.host}:{self.api.port}")
         gc.freeze()  # what start-up loaded stays: later collections need not scan it again
         log.info(
             "tokenotel listening: %s; store: %s",
@@ -64,6 +89,8 @@ class Service:
 
     async def stop(self) -> None:
         """Stops taking requests, finishes those in flight, then stops the pipeline."""
+        if self._record_in is not None:
+            forget_service(self._record_in)
         try:
             for listener in reversed(self.listeners):
                 await listener.stop()

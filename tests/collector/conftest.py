@@ -24,7 +24,7 @@ from go_build import go_built
 def collector_binary() -> Path:
     """The collector, built by `make collector`'s script when Go is installed (a no-op when the
     binary is up to date)."""
-    return go_built(BUILD_SCRIPT, COLLECTOR_BINARY, "make collector")
+    return go_built(["bash", str(BUILD_SCRIPT)], COLLECTOR_BINARY, "make collector")
 
 
 @pytest.fixture

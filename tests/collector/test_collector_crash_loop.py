@@ -114,7 +114,7 @@ def test_every_event_is_stored_once_through_twenty_kills(
     print(f"crash loop seed {seed}")
     rng = random.Random(seed)
     serve = serve_factory()
-    ports = (serve.grpc_port, serve.http_port)
+    ports = serve.ports
     journal = serve.data_dir / JOURNAL_FILE
     collector = collector_factory(
         "gateway.yaml", metrics=True, TOKENOTEL_ENDPOINT=serve.grpc_target

@@ -125,7 +125,7 @@ def test_every_event_arrives_exactly_once_across_tokenotel_and_collector_restart
         wait_until(
             lambda: sender.emitted >= 5 * EVENTS // 6, STEP_TIMEOUT_S, "events after restart"
         )
-        serve = serve_factory(data_dir=serve.data_dir, ports=(serve.grpc_port, serve.http_port))
+        serve = serve_factory(data_dir=serve.data_dir, ports=serve.ports)
     except BaseException:
         sender.abort.set()
         raise

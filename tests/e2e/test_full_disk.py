@@ -85,6 +85,7 @@ def serve_on_tmpfs(root: Path) -> Iterator[ServeOnTmpfs]:
         "sh", "-c", NAMESPACE_SCRIPT.format(size=TMPFS_SIZE), "sh", str(mount),
         sys.executable, "-m", "tokenotel", "serve", "--data-dir", str(mount / "data"),
         "--grpc-listen", f"127.0.0.1:{grpc_port}", "--http-listen", f"127.0.0.1:{http_port}",
+        "--api-listen", f"127.0.0.1:{free_port()}",
     ]  # fmt: skip
     with log_path.open("ab") as log:
         shell = subprocess.Popen(

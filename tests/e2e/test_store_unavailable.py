@@ -141,7 +141,7 @@ def in_process_service(**settings: Any) -> contextlib.AbstractContextManager[Ser
     chDB opens one data path per process, so this must close before another in-process store
     opens; every other test runs the service as a subprocess.
     """
-    return running_in_thread(load_settings(**settings))
+    return running_in_thread(load_settings(api_listen="127.0.0.1:0", **settings))
 
 
 def sdk_records(count: int) -> tuple[ReadableLogRecord, ...]:

@@ -6,9 +6,9 @@ from pathlib import Path
 
 import pytest
 
-from go_build import go_built
+from go_build import TELEMETRYGEN, go_installed
 from processes import ServeProcess, query_json, stored_row_count
-from telemetrygen import BUILD_SCRIPT, TELEMETRYGEN_BINARY, send_logs
+from telemetrygen import send_logs
 
 pytestmark = pytest.mark.e2e  # starts tokenotel serve and telemetrygen
 
@@ -30,7 +30,7 @@ AS_SENT = {
 @pytest.fixture(scope="session")
 def telemetrygen_binary() -> Path:
     """telemetrygen, built by `make telemetrygen`'s script when Go is installed."""
-    return go_built(BUILD_SCRIPT, TELEMETRYGEN_BINARY, "make telemetrygen")
+    return go_installed(TELEMETRYGEN, "make telemetrygen")
 
 
 # Every record telemetrygen makes is the same but for its timestamp (time.Now(), in ns) and the

@@ -11,17 +11,38 @@ from pathlib import Path
 from rich.console import Console
 from rich.panel import Panel
 from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
-from rich.table import Table
 
 from tokenotel.config import load_settings
 from tokenotel.demo.traffic import ATTACKER_IP, build_scenario, send
 from tokenotel.errors import PermanentError
+from tokenotel.query.output import Format, write_summary
 from tokenotel.query.summary import Summary, summarise
 from tokenotel.service import running_in_thread
 from tokenotel.store.client import EVENTS_TABLE
 
 console = Console()
 console.width = max(console.width, 120)
+
+
+def send_demo(endpoint: str, total: int) -> int:
+    """Sends the demo's traffic to a running service's OTLP/gRPC ``endpoint``; returns how many
+    events it sent."""
+    scenario = build_scenario(total, time.time_ns())
+    with _progress() as progress:
+        task = progress.add_task("send", total=len(scenario.emits))
+        send(scenario.emits, endpoint, lambda n: progress.advance(task, n))
+    console.print(f"[green]✓[/green] {len(scenario.emits)} events sent to {endpoint}")
+    return len(scenario.emits)
+
+
+def _progress() -> Progress:
+    return Progress(
+        TextColumn("sending token events"),
+        BarColumn(),
+        MofNCompleteColumn(),
+        TimeElapsedColumn(),
+        console=console,
+    )
 
 
 def run_demo(data_dir: Path, total: int) -> None:
@@ -45,6 +66,7 @@ def run_demo(data_dir: Path, total: int) -> None:
         data_dir=data_dir,
         grpc_listen="127.0.0.1:0",
         http_listen="127.0.0.1:0",
+        api_listen="127.0.0.1:0",
         log_level="warning",
         mapping_workers=0,  # a few thousand events: no worker processes needed
     )
@@ -56,13 +78,7 @@ def run_demo(data_dir: Path, total: int) -> None:
             f"service listening: OTLP/gRPC {endpoint}, OTLP/HTTP "
             f"127.0.0.1:{service.otlp_http.port}; data in {data_dir}/"
         )
-        with Progress(
-            TextColumn("sending token events"),
-            BarColumn(),
-            MofNCompleteColumn(),
-            TimeElapsedColumn(),
-            console=console,
-        ) as progress:
+        with _progress() as progress:
             task = progress.add_task("send", total=len(scenario.emits))
             send(scenario.emits, endpoint, lambda n: progress.advance(task, n))
         stored = pipeline.store.query(f"SELECT count() FROM {EVENTS_TABLE}").result_rows[0][0]
@@ -73,83 +89,10 @@ def run_demo(data_dir: Path, total: int) -> None:
         _print_summary(summarise(pipeline.store), data_dir)
 
 
-def _table(title: str, *columns: str) -> Table:
-    table = Table(title=title, title_justify="left", title_style="bold", header_style="bold")
-    for column in columns:
-        table.add_column(column)
-    return table
-
-
 def _print_summary(summary: Summary, data_dir: Path) -> None:
-    by_type = _table("Events by type and outcome", "event", "outcome", "events")
-    for row in summary.by_type:
-        style = "red" if row["outcome"] == "failure" else ""
-        by_type.add_row(
-            row["event_name"],
-            f"[{style}]{row['outcome']}[/]" if style else row["outcome"],
-            str(row["events"]),
-        )
-    console.print(by_type)
+    write_summary(summary, Format.TABLE, sys.stdout)
 
-    top = _table("Top tokens", "token", "owner", "uses", "failures", "client IPs")
-    for row in summary.top_tokens:
-        top.add_row(
-            row["token"],
-            row["principal"],
-            str(row["uses"]),
-            str(row["failures"]),
-            str(row["client_ips"]),
-        )
-    console.print(top)
-
-    bursts = _table(
-        "Failure bursts (≥ 10 failures from one IP in 5 minutes)",
-        "token",
-        "client IP",
-        "failures",
-        "peak in 5 min",
-        "from",
-        "to",
-        "reasons",
-    )
-    for row in summary.bursts:
-        bursts.add_row(
-            f"[red]{row['token']}[/red]",
-            row["client_ip"],
-            str(row["failures"]),
-            str(row["peak_5m"]),
-            row["first"][:19] + "Z",
-            row["last"][:19] + "Z",
-            row["reasons"],
-        )
-    console.print(bursts)
-
-    revoked = _table(
-        "Used after revocation", "token", "status", "used at", "client IP", "event", "outcome"
-    )
-    for row in summary.after_revocation:
-        revoked.add_row(
-            f"[red]{row['token']}[/red]",
-            row["status"],
-            row["used_at"][:19] + "Z",
-            row["client_ip"],
-            row["event_name"],
-            row["outcome"],
-        )
-    console.print(revoked)
-
-    expired = _table("Used after expiry", "token", "used at", "client IP", "event", "outcome")
-    for row in summary.after_expiry:
-        expired.add_row(
-            row["token"],
-            row["used_at"][:19] + "Z",
-            row["client_ip"],
-            row["event_name"],
-            row["outcome"],
-        )
-    console.print(expired)
-
-    burst_token = summary.bursts[0]["token"] if summary.bursts else "billing_ci"
+    burst_token = summary.failure_bursts[0]["token"] if summary.failure_bursts else "billing_ci"
     command = _command_name()
     query = f"{command} query --data-dir {data_dir}"
     commands = [

@@ -8,13 +8,12 @@ import logging
 from collections.abc import Awaitable, Callable
 
 import grpc
-from google.protobuf import any_pb2, duration_pb2
-from google.rpc import error_details_pb2, status_pb2
+from google.rpc import error_details_pb2
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
 
-from tokenotel.errors import INTERNAL_ERROR, TokenotelError, client_status
+from tokenotel.errors import INTERNAL_ERROR, TokenotelError, rich_status
 from tokenotel.ingest.consumer import LogsConsumer
 from tokenotel.mapping.decode import PROTOBUF
 
@@ -24,7 +23,6 @@ LOGS_SERVICE = "opentelemetry.proto.collector.logs.v1.LogsService"
 RETRY_INFO_TRAILER = "google.rpc.retryinfo-bin"
 #: How long requests in flight may take to finish when the listener stops.
 STOP_GRACE_S = 5
-_STATUS_CODES = {code.value[0]: code for code in grpc.StatusCode}
 
 
 class OtlpGrpcListener:
@@ -107,21 +105,16 @@ class OtlpGrpcListener:
 
 
 async def _abort(context: grpc.aio.ServicerContext, error: TokenotelError) -> None:
-    """Ends the call with the error's status. A retryable one carries RetryInfo twice: in the
-    status details (read by the collector) and as its own ``google.rpc.retryinfo-bin`` trailer
-    (the only place the Python SDK looks)."""
-    status = client_status(error)
-    if status.retry_after_s is None:
-        await context.abort(_STATUS_CODES[status.grpc_code], str(error))
-    delay = duration_pb2.Duration()
-    delay.FromNanoseconds(int(status.retry_after_s * 1e9))
-    retry_info = error_details_pb2.RetryInfo(retry_delay=delay)
-    detail = any_pb2.Any()
-    detail.Pack(retry_info)
-    rich = rpc_status.to_status(
-        status_pb2.Status(code=status.grpc_code, message=str(error), details=[detail])
-    )
-    trailers = (*rich.trailing_metadata, (RETRY_INFO_TRAILER, retry_info.SerializeToString()))
+    """Ends the call with the error's status (errors.rich_status). A retryable one carries its
+    RetryInfo twice: in the status details (read by the collector) and as its own
+    ``google.rpc.retryinfo-bin`` trailer (the only place the Python SDK looks)."""
+    status = rich_status(error)
+    rich = rpc_status.to_status(status)
+    trailers = tuple(rich.trailing_metadata)
+    for detail in status.details:
+        info = error_details_pb2.RetryInfo()
+        if detail.Unpack(info):
+            trailers += ((RETRY_INFO_TRAILER, info.SerializeToString()),)
     await context.abort(rich.code, rich.details, trailing_metadata=trailers)
 
 

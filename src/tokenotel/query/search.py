@@ -1,4 +1,5 @@
-"""Finds token events by token, principal, IP or range, event type, outcome and time window."""
+"""Finds token events by token, principal, IP or range, event type, outcome, token status and
+time window; a page at a time, and as they are committed (tail)."""
 
 from __future__ import annotations
 
@@ -7,14 +8,14 @@ from dataclasses import dataclass, field
 from datetime import datetime
 from typing import Any
 
-from tokenotel.model import Outcome
+from tokenotel.errors import InvalidArgument
+from tokenotel.model import Outcome, TokenStatus
 from tokenotel.query.readable import format_ms, format_ns, ip_to_text
 from tokenotel.store.client import EVENTS_TABLE, Store
 
 #: What a search returns for each event, in output order. Times come back as integers so
 #: no precision is lost; IPs as ClickHouse text.
-SELECT_EVENTS = f"""
-SELECT
+EVENT_COLUMNS = """
     toUnixTimestamp64Nano(event_time) AS time,
     toUnixTimestamp64Nano(observed_time) AS observed_time,
     event_name, outcome, token_status, failure_reason,
@@ -28,11 +29,29 @@ SELECT
     reason, source, service_name, environment, scope_name,
     trace_id, span_id, severity_text, severity_number, body,
     attributes, resource_attributes
+"""
+#: A total order of events: equal events (the same in every column) are interchangeable, so
+#: a page boundary never skips or repeats one.
+EVENT_ORDER = "event_time, token_key, ingested_at, event_id, cityHash64(*)"
+SEARCH_SQL = f"""
+SELECT {EVENT_COLUMNS}
 FROM {EVENTS_TABLE}
 WHERE {{where}}
-ORDER BY event_time, token_key
+ORDER BY {EVENT_ORDER}
+LIMIT {{{{limit:UInt64}}}} OFFSET {{{{offset:UInt64}}}}
+"""
+#: The events of the inserts stamped after a point, in the order they were committed.
+COMMITTED_SQL = f"""
+SELECT toUnixTimestamp64Milli(ingested_at) AS stamp, {EVENT_COLUMNS}
+FROM {EVENTS_TABLE}
+WHERE ingested_at > fromUnixTimestamp64Milli({{{{after:Int64}}}}, 'UTC')
+  AND ingested_at <= fromUnixTimestamp64Milli({{{{up_to:Int64}}}}, 'UTC')
+  AND {{where}}
+ORDER BY ingested_at, {EVENT_ORDER}
 LIMIT {{{{limit:UInt64}}}}
 """
+#: The stamp of the newest insert: with the service stopped, everything up to it is committed.
+NEWEST_STAMP_SQL = f"SELECT toUnixTimestamp64Milli(max(ingested_at)) FROM {EVENTS_TABLE}"
 
 
 @dataclass
@@ -44,14 +63,15 @@ class EventFilter:
     ip: str | None = None
     events: list[str] = field(default_factory=list)
     outcome: Outcome | None = None
+    statuses: list[TokenStatus] = field(default_factory=list)
     since: datetime | None = None
     until: datetime | None = None
-    limit: int = 1000
 
     def where(self) -> tuple[str, dict[str, Any]]:
-        """The WHERE clause and its parameters (server-side bound, never interpolated)."""
+        """The WHERE clause and its parameters (server-side bound, never interpolated).
+        Raises InvalidArgument for an address that is not one."""
         conditions: list[str] = []
-        params: dict[str, Any] = {"limit": self.limit}
+        params: dict[str, Any] = {}
         if self.tokens:
             conditions.append(
                 "token_key IN (SELECT arrayJoin({tokens:Array(String)}) UNION ALL "
@@ -74,6 +94,9 @@ class EventFilter:
         if self.outcome:
             conditions.append("outcome = {outcome:String}")
             params["outcome"] = self.outcome.value
+        if self.statuses:
+            conditions.append("token_status IN {statuses:Array(String)}")
+            params["statuses"] = [status.value for status in self.statuses]
         if self.since:
             conditions.append("event_time >= fromUnixTimestamp64Nano({since:Int64}, 'UTC')")
             params["since"] = int(self.since.timestamp() * 1e9)
@@ -88,23 +111,84 @@ def ip_range(text: str) -> tuple[str, str]:
     try:
         network = ipaddress.ip_network(text.strip(), strict=False)
     except ValueError:
-        raise ValueError(f"{text!r} is not an IP address or CIDR range") from None
+        raise InvalidArgument(f"{text!r} is not an IP address or CIDR range", field="ip") from None
     first, last = network.network_address, network.broadcast_address
     if network.version == 4:
         return f"::ffff:{first}", f"::ffff:{last}"
     return str(first), str(last)
 
 
-def search(store: Store, event_filter: EventFilter) -> list[dict[str, Any]]:
-    """Matching events, oldest first, as plain dicts ready for JSON."""
+def search(
+    store: Store,
+    event_filter: EventFilter,
+    *,
+    limit: int,
+    offset: int = 0,
+    up_to_stamp: int | None = None,
+    settings: dict[str, Any] | None = None,
+) -> list[dict[str, Any]]:
+    """Matching events, oldest first, as plain dicts ready for JSON: ``limit`` of them from
+    ``offset``, among the events committed by insert ``up_to_stamp`` (all when None)."""
     where, params = event_filter.where()
-    result = store.query(SELECT_EVENTS.format(where=where), params)
+    if up_to_stamp is not None:
+        where += " AND ingested_at <= fromUnixTimestamp64Milli({up_to:Int64}, 'UTC')"
+        params["up_to"] = up_to_stamp
+    params |= {"limit": limit, "offset": offset}
+    result = store.query(SEARCH_SQL.format(where=where), params, settings=settings)
     return [
-        _readable(dict(zip(result.column_names, row, strict=True))) for row in result.result_rows
+        readable_event(dict(zip(result.column_names, row, strict=True)))
+        for row in result.result_rows
     ]
 
 
-def _readable(event: dict[str, Any]) -> dict[str, Any]:
+def newest_stamp(store: Store) -> int:
+    """The stamp (ms) of the newest insert in the store, 0 when it holds nothing."""
+    return int(store.query(NEWEST_STAMP_SQL).result_rows[0][0] or 0)
+
+
+@dataclass(frozen=True)
+class Cursor:
+    """A place in the stream of committed events: after ``skip`` events (as a tail with the
+    same filter saw them) of the insert stamped ``stamp``, and everything before it."""
+
+    stamp: int
+    skip: int = 0
+
+
+def committed(
+    store: Store,
+    event_filter: EventFilter,
+    after: Cursor,
+    up_to_stamp: int,
+    *,
+    limit: int,
+    settings: dict[str, Any] | None = None,
+) -> tuple[list[dict[str, Any]], Cursor]:
+    """The events committed after ``after``, by inserts up to ``up_to_stamp``, at most
+    ``limit`` of them, in the order they were committed; and the cursor after the last."""
+    where, params = event_filter.where()
+    params |= {"after": after.stamp - 1 if after.skip else after.stamp, "up_to": up_to_stamp}
+    params["limit"] = limit + after.skip
+    result = store.query(COMMITTED_SQL.format(where=where), params, settings=settings)
+    rows = [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
+    if after.skip:  # the rest of a partly seen insert, then the ones after it
+        seen = [i for i, row in enumerate(rows) if row["stamp"] == after.stamp][: after.skip]
+        rows = [row for i, row in enumerate(rows) if i not in set(seen)]
+    rows = rows[:limit]
+    if not rows:
+        return [], after if after.stamp >= up_to_stamp else Cursor(up_to_stamp)
+    last = rows[-1]["stamp"]
+    in_last = sum(1 for row in rows if row["stamp"] == last)
+    skip = in_last + (after.skip if last == after.stamp else 0)
+    complete = len(rows) < limit  # everything up to up_to_stamp was read
+    cursor = Cursor(up_to_stamp) if complete else Cursor(last, skip)
+    for row in rows:
+        del row["stamp"]
+    return [readable_event(row) for row in rows], cursor
+
+
+def readable_event(event: dict[str, Any]) -> dict[str, Any]:
+    """A row of EVENT_COLUMNS as people and JSON read it."""
     event["time"] = format_ns(event["time"])
     event["observed_time"] = format_ns(event["observed_time"])
     event["expires_at"] = format_ms(event["expires_at"])
@@ -112,4 +196,6 @@ def _readable(event: dict[str, Any]) -> dict[str, Any]:
     event["client_address"] = ip_to_text(event["client_address"])
     for name in ("scopes", "scopes_added", "scopes_removed"):
         event[name] = list(event[name])
+    for name in ("attributes", "resource_attributes"):  # one order, wherever it is read
+        event[name] = dict(sorted(event[name].items()))
     return {("client_ip" if k == "client_address" else k): v for k, v in event.items()}

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import fcntl
 import logging
 import threading
 from dataclasses import dataclass
@@ -14,14 +15,19 @@ import pyarrow as pa
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.query import QueryResult
 
-from tokenotel.errors import DataDirInUse, PermanentError, SchemaOutdated, StoreUnavailable
+from tokenotel.errors import (
+    DataDirInUse,
+    DeadlineExceeded,
+    PermanentError,
+    SchemaOutdated,
+    StoreUnavailable,
+)
 from tokenotel.store.migrate import Migration, applied_versions, available, migrate
 from tokenotel.store.retention import apply_retention
 
 log = logging.getLogger(__name__)
 
 EVENTS_TABLE = "token_events"
-_LOCKED_HINT = "Cannot lock file"
 #: tokenotel drops duplicate events itself before inserting, so ClickHouse need not merge
 #: rows of a ReplacingMergeTree while inserting: that saves about a third of insert CPU.
 INSERT_SETTINGS = {"optimize_on_insert": 0}
@@ -68,6 +74,12 @@ class Store:
         self._client: Client | None = None
         self._lock = threading.Lock()
         self.applied_migrations: list[Migration] = []
+        # Reads run in many threads beside the writer's inserts, and one chDB handle is one
+        # connection: each thread queries through a client of its own (a new embedded handle
+        # costs 0.1-0.3 ms, once a thread).
+        self._thread = threading.local()
+        self._readers: list[Client] = []
+        self._generation = 0  # closing makes every thread's client one to replace
 
     @property
     def target(self) -> str:
@@ -106,11 +118,11 @@ class Store:
         except PermanentError:
             raise
         except Exception as e:
-            message = str(e)
-            if _LOCKED_HINT in message or "already initialized with path" in message:
+            if options.server is None and _held_elsewhere(options.data_dir, str(e)):
                 raise DataDirInUse(
-                    f"the data directory {options.data_dir} is in use by another tokenotel "
-                    "process; stop it first (one process per data directory)"
+                    f"the data directory {options.data_dir} is in use by another process (a "
+                    "running `tokenotel serve`?): read through its query API with --server "
+                    "HOST:PORT, or stop it first (one process per data directory)"
                 ) from None
             raise self._unavailable(f"cannot reach {self.target}", e) from None
         log.info("store ready: %s", self.target)
@@ -132,12 +144,23 @@ class Store:
         except Exception as e:
             raise self._unavailable(f"insert into {self.target} failed", e) from e
 
-    def query(self, sql: str, parameters: dict[str, Any] | None = None) -> QueryResult:
-        """Runs a SELECT; raises StoreUnavailable."""
-        client = self.connect()
+    def query(
+        self,
+        sql: str,
+        parameters: dict[str, Any] | None = None,
+        *,
+        settings: dict[str, Any] | None = None,
+    ) -> QueryResult:
+        """Runs a SELECT (with ClickHouse ``settings``, e.g. a time limit); raises
+        StoreUnavailable."""
+        client = self._reader()
         try:
-            return client.query(sql, parameters=parameters)
+            return client.query(sql, parameters=parameters, settings=settings)
         except Exception as e:
+            if "TIMEOUT_EXCEEDED" in str(e):  # (max_execution_time, from a deadline)
+                raise DeadlineExceeded(
+                    f"the query on {self.target} ran past its time limit and was stopped"
+                ) from e
             raise self._unavailable(f"query on {self.target} failed", e) from e
 
     def command(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
@@ -152,8 +175,31 @@ class Store:
         """The error for a failed call, asking clients to come back after ``retry_after_s``."""
         return StoreUnavailable(f"{what}: {_first_line(str(error))}", self.options.retry_after_s)
 
+    def _reader(self) -> Client:
+        """This thread's client for reads (the store connected, migrated, first)."""
+        self.connect()
+        held = getattr(self._thread, "client", None)
+        if held is not None and held[0] == self._generation:
+            return held[1]
+        try:
+            if self.options.server is None:
+                dsn = f"chdb://{self.options.data_dir.resolve()}"
+                client = clickhouse_connect.get_client(dsn=dsn, database=self.options.database)
+            else:
+                client = server_client(self.options.server, self.options.database)
+        except Exception as e:
+            raise self._unavailable(f"cannot reach {self.target}", e) from None
+        with self._lock:
+            self._readers.append(client)
+            self._thread.client = (self._generation, client)
+        return client
+
     def close(self) -> None:
         with self._lock:
+            for client in self._readers:
+                client.close()
+            self._readers = []
+            self._generation += 1
             if self._client is not None:
                 self._client.close()
                 self._client = None
@@ -171,6 +217,23 @@ def server_client(server: ClickHouseServer, database: str | None = None) -> Clie
         connect_timeout=3,
         send_receive_timeout=60,
     )
+
+
+def _held_elsewhere(data_dir: Path, message: str) -> bool:
+    """Whether an embedded store failed to open because another process holds the directory:
+    ClickHouse keeps an exclusive lock on its ``status`` file while it runs (chDB reports only
+    "Error initializing EmbeddedServer" then)."""
+    if "Cannot lock file" in message or "already initialized with path" in message:
+        return True
+    try:
+        with (data_dir / "status").open("rb") as status:
+            fcntl.flock(status, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(status, fcntl.LOCK_UN)
+    except BlockingIOError:
+        return True
+    except OSError:
+        return False
+    return False
 
 
 def _first_line(message: str) -> str:

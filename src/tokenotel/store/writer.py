@@ -13,6 +13,7 @@ remembered, and with the embedded store its rollups are counted again.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -101,6 +102,9 @@ class BatchWriter:
         self.stats = WriterStats()
         #: Why the last write failed; None once a write succeeds again.
         self.failing: str | None = None
+        #: The stamp of the insert running now: every insert before it is settled.
+        self.in_progress_stamp: int | None = None
+        self._commits = asyncio.Condition()
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="tokenotel-writer")
@@ -182,6 +186,21 @@ class BatchWriter:
         for item, new in zip(taken, written, strict=True):
             if not item.done.done():
                 item.done.set_result(new)
+        async with self._commits:
+            self._commits.notify_all()
+
+    def committed_up_to(self) -> int | None:
+        """A stamp such that every insert stamped up to it is committed and no later insert
+        will be stamped before it: the one before the insert running now. None when nothing
+        runs (then the newest stamp in the store is one)."""
+        running = self.in_progress_stamp
+        return None if running is None else running - 1
+
+    async def wait_for_commit(self, timeout_s: float) -> None:
+        """Until the next insert is committed, or ``timeout_s`` has passed."""
+        async with self._commits:
+            with contextlib.suppress(TimeoutError):
+                await asyncio.wait_for(self._commits.wait(), timeout_s)
 
     def _insert(self, tables: list[pa.Table]) -> list[int]:
         """Runs in a worker thread: drop known event ids, insert once; new rows per table."""
@@ -219,11 +238,14 @@ class BatchWriter:
                         f"cannot note the insert in {self._journal.path}: {e.strerror}",
                         self._retry_after_s,
                     ) from e
+            self.in_progress_stamp = stamp
             try:
                 self._store.insert_arrow(EVENTS_TABLE, batch)
             except StoreUnavailable:
                 self._unsettled.append((stamp, scope))
                 raise
+            finally:
+                self.in_progress_stamp = None
             if self._journal is not None:
                 self._journal.end()
             # Committed: from here on a retry of these rows is a duplicate.

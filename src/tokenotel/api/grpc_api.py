@@ -1,0 +1,341 @@
+"""The query API: tokenotel.v1.TokenAudit, with gRPC health and reflection, on its own listener."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import math
+from collections.abc import AsyncIterator, Awaitable, Callable
+from datetime import timedelta
+from typing import Any, Protocol, TypeVar
+
+import grpc
+from google.protobuf.message import Message
+from grpc_health.v1 import health, health_pb2, health_pb2_grpc
+from grpc_reflection.v1alpha import reflection
+from grpc_status import rpc_status
+
+from tokenotel.api import paging
+from tokenotel.api.messages import moment, to_message
+from tokenotel.errors import INTERNAL_ERROR, InvalidArgument, TokenotelError, rich_status
+from tokenotel.mapping.fingerprint import Fingerprinter
+from tokenotel.model import Outcome, TokenStatus
+from tokenotel.query.search import Cursor, EventFilter, committed, newest_stamp, search
+from tokenotel.query.summary import summarise
+from tokenotel.query.timeline import timeline
+from tokenotel.query.tokens import TokenFilter, list_tokens
+from tokenotel.store.client import Store
+from tokenotel.v1 import audit_pb2, audit_pb2_grpc
+
+log = logging.getLogger(__name__)
+
+SERVICE = audit_pb2.DESCRIPTOR.services_by_name["TokenAudit"].full_name
+DEFAULT_PAGE, MOST_PAGE = 100, 1_000
+DEFAULT_TIMELINE, MOST_TIMELINE = 1_000, 10_000
+DEFAULT_TOP, MOST_TOP = 5, 100
+#: How many events one tail message carries at most.
+TAIL_BATCH = 1_000
+#: A tail looks for new events this often when no commit wakes it (another writer's inserts).
+TAIL_POLL_S = 1.0
+R = TypeVar("R", bound=Message)
+
+
+class Commits(Protocol):
+    """What the API needs of the writer: where committed events end, and a wake-up when more
+    are committed (the pipeline's BatchWriter)."""
+
+    def committed_up_to(self) -> int | None: ...
+
+    async def wait_for_commit(self, timeout_s: float) -> None: ...
+
+
+class TokenAuditService(audit_pb2_grpc.TokenAuditServicer):
+    """Each method reads the store in a thread, within the client's deadline."""
+
+    def __init__(self, store: Store, fingerprint: Fingerprinter, commits: Commits) -> None:
+        self._store = store
+        self._fingerprint = fingerprint
+        self._commits = commits
+
+    async def SearchEvents(
+        self, request: audit_pb2.SearchEventsRequest, context: grpc.aio.ServicerContext
+    ) -> audit_pb2.SearchEventsResponse:
+        async def answer(settings: dict[str, Any]) -> audit_pb2.SearchEventsResponse:
+            event_filter = event_filter_of(request.filter)
+            size = _size(request.page_size, DEFAULT_PAGE, MOST_PAGE, "page_size")
+            if request.page_token:
+                up_to, offset = paging.read_page_token(request.page_token, request.filter)
+            else:
+                up_to, offset = await self._up_to(), 0
+            events = await asyncio.to_thread(
+                search, self._store, event_filter, limit=size + 1, offset=offset,
+                up_to_stamp=up_to, settings=settings,
+            )  # fmt: skip
+            response = audit_pb2.SearchEventsResponse()
+            for event in events[:size]:
+                to_message(event, response.events.add())
+            if len(events) > size:
+                response.next_page_token = paging.page_token(request.filter, up_to, offset + size)
+            return response
+
+        return await _answer(context, answer)
+
+    async def TailEvents(
+        self, request: audit_pb2.TailEventsRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[audit_pb2.TailEventsResponse]:
+        try:
+            event_filter = event_filter_of(request.filter)
+            after = paging.read_cursor(request.cursor, request.filter) if request.cursor else None
+            if after is None:
+                after = Cursor(await self._up_to())
+                yield audit_pb2.TailEventsResponse(
+                    cursor=paging.cursor_token(request.filter, after)
+                )
+            while True:
+                up_to = await self._up_to()
+                events, after_these = await asyncio.to_thread(
+                    committed, self._store, event_filter, after, up_to, limit=TAIL_BATCH
+                )
+                if events or after_these != after:
+                    response = audit_pb2.TailEventsResponse(
+                        cursor=paging.cursor_token(request.filter, after_these)
+                    )
+                    for event in events:
+                        to_message(event, response.events.add())
+                    yield response
+                    after = after_these
+                if len(events) < TAIL_BATCH:
+                    await self._commits.wait_for_commit(TAIL_POLL_S)
+        except TokenotelError as e:
+            await _abort(context, e)
+
+    async def GetTokenTimeline(
+        self, request: audit_pb2.GetTokenTimelineRequest, context: grpc.aio.ServicerContext
+    ) -> audit_pb2.TokenTimeline:
+        async def answer(settings: dict[str, Any]) -> audit_pb2.TokenTimeline:
+            if not request.token:
+                raise InvalidArgument("give a token id or a fingerprint", field="token")
+            limit = _size(request.limit, DEFAULT_TIMELINE, MOST_TIMELINE, "limit")
+            found = await asyncio.to_thread(
+                timeline, self._store, request.token, limit=limit, settings=settings
+            )
+            return to_message(found, audit_pb2.TokenTimeline())
+
+        return await _answer(context, answer)
+
+    async def ListTokens(
+        self, request: audit_pb2.ListTokensRequest, context: grpc.aio.ServicerContext
+    ) -> audit_pb2.ListTokensResponse:
+        async def answer(settings: dict[str, Any]) -> audit_pb2.ListTokensResponse:
+            token_filter = token_filter_of(request)
+            size = _size(request.page_size, DEFAULT_PAGE, MOST_PAGE, "page_size")
+            criteria = audit_pb2.ListTokensRequest()
+            criteria.CopyFrom(request)
+            criteria.ClearField("page_token")
+            criteria.ClearField("page_size")
+            after = ""
+            if request.page_token:
+                after = str(paging.decode(request.page_token, criteria, "page_token")["after"])
+            tokens = await asyncio.to_thread(
+                list_tokens, self._store, token_filter, limit=size + 1, after_key=after,
+                settings=settings,
+            )  # fmt: skip
+            response = audit_pb2.ListTokensResponse()
+            for token in tokens[:size]:
+                to_message(token, response.tokens.add())
+            if len(tokens) > size:
+                response.next_page_token = paging.encode(
+                    criteria, after=tokens[size - 1]["token_key"]
+                )
+            return response
+
+        return await _answer(context, answer)
+
+    async def GetSummary(
+        self, request: audit_pb2.GetSummaryRequest, context: grpc.aio.ServicerContext
+    ) -> audit_pb2.Summary:
+        async def answer(settings: dict[str, Any]) -> audit_pb2.Summary:
+            top = _size(request.top, DEFAULT_TOP, MOST_TOP, "top")
+            summary = await asyncio.to_thread(
+                summarise,
+                self._store,
+                moment(request.since, request.HasField("since")),
+                moment(request.until, request.HasField("until")),
+                top=top,
+                settings=settings,
+            )
+            return to_message(vars(summary), audit_pb2.Summary())
+
+        return await _answer(context, answer)
+
+    async def FingerprintSecret(
+        self, request: audit_pb2.FingerprintSecretRequest, context: grpc.aio.ServicerContext
+    ) -> audit_pb2.FingerprintSecretResponse:
+        async def answer(_: dict[str, Any]) -> audit_pb2.FingerprintSecretResponse:
+            if not request.secret:
+                raise InvalidArgument("the secret is empty", field="secret")
+            return audit_pb2.FingerprintSecretResponse(
+                fingerprint=self._fingerprint(request.secret), key_id=self._fingerprint.key_id
+            )
+
+        return await _answer(context, answer)
+
+    async def _up_to(self) -> int:
+        """The last insert every search and tail may read: one that is committed, with none
+        committed later before it (see BatchWriter.committed_up_to)."""
+        up_to = self._commits.committed_up_to()
+        if up_to is None:
+            up_to = await asyncio.to_thread(newest_stamp, self._store)
+        return up_to
+
+
+def event_filter_of(message: audit_pb2.EventFilter) -> EventFilter:
+    """The query layer's filter; raises InvalidArgument naming the field that is wrong."""
+    outcome = None
+    if message.outcome:
+        if message.outcome not in Outcome.__members__.values():
+            raise InvalidArgument(
+                f"outcome {message.outcome!r} is not success, failure or unknown",
+                field="filter.outcome",
+            )
+        outcome = Outcome(message.outcome)
+    statuses = []
+    for status in message.token_statuses:
+        if status not in TokenStatus.__members__.values() or not status:
+            raise InvalidArgument(
+                f"token status {status!r} is not active, disabled, revoked, rotated or expired",
+                field="filter.token_statuses",
+            )
+        statuses.append(TokenStatus(status))
+    event_filter = EventFilter(
+        tokens=list(message.tokens),
+        principal=message.principal or None,
+        ip=message.ip or None,
+        events=list(message.event_names),
+        outcome=outcome,
+        statuses=statuses,
+        since=moment(message.since, message.HasField("since")),
+        until=moment(message.until, message.HasField("until")),
+    )
+    try:
+        event_filter.where()  # the address or range
+    except InvalidArgument as e:
+        raise InvalidArgument(str(e), field=f"filter.{e.field}") from None
+    return event_filter
+
+
+def token_filter_of(message: audit_pb2.ListTokensRequest) -> TokenFilter:
+    status = None
+    if message.status:
+        if message.status not in TokenStatus.__members__.values():
+            raise InvalidArgument(
+                f"status {message.status!r} is not active, disabled, revoked, rotated or expired",
+                field="status",
+            )
+        status = TokenStatus(message.status)
+
+    def delta(name: str) -> timedelta | None:
+        return getattr(message, name).ToTimedelta() if message.HasField(name) else None
+
+    return TokenFilter(
+        status=status,
+        principal=message.principal or None,
+        scope=message.scope or None,
+        expires_within=delta("expires_within"),
+        unused_for=delta("unused_for"),
+    )
+
+
+class TokenAuditListener:
+    """Serves TokenAudit, gRPC health (SERVING while the store answers) and server reflection on
+    ``host``:``port`` (0: the system picks)."""
+
+    name = "query API"
+
+    def __init__(
+        self,
+        host: str,
+        port: int,
+        store: Store,
+        fingerprint: Fingerprinter,
+        commits: Commits,
+    ) -> None:
+        self.host, self._port = host, port
+        self._service = TokenAuditService(store, fingerprint, commits)
+        self._store = store
+        self._server: grpc.aio.Server | None = None
+        self._health_task: asyncio.Task[None] | None = None
+        self.port = 0
+
+    async def start(self) -> None:
+        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        audit_pb2_grpc.add_TokenAuditServicer_to_server(self._service, server)
+        health_servicer = health.aio.HealthServicer()
+        health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
+        names = (SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
+        reflection.enable_server_reflection((*names, reflection.SERVICE_NAME), server)
+        address = f"[{self.host}]:{self._port}" if ":" in self.host else f"{self.host}:{self._port}"
+        port = server.add_insecure_port(address)
+        if port == 0 and self._port != 0:
+            raise OSError(f"cannot listen for the query API on {address}: taken or invalid")
+        await server.start()
+        self._server, self.port = server, port
+        self._health_task = asyncio.create_task(_report_health(health_servicer, self._store))
+
+    async def stop(self) -> None:
+        if self._server is not None:
+            await self._server.stop(grace=5)
+            self._server = None
+        if self._health_task is not None:
+            self._health_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._health_task
+            self._health_task = None
+
+
+async def _report_health(servicer: health.aio.HealthServicer, store: Store) -> None:
+    last = None
+    while True:
+        serving = await asyncio.to_thread(store.ready)
+        if serving != last:
+            status = (
+                health_pb2.HealthCheckResponse.SERVING
+                if serving
+                else health_pb2.HealthCheckResponse.NOT_SERVING
+            )
+            for name in ("", SERVICE):
+                await servicer.set(name, status)
+            last = serving
+        await asyncio.sleep(1.0)
+
+
+async def _answer(
+    context: grpc.aio.ServicerContext, answer: Callable[[dict[str, Any]], Awaitable[R]]
+) -> R:
+    """``answer``, given ClickHouse settings that stop its queries at the client's deadline;
+    its errors become the gRPC status they stand for."""
+    settings: dict[str, Any] = {}
+    remaining = context.time_remaining()
+    if remaining is not None:
+        settings["max_execution_time"] = max(1, math.ceil(remaining))
+    try:
+        return await answer(settings)
+    except TokenotelError as e:
+        await _abort(context, e)
+    except Exception:  # a bug: said once in the log, and a status the client can read
+        log.exception("a query API request failed")
+        await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_ERROR)
+    raise AssertionError("unreachable: abort raises")
+
+
+async def _abort(context: grpc.aio.ServicerContext, error: TokenotelError) -> None:
+    """Ends the call with the error's status, details included (errors.rich_status)."""
+    rich = rpc_status.to_status(rich_status(error))
+    await context.abort(rich.code, rich.details, trailing_metadata=rich.trailing_metadata)
+
+
+def _size(given: int, default: int, most: int, name: str) -> int:
+    if given < 0 or given > most:
+        raise InvalidArgument(f"{name} must be between 1 and {most} (0: {default})", field=name)
+    return given or default

@@ -1,0 +1,232 @@
+"""How the reading commands reach the trail: the store itself (a stopped data directory, or a
+ClickHouse server), or a running service's query API. Both answer with the same plain values,
+so the commands print the same either way."""
+
+from __future__ import annotations
+
+import contextlib
+import json
+import os
+from collections.abc import Iterator
+from datetime import datetime, timedelta
+from pathlib import Path
+from typing import Any, Protocol
+
+import grpc
+from google.rpc import error_details_pb2
+from grpc_status import rpc_status
+
+from tokenotel.api import paging
+from tokenotel.api.messages import duration, from_message, timestamp
+from tokenotel.errors import (
+    DeadlineExceeded,
+    InvalidArgument,
+    NotFound,
+    PermanentError,
+    StoreUnavailable,
+    TokenotelError,
+)
+from tokenotel.query.search import Cursor, EventFilter, committed, newest_stamp, search
+from tokenotel.query.summary import Summary, summarise
+from tokenotel.query.timeline import timeline
+from tokenotel.query.tokens import TokenFilter, list_tokens
+from tokenotel.store.client import Store
+from tokenotel.v1 import audit_pb2, audit_pb2_grpc
+
+#: In the data directory while `tokenotel serve` holds it: where its query API listens.
+SERVICE_RECORD = "serve.json"
+#: Events a remote search asks for at a time (the API's most).
+PAGE = 1_000
+
+
+class Reader(Protocol):
+    def events(self, event_filter: EventFilter, limit: int) -> list[dict[str, Any]]: ...
+
+    def tokens(self, token_filter: TokenFilter, limit: int) -> list[dict[str, Any]]: ...
+
+    def timeline(self, token: str, limit: int) -> dict[str, Any]: ...
+
+    def summary(self, since: datetime | None, until: datetime | None, top: int) -> Summary: ...
+
+    def tail(
+        self, event_filter: EventFilter, cursor: str | None
+    ) -> Iterator[tuple[list[dict[str, Any]], str]]: ...
+
+    def close(self) -> None: ...
+
+
+def filter_message(event_filter: EventFilter) -> audit_pb2.EventFilter:
+    """The API's form of a filter (its digest ties page tokens and cursors to it)."""
+    message = audit_pb2.EventFilter(
+        tokens=event_filter.tokens,
+        principal=event_filter.principal or "",
+        ip=event_filter.ip or "",
+        event_names=event_filter.events,
+        outcome=event_filter.outcome.value if event_filter.outcome else "",
+        token_statuses=[status.value for status in event_filter.statuses],
+    )
+    for name in ("since", "until"):
+        moment = timestamp(getattr(event_filter, name))
+        if moment is not None:
+            getattr(message, name).CopyFrom(moment)
+    return message
+
+
+class StoreReader:
+    """Reads the store directly: a stopped service's data directory, or a ClickHouse server."""
+
+    def __init__(self, store: Store) -> None:
+        self._store = store
+
+    def events(self, event_filter: EventFilter, limit: int) -> list[dict[str, Any]]:
+        return search(self._store, event_filter, limit=limit)
+
+    def tokens(self, token_filter: TokenFilter, limit: int) -> list[dict[str, Any]]:
+        return list_tokens(self._store, token_filter, limit=limit)
+
+    def timeline(self, token: str, limit: int) -> dict[str, Any]:
+        return timeline(self._store, token, limit=limit)
+
+    def summary(self, since: datetime | None, until: datetime | None, top: int) -> Summary:
+        return summarise(self._store, since, until, top=top)
+
+    def tail(
+        self, event_filter: EventFilter, cursor: str | None
+    ) -> Iterator[tuple[list[dict[str, Any]], str]]:
+        """What was committed after ``cursor``, then the end: nothing commits while the
+        service is stopped. Without a cursor, nothing (it starts from now)."""
+        criteria = filter_message(event_filter)
+        up_to = newest_stamp(self._store)
+        after = paging.read_cursor(cursor, criteria) if cursor else Cursor(up_to)
+        while True:
+            events, after = committed(self._store, event_filter, after, up_to, limit=PAGE)
+            yield events, paging.cursor_token(criteria, after)
+            if len(events) < PAGE:
+                return
+
+    def close(self) -> None:
+        self._store.close()
+
+
+class ServiceReader:
+    """Reads through a running service's query API (tokenotel.v1.TokenAudit)."""
+
+    def __init__(self, address: str) -> None:
+        self.address = address
+        self._channel = grpc.insecure_channel(address)
+        self._api = audit_pb2_grpc.TokenAuditStub(self._channel)
+
+    def events(self, event_filter: EventFilter, limit: int) -> list[dict[str, Any]]:
+        request = audit_pb2.SearchEventsRequest(filter=filter_message(event_filter))
+        events: list[dict[str, Any]] = []
+        while len(events) < limit:
+            request.page_size = min(PAGE, limit - len(events))
+            response = self._call(self._api.SearchEvents, request)
+            events += [from_message(event) for event in response.events]
+            if not response.next_page_token:
+                break
+            request.page_token = response.next_page_token
+        return events
+
+    def tokens(self, token_filter: TokenFilter, limit: int) -> list[dict[str, Any]]:
+        request = audit_pb2.ListTokensRequest(
+            status=token_filter.status.value if token_filter.status else "",
+            principal=token_filter.principal or "",
+            scope=token_filter.scope or "",
+        )
+        for name in ("expires_within", "unused_for"):
+            delta: timedelta | None = getattr(token_filter, name)
+            if delta is not None:
+                getattr(request, name).CopyFrom(duration(delta))
+        tokens: list[dict[str, Any]] = []
+        while len(tokens) < limit:
+            request.page_size = min(PAGE, limit - len(tokens))
+            response = self._call(self._api.ListTokens, request)
+            tokens += [from_message(token) for token in response.tokens]
+            if not response.next_page_token:
+                break
+            request.page_token = response.next_page_token
+        return tokens
+
+    def timeline(self, token: str, limit: int) -> dict[str, Any]:
+        request = audit_pb2.GetTokenTimelineRequest(token=token, limit=limit)
+        return from_message(self._call(self._api.GetTokenTimeline, request))
+
+    def summary(self, since: datetime | None, until: datetime | None, top: int) -> Summary:
+        request = audit_pb2.GetSummaryRequest(top=top)
+        for name, moment in (("since", since), ("until", until)):
+            if moment is not None:
+                getattr(request, name).CopyFrom(timestamp(moment))
+        return Summary(**from_message(self._call(self._api.GetSummary, request)))
+
+    def tail(
+        self, event_filter: EventFilter, cursor: str | None
+    ) -> Iterator[tuple[list[dict[str, Any]], str]]:
+        request = audit_pb2.TailEventsRequest(filter=filter_message(event_filter), cursor=cursor)
+        try:
+            for response in self._api.TailEvents(request):
+                yield [from_message(event) for event in response.events], response.cursor
+        except grpc.RpcError as e:
+            raise _error(e) from None
+
+    def fingerprint(self, secret: str) -> str:
+        request = audit_pb2.FingerprintSecretRequest(secret=secret)
+        return str(self._call(self._api.FingerprintSecret, request).fingerprint)
+
+    def close(self) -> None:
+        self._channel.close()
+
+    def _call(self, method: Any, request: Any) -> Any:
+        try:
+            return method(request, timeout=120)
+        except grpc.RpcError as e:
+            raise _error(e) from None
+
+
+def _error(error: grpc.RpcError) -> TokenotelError:
+    """The API's status as the error a local read would have raised."""
+    message = error.details() or str(error.code())
+    code = error.code()
+    if code == grpc.StatusCode.INVALID_ARGUMENT:
+        status = rpc_status.from_call(error)  # type: ignore[arg-type]
+        field = ""
+        for detail in status.details if status is not None else ():
+            bad = error_details_pb2.BadRequest()
+            if detail.Unpack(bad) and bad.field_violations:
+                field = bad.field_violations[0].field
+        return InvalidArgument(message, field=field)
+    if code == grpc.StatusCode.NOT_FOUND:
+        return NotFound(message)
+    if code == grpc.StatusCode.DEADLINE_EXCEEDED:
+        return DeadlineExceeded(message)
+    if code == grpc.StatusCode.UNAVAILABLE:
+        return StoreUnavailable(f"the service at its query API answers: {message}", 1.0)
+    return PermanentError(f"the service's query API answered {code.name}: {message}")
+
+
+def record_service(data_dir: Path, api_address: str) -> None:
+    """Notes in the data directory where the running service's query API listens."""
+    record = {"api": api_address, "pid": os.getpid()}
+    (data_dir / SERVICE_RECORD).write_text(json.dumps(record), encoding="utf-8")
+
+
+def forget_service(data_dir: Path) -> None:
+    with contextlib.suppress(FileNotFoundError):
+        (data_dir / SERVICE_RECORD).unlink()
+
+
+def running_service(data_dir: Path) -> str | None:
+    """The query API address of the service that holds ``data_dir``, if one runs; a record
+    left by a service that died (its process is gone) is ignored."""
+    try:
+        record = json.loads((data_dir / SERVICE_RECORD).read_text(encoding="utf-8"))
+        pid, address = int(record["pid"]), str(record["api"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return None
+    except PermissionError:  # alive, another user's
+        pass
+    return address
