@@ -29,6 +29,7 @@ import logging
 import os
 import re
 import struct
+import time
 import uuid
 import zlib
 from collections.abc import Callable, Mapping
@@ -231,6 +232,11 @@ class QueryLimits:
     #: Requests that wait for a running query to finish before they are refused: a dashboard
     #: sends all its panels at once, and Grafana does not retry a refused one.
     max_queued_queries: int = 64
+    #: Query time per second of wall clock, on average: a quarter of one core. A dashboard's
+    #: refresh (a burst of panels) runs at once within ``query_burst_s``; a steady stream of
+    #: queries waits, so ingest keeps the rest of the machine whatever Grafana asks.
+    query_share: float = 0.25
+    query_burst_s: float = 2.0
 
     def settings(self) -> dict[str, int]:
         """The limits as ClickHouse settings (name → the most a client may set)."""
@@ -712,6 +718,7 @@ class ClickHouseHttpListener:
         self._runner: web.AppRunner | None = None
         self._executor: ThreadPoolExecutor | None = None
         self.in_flight = 0  # queries admitted: running or waiting for a thread
+        self._budget = QueryBudget(self.limits.query_share, self.limits.query_burst_s)
 
     async def start(self) -> None:
         self._executor = ThreadPoolExecutor(
@@ -859,14 +866,46 @@ class ClickHouseHttpListener:
                 f"running and {limits.max_queued_queries} waiting; try again when some finish",
             )
         self.in_flight += 1
+        try:
+            await self._budget.wait()
+        except BaseException:
+            self.in_flight -= 1
+            raise
+        started = time.monotonic()
         future = asyncio.get_running_loop().run_in_executor(self._executor, work)
 
         def finished(_: asyncio.Future[T]) -> None:
             self.in_flight -= 1
+            self._budget.spend(time.monotonic() - started)
 
         future.add_done_callback(finished)
         # Shielded: a client that goes away does not free the slot before its query ends.
         return await asyncio.shield(future)
+
+
+class QueryBudget:
+    """A bucket of query time that fills at ``share`` seconds a second, up to ``burst_s``: a
+    query starts once the bucket is not empty, and empties it by the time it took."""
+
+    def __init__(self, share: float, burst_s: float) -> None:
+        self.share, self.burst_s = share, burst_s
+        self._level = burst_s
+        self._at = time.monotonic()
+
+    def _refill(self) -> None:
+        now = time.monotonic()
+        self._level = min(self.burst_s, self._level + (now - self._at) * self.share)
+        self._at = now
+
+    async def wait(self) -> None:
+        self._refill()
+        while self._level <= 0:
+            await asyncio.sleep(-self._level / self.share)
+            self._refill()
+
+    def spend(self, seconds: float) -> None:
+        self._refill()
+        self._level -= seconds
 
 
 async def _read_body(request: web.Request) -> str:
