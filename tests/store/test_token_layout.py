@@ -10,6 +10,7 @@ import pytest
 
 from inprocess import InProcessIngest, embedded_store
 from otlp_builders import export_request, log_record
+from tokenotel.errors import DeadlineExceeded
 from tokenotel.mapping.columns import rows_to_arrow
 from tokenotel.mapping.fingerprint import Fingerprinter
 from tokenotel.mapping.mapper import Mapper
@@ -293,5 +294,20 @@ def test_event_ids_are_kept_for_a_day_then_cleared(tmp_path: Path) -> None:
         store.command("OPTIMIZE TABLE token_events FINAL")
         rows = store.query("SELECT token_id, event_id FROM token_events ORDER BY token_id")
         assert rows.result_rows == [("new", 22), ("old", 0)]
+    finally:
+        store.close()
+
+
+def test_a_query_past_its_time_limit_is_stopped_and_says_so(tmp_path: Path) -> None:
+    """The query API turns a client's deadline into max_execution_time: ClickHouse stops the
+    query, and the error is a deadline, not a store that is down."""
+    store = embedded_store(tmp_path / "data")
+    try:
+        with pytest.raises(DeadlineExceeded, match="ran past its time limit"):
+            store.query(
+                "SELECT count() FROM numbers(10000000000) WHERE sipHash64(number) = 1",
+                settings={"max_execution_time": 1},
+            )
+        assert store.query("SELECT 1").result_rows == [(1,)]  # the store goes on
     finally:
         store.close()
