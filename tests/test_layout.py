@@ -21,8 +21,9 @@ MAY_IMPORT: dict[str, set[str]] = {
     "ingest": {"model", "errors", "mapping"},
     "query": {"model", "errors", "store"},
     "config": {"errors", "store"},
-    "pipeline": {"model", "errors", "config", "ingest", "mapping", "store"},
-    "api": {"model", "errors", "config", "mapping", "query", "store", "v1"},
+    "integrity": {"model", "errors", "store"},
+    "pipeline": {"model", "errors", "config", "ingest", "mapping", "store", "integrity"},
+    "api": {"model", "errors", "config", "mapping", "query", "store", "integrity", "v1"},
     "v1": set(),  # generated from proto/tokenotel/v1/audit.proto
     "service": {"model", "errors", "config", "ingest", "pipeline", "api", "v1"},
     "demo": {"model", "errors", "config", "query", "service", "store"},
@@ -36,6 +37,7 @@ MAY_IMPORT: dict[str, set[str]] = {
         "store",
         "demo",
         "api",
+        "integrity",
         "v1",
     },
 }

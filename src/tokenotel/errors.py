@@ -72,6 +72,10 @@ class DataDirInUse(PermanentError):
     """Another process (a running ``tokenotel serve``) holds the embedded store."""
 
 
+class SigningKeyError(PermanentError):
+    """The checkpoint signing key file is missing, unreadable or malformed."""
+
+
 class SchemaOutdated(PermanentError):
     """Cluster mode found migrations not yet applied."""
 

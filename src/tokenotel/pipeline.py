@@ -1,6 +1,8 @@
 """The ingest pipeline: how an OTLP request becomes rows, and the one lifecycle of its stages.
 
     request bytes ─► mapping pool (decode, map, fingerprint) ─► batching writer ─► store
+                                                                      │ (sealed inserts)
+                                                        ledger ─► signed checkpoints ─► published
 
 The servers (``service.py``), the demo and the tests all drive it through ``start``,
 ``export``, ``ready`` and ``stop``.
@@ -17,15 +19,26 @@ from dataclasses import dataclass
 from tokenotel.config import Settings
 from tokenotel.errors import Overloaded, StoreUnavailable
 from tokenotel.ingest.consumer import BodyBudget, ExportResult, Resize, error_summary
+from tokenotel.integrity.checkpointer import Checkpointer
+from tokenotel.integrity.publish import (
+    DirectoryPublisher,
+    OtlpPublisher,
+    Publisher,
+    WebhookPublisher,
+)
+from tokenotel.integrity.signing import default_key_name, load_signing_key
 from tokenotel.mapping.fingerprint import load_key
 from tokenotel.mapping.workers import MappingPool
 from tokenotel.store.client import Store
+from tokenotel.store.ledger import Ledger
 from tokenotel.store.repair import InsertJournal
 from tokenotel.store.writer import BatchWriter
 
 log = logging.getLogger(__name__)
 #: In the data directory: the insert in progress (see store/repair.py).
 JOURNAL_FILE = "insert-in-progress.json"
+#: In the data directory: the insert whose leaves are not written yet (see store/ledger.py).
+LEDGER_JOURNAL_FILE = "seal-in-progress"
 
 
 @dataclass
@@ -49,6 +62,10 @@ class Pipeline:
             retry_after_s=settings.retry_after_s,
         )
         self.store = Store(settings.store_options)
+        self.ledger: Ledger | None = None
+        if settings.tamper_evidence:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            self.ledger = Ledger(self.store, settings.data_dir / LEDGER_JOURNAL_FILE)
         self.writer = BatchWriter(
             self.store,
             max_rows=settings.batch_max_rows,
@@ -60,7 +77,9 @@ class Pipeline:
             journal=InsertJournal(settings.data_dir / JOURNAL_FILE)
             if settings.clickhouse_server is None
             else None,
+            ledger=self.ledger,
         )
+        self.checkpointer = _checkpointer(settings, self.ledger, self.store, self.writer)
         self.stats = IngestStats()
         self.budget = BodyBudget(settings.max_pending_bytes, settings.retry_after_s)
 
@@ -73,6 +92,8 @@ class Pipeline:
             except StoreUnavailable as e:
                 log.warning("%s; starting anyway, clients will be asked to retry", e)
             self.writer.start()
+            if self.checkpointer is not None:
+                self.checkpointer.start()
             await self.mapping.start()
         except BaseException:
             await self._stop_stages()
@@ -131,9 +152,44 @@ class Pipeline:
     async def _stop_stages(self) -> None:
         try:
             await self.writer.stop()
+            if self.checkpointer is not None:  # after the last insert: the final checkpoint
+                await self.checkpointer.stop()
         finally:
             self.mapping.close()
             self.store.close()
+
+
+def _checkpointer(
+    settings: Settings, ledger: Ledger | None, store: Store, writer: BatchWriter
+) -> Checkpointer | None:
+    """Signs and publishes the ledger's tree (docs/tamper-evidence.md); None when off."""
+    if ledger is None:
+        return None
+    if settings.cluster is not None:
+        log.warning(
+            "tamper evidence assumes one writer per database: with several tokenotel replicas "
+            "writing to cluster %s, `tokenotel verify` reports their inserts as conflicting "
+            "(see docs/tamper-evidence.md)",
+            settings.cluster,
+        )
+    key = load_signing_key(settings.signing_key_path, default_key_name(settings.database))
+    publishers: list[Publisher] = []
+    if settings.checkpoint_dir is not None:
+        publishers.append(DirectoryPublisher(settings.checkpoint_dir))
+    if settings.checkpoint_webhook_url is not None:
+        publishers.append(WebhookPublisher(settings.checkpoint_webhook_url))
+    if settings.checkpoint_otlp_endpoint is not None:
+        publishers.append(OtlpPublisher(settings.checkpoint_otlp_endpoint))
+    return Checkpointer(
+        ledger,
+        store,
+        key,
+        publishers,
+        writer,
+        every_events=settings.checkpoint_every_events,
+        interval_s=settings.checkpoint_interval_s,
+        retention_days=settings.retention_days,
+    )
 
 
 def _already_stored(count: int) -> str:
