@@ -25,7 +25,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "pipeline": {"model", "errors", "config", "ingest", "mapping", "store", "integrity"},
     "api": {"model", "errors", "config", "mapping", "query", "store", "integrity", "v1"},
     "v1": set(),  # generated from proto/tokenotel/v1/audit.proto
-    "service": {"model", "errors", "config", "ingest", "pipeline", "api", "v1"},
+    "service": {"model", "errors", "config", "ingest", "pipeline", "api", "integrity", "v1"},
     "demo": {"model", "errors", "config", "query", "service", "store"},
     "cli": {
         "model",

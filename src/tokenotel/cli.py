@@ -1,5 +1,5 @@
 """The ``tokenotel`` command: serve; query, tokens, timeline, summary, tail; fingerprint;
-migrate; demo."""
+verify; migrate; demo."""
 
 from __future__ import annotations
 
@@ -20,6 +20,16 @@ from tokenotel import __version__
 from tokenotel.api.readers import Reader, ServiceReader, StoreReader, running_service
 from tokenotel.config import Settings, load_settings, setting_help
 from tokenotel.errors import PermanentError, TokenotelError
+from tokenotel.integrity.signing import VerifierKey, load_signing_key, public_path
+from tokenotel.integrity.verify import (
+    Finding,
+    Kind,
+    Status,
+    Summary,
+    Trust,
+    Verification,
+    compare_published,
+)
 from tokenotel.mapping.fingerprint import load_key
 from tokenotel.model import Outcome, TokenStatus
 from tokenotel.query.output import Format, write_events, write_summary, write_timeline, write_tokens
@@ -28,6 +38,7 @@ from tokenotel.query.timeparse import parse_time
 from tokenotel.query.tokens import TokenFilter
 from tokenotel.store.client import Store
 from tokenotel.store.cluster import apply_cluster, cluster_statements
+from tokenotel.store.ledger import JOURNAL_FILE
 
 app = typer.Typer(
     name="tokenotel",
@@ -404,6 +415,165 @@ def fingerprint(
     except TokenotelError as e:
         _fail(str(e))
     typer.echo(fingerprinter(secret))
+
+
+@app.command()
+def verify(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    clickhouse_url: UrlOpt = None,
+    server: ServerOpt = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Only checkpoints and inserts from then on (ISO 8601, 30m, 7d ...)."),
+    ] = None,
+    checkpoints: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoints",
+            help="Directory of published checkpoints to check the store against (default: "
+            "checkpoint_dir).",
+        ),
+    ] = None,
+    public_key: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--public-key",
+            help="File of a trusted public key (the .pub beside the signing key; repeatable, "
+            "for rotated keys). Default: the one on this machine.",
+        ),
+    ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="Print every insert, the valid ones too.")
+    ] = False,
+) -> None:
+    """Check the trail against its ledger and signed checkpoints, interval by interval: valid
+    or INVALID with the reason, then a summary. Exit status 0 only when everything checked is
+    valid."""
+    settings = _settings(config, data_dir=data_dir, clickhouse_url=clickhouse_url, server=server)
+    trust = Trust(_trusted_keys(settings, public_key), checkpoints or settings.checkpoint_dir)
+    if trust.checkpoint_dir is not None and not trust.checkpoint_dir.is_dir():
+        _fail(f"--checkpoints: {trust.checkpoint_dir} is not a directory")
+    since_ms = None
+    if (moment := _when(since, "--since")) is not None:
+        since_ms = int(moment.timestamp() * 1000)
+    address = settings.server
+    if address is None and settings.clickhouse_url is None:
+        address = running_service(settings.data_dir)
+    try:
+        if address is not None:
+            ok = _verify_service(ServiceReader(address), trust, moment, verbose)
+        else:
+            ok = _verify_store(settings, trust, since_ms or 0, verbose)
+    except TokenotelError as e:
+        _fail(str(e), code=2 if isinstance(e, PermanentError) else 1)
+    raise typer.Exit(0 if ok else 1)
+
+
+def _trusted_keys(settings: Settings, files: list[Path] | None) -> list[VerifierKey]:
+    """The public keys given, else the one beside the signing key on this machine."""
+    if not files:
+        local = public_path(settings.signing_key_path)
+        if not local.is_file() and not settings.signing_key_path.is_file():
+            _fail(
+                f"no public key to verify with: give --public-key FILE (the {local.name} written "
+                "beside the signing key when it was created)"
+            )
+        err.print(
+            f"trusting the public key on this machine ({local}); give --public-key with a copy "
+            "kept elsewhere to rule out a replaced key",
+            highlight=False,
+            soft_wrap=True,
+        )
+        if not local.is_file():
+            try:
+                return [load_signing_key(settings.signing_key_path, "", create=False).verifier]
+            except TokenotelError as e:
+                _fail(str(e))
+        files = [local]
+    keys = []
+    for path in files:
+        try:
+            lines = path.read_text(encoding="utf-8").split()
+        except (OSError, UnicodeDecodeError) as e:
+            _fail(f"--public-key: cannot read {path}: {e}")
+        for line in lines:
+            try:
+                keys.append(VerifierKey.parse(line))
+            except ValueError as e:
+                _fail(f"--public-key: {path} holds a line that is {e}")
+    return keys
+
+
+def _print(finding: Finding, verbose: bool) -> None:
+    """Checkpoints close each interval; inserts are listed when not valid (or asked for)."""
+    if verbose or finding.kind is not Kind.INSERT or finding.status is not Status.VALID:
+        typer.echo(str(finding))
+
+
+def _verify_store(settings: Settings, trust: Trust, since_ms: int, verbose: bool) -> bool:
+    """Verifies a stopped data directory, or a ClickHouse server's database."""
+    pending = None
+    if settings.clickhouse_url is None:
+        journal = settings.data_dir / JOURNAL_FILE
+        pending = int(journal.read_text()) if journal.is_file() else None
+    store = _open_store(settings)
+    try:
+        verification = Verification(
+            store,
+            trust.keys,
+            trust.published(),
+            since_ms=since_ms,
+            # A server may have a service writing to it right now.
+            live=settings.clickhouse_url is not None,
+            pending_stamp=pending,
+        )
+        for finding in verification.run():
+            _print(finding, verbose)
+    finally:
+        store.close()
+    _results(verification.summary.lines())
+    return verification.summary.ok
+
+
+def _verify_service(
+    reader: ServiceReader, trust: Trust, since: datetime | None, verbose: bool
+) -> bool:
+    """The service verifies its store; this machine checks the service's checkpoints with its
+    own keys, and its own copies of published checkpoints against the service's tree."""
+    summary = Summary()
+    try:
+        for item in reader.verify(since):
+            if isinstance(item, Finding):
+                _print(item, verbose)
+            else:
+                summary = item
+        notes = reader.checkpoints()
+        published = trust.published()
+        local: list[Finding] = []
+        for finding in compare_published(notes, published, trust.keys, reader.consistency_proof):
+            typer.echo(str(finding))
+            local.append(finding)
+    finally:
+        reader.close()
+    unsigned = sum(1 for f in local if f.kind is Kind.SERVICE)
+    consistent = sum(1 for f in local if f.status is Status.VALID)
+    _results(
+        [
+            *summary.lines(),
+            f"{len(notes) - unsigned}/{len(notes)} of the service's checkpoints signed by a "
+            "trusted key (checked here)",
+            f"{consistent}/{len(published)} published checkpoints consistent with the service's "
+            "tree (checked here)",
+        ]
+    )
+    return summary.ok and all(f.status is not Status.INVALID for f in local)
+
+
+def _results(lines: list[str]) -> None:
+    typer.echo("\nResults:")
+    for line in lines:
+        typer.echo(line)
 
 
 @app.command()

@@ -29,16 +29,14 @@ from tokenotel.integrity.publish import (
 from tokenotel.integrity.signing import default_key_name, load_signing_key
 from tokenotel.mapping.fingerprint import load_key
 from tokenotel.mapping.workers import MappingPool
+from tokenotel.store import ledger
 from tokenotel.store.client import Store
-from tokenotel.store.ledger import Ledger
 from tokenotel.store.repair import InsertJournal
 from tokenotel.store.writer import BatchWriter
 
 log = logging.getLogger(__name__)
 #: In the data directory: the insert in progress (see store/repair.py).
 JOURNAL_FILE = "insert-in-progress.json"
-#: In the data directory: the insert whose leaves are not written yet (see store/ledger.py).
-LEDGER_JOURNAL_FILE = "seal-in-progress"
 
 
 @dataclass
@@ -62,10 +60,10 @@ class Pipeline:
             retry_after_s=settings.retry_after_s,
         )
         self.store = Store(settings.store_options)
-        self.ledger: Ledger | None = None
+        self.ledger: ledger.Ledger | None = None
         if settings.tamper_evidence:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
-            self.ledger = Ledger(self.store, settings.data_dir / LEDGER_JOURNAL_FILE)
+            self.ledger = ledger.Ledger(self.store, settings.data_dir / ledger.JOURNAL_FILE)
         self.writer = BatchWriter(
             self.store,
             max_rows=settings.batch_max_rows,
@@ -160,10 +158,10 @@ class Pipeline:
 
 
 def _checkpointer(
-    settings: Settings, ledger: Ledger | None, store: Store, writer: BatchWriter
+    settings: Settings, leaves: ledger.Ledger | None, store: Store, writer: BatchWriter
 ) -> Checkpointer | None:
     """Signs and publishes the ledger's tree (docs/tamper-evidence.md); None when off."""
-    if ledger is None:
+    if leaves is None:
         return None
     if settings.cluster is not None:
         log.warning(
@@ -181,7 +179,7 @@ def _checkpointer(
     if settings.checkpoint_otlp_endpoint is not None:
         publishers.append(OtlpPublisher(settings.checkpoint_otlp_endpoint))
     return Checkpointer(
-        ledger,
+        leaves,
         store,
         key,
         publishers,

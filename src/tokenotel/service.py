@@ -17,6 +17,7 @@ from tokenotel.api.readers import forget_service, record_service
 from tokenotel.config import Settings, split_listen
 from tokenotel.ingest.otlp_grpc import OtlpGrpcListener
 from tokenotel.ingest.otlp_http import OtlpHttpListener
+from tokenotel.integrity.verify import Trust
 from tokenotel.pipeline import Pipeline
 
 log = logging.getLogger(__name__)
@@ -44,11 +45,13 @@ class Service:
         self.otlp_grpc = OtlpGrpcListener(*split_listen(settings.grpc_listen), self.pipeline, limit)
         self.otlp_http = OtlpHttpListener(*split_listen(settings.http_listen), self.pipeline, limit)
         pipeline = self.pipeline
+        checkpointer = pipeline.checkpointer
         self.api = TokenAuditListener(
             *split_listen(settings.api_listen),
             pipeline.store,
             pipeline.fingerprint,
             pipeline.writer,
+            Trust([checkpointer.key.verifier], settings.checkpoint_dir) if checkpointer else None,
         )
         self.listeners: list[Listener] = [self.otlp_grpc, self.otlp_http, self.api]
         if settings.clickhouse_listen is not None:

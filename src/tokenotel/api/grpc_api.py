@@ -18,7 +18,15 @@ from grpc_status import rpc_status
 
 from tokenotel.api import paging
 from tokenotel.api.messages import moment, to_message
-from tokenotel.errors import INTERNAL_ERROR, InvalidArgument, TokenotelError, rich_status
+from tokenotel.errors import (
+    INTERNAL_ERROR,
+    InvalidArgument,
+    NotFound,
+    TokenotelError,
+    rich_status,
+)
+from tokenotel.integrity.checkpoint import stored_checkpoints
+from tokenotel.integrity.verify import Trust, Verification, prove_consistency
 from tokenotel.mapping.fingerprint import Fingerprinter
 from tokenotel.model import Outcome, TokenStatus
 from tokenotel.query.search import Cursor, EventFilter, committed, newest_stamp, search
@@ -53,10 +61,19 @@ class Commits(Protocol):
 class TokenAuditService(audit_pb2_grpc.TokenAuditServicer):
     """Each method reads the store in a thread, within the client's deadline."""
 
-    def __init__(self, store: Store, fingerprint: Fingerprinter, commits: Commits) -> None:
+    def __init__(
+        self,
+        store: Store,
+        fingerprint: Fingerprinter,
+        commits: Commits,
+        trust: Trust | None = None,
+    ) -> None:
+        """``trust``: the service's own public key and checkpoint directory (None: tamper
+        evidence is off)."""
         self._store = store
         self._fingerprint = fingerprint
         self._commits = commits
+        self._trust = trust
 
     async def SearchEvents(
         self, request: audit_pb2.SearchEventsRequest, context: grpc.aio.ServicerContext
@@ -181,6 +198,69 @@ class TokenAuditService(audit_pb2_grpc.TokenAuditServicer):
 
         return await _answer(context, answer)
 
+    async def Verify(
+        self, request: audit_pb2.VerifyRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[audit_pb2.VerifyResponse]:
+        try:
+            trust = self._tamper_evidence()
+            since = moment(request.since, request.HasField("since"))
+            verification = Verification(
+                self._store,
+                trust.keys,
+                await asyncio.to_thread(trust.published),
+                since_ms=int(since.timestamp() * 1000) if since else 0,
+                live=True,
+            )
+            findings = verification.run()
+            while (finding := await asyncio.to_thread(next, findings, None)) is not None:
+                yield audit_pb2.VerifyResponse(
+                    finding=audit_pb2.VerifyFinding(
+                        status=finding.status.value,
+                        subject=finding.subject,
+                        reason=finding.reason,
+                        kind=finding.kind.value,
+                    )
+                )
+            yield audit_pb2.VerifyResponse(
+                summary=audit_pb2.VerifySummary(**vars(verification.summary))
+            )
+        except TokenotelError as e:
+            await _abort(context, e)
+
+    async def ListCheckpoints(
+        self, request: audit_pb2.ListCheckpointsRequest, context: grpc.aio.ServicerContext
+    ) -> audit_pb2.ListCheckpointsResponse:
+        async def answer(_: dict[str, Any]) -> audit_pb2.ListCheckpointsResponse:
+            self._tamper_evidence()
+            since = moment(request.since, request.HasField("since"))
+            since_ms = int(since.timestamp() * 1000) if since else 0
+            notes = await asyncio.to_thread(stored_checkpoints, self._store, since_ms)
+            return audit_pb2.ListCheckpointsResponse(notes=notes)
+
+        return await _answer(context, answer)
+
+    async def GetConsistencyProof(
+        self, request: audit_pb2.GetConsistencyProofRequest, context: grpc.aio.ServicerContext
+    ) -> audit_pb2.ConsistencyProof:
+        async def answer(_: dict[str, Any]) -> audit_pb2.ConsistencyProof:
+            self._tamper_evidence()
+            try:
+                hashes = await asyncio.to_thread(
+                    prove_consistency, self._store, request.old_size, request.new_size
+                )
+            except ValueError as e:
+                raise InvalidArgument(str(e), field="old_size") from None
+            return audit_pb2.ConsistencyProof(hashes=hashes)
+
+        return await _answer(context, answer)
+
+    def _tamper_evidence(self) -> Trust:
+        if self._trust is None:
+            raise NotFound(
+                "this service keeps no ledger: tamper evidence is off (setting tamper_evidence)"
+            )
+        return self._trust
+
     async def _up_to(self) -> int:
         """The last insert every search and tail may read: one that is committed, with none
         committed later before it (see BatchWriter.committed_up_to)."""
@@ -260,9 +340,10 @@ class TokenAuditListener:
         store: Store,
         fingerprint: Fingerprinter,
         commits: Commits,
+        trust: Trust | None = None,
     ) -> None:
         self.host, self._port = host, port
-        self._service = TokenAuditService(store, fingerprint, commits)
+        self._service = TokenAuditService(store, fingerprint, commits, trust)
         self._store = store
         self._server: grpc.aio.Server | None = None
         self._health_task: asyncio.Task[None] | None = None

@@ -43,7 +43,7 @@ class Checkpointer:
     ) -> None:
         self._ledger = ledger
         self._store = store
-        self._key = key
+        self.key = key
         self._publishers = publishers
         self._commits = commits
         self._every_events = every_events
@@ -91,7 +91,7 @@ class Checkpointer:
             return None
         head = self._ledger.head()
         now_ms = max(time.time_ns() // 1_000_000, self._last_time_ms + 1)
-        checkpoint = Checkpoint.make(self._key, head, now_ms, self._retention_days, final)
+        checkpoint = Checkpoint.make(self.key, head, now_ms, self._retention_days, final)
         self._last_events, self._last_time_ms = head.events, now_ms
         try:
             await asyncio.to_thread(store_checkpoint, self._store, checkpoint, head)

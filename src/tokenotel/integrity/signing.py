@@ -57,7 +57,7 @@ class VerifierKey:
     def parse(cls, text: str) -> VerifierKey:
         """From ``<name>+<hex id>+<base64(0x01 || key)>``; raises ValueError."""
         try:
-            name, hex_id, encoded = text.strip().split("+")
+            name, hex_id, encoded = text.strip().split("+", 2)
             raw = base64.b64decode(encoded, validate=True)
             key = cls(name, bytes.fromhex(hex_id), raw[1:])
         except (ValueError, binascii.Error):
@@ -142,7 +142,7 @@ def load_signing_key(path: Path, name: str, *, create: bool = True) -> SigningKe
     except (OSError, UnicodeDecodeError) as e:
         raise SigningKeyError(f"cannot read the signing key in {path}: {e}") from None
     try:
-        prefix, kind, key_name, hex_id, encoded = text.split("+")
+        prefix, kind, key_name, hex_id, encoded = text.split("+", 4)
         raw = base64.b64decode(encoded, validate=True)
         if (prefix, kind) != ("PRIVATE", "KEY") or raw[:1] != ED25519 or len(raw) != 33:
             raise ValueError

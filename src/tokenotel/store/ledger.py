@@ -15,12 +15,14 @@ stamp without a leaf are what ``tokenotel verify`` reports as inserted.
 
 from __future__ import annotations
 
+import itertools
 import logging
 import struct
 import threading
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pyarrow as pa
@@ -33,6 +35,8 @@ from tokenotel.store.row_digest import DIGEST_COLUMNS, rows_digest
 log = logging.getLogger(__name__)
 
 LEDGER_TABLE = "ledger"
+#: In the data directory: the stamp of the insert whose leaves are not written yet.
+JOURNAL_FILE = "seal-in-progress"
 CHECKPOINTS_TABLE = "checkpoints"
 _LEAF = struct.Struct(">BQqIQqq?32s")
 _LEAF_VERSION = 1
@@ -207,8 +211,17 @@ class Ledger:
         with self._lock:
             size = self._tree.size
         leaves = [
-            Leaf(size + i, stamp, s.partition, s.rows, s.oldest_ns, s.newest_ns, recovered, s.digest)
-            for i, s in enumerate(sealed)
+            Leaf(
+                size + i,
+                stamp,
+                it.partition,
+                it.rows,
+                it.oldest_ns,
+                it.newest_ns,
+                recovered,
+                it.digest,
+            )
+            for i, it in enumerate(sealed)
         ]
         if leaves:
             self._store.insert_arrow(LEDGER_TABLE, _leaf_table(leaves))
@@ -315,7 +328,7 @@ def stored_groups(
     keys = keys[order]
     table = table.take(pa.array(order))
     bounds = [0, *(np.flatnonzero(np.diff(keys)) + 1).tolist(), len(keys)]
-    for start, end in zip(bounds[:-1], bounds[1:], strict=True):
+    for start, end in itertools.pairwise(bounds):
         key = int(keys[start])
         yield (key // 1_000_000, key % 1_000_000), table.slice(start, end - start)
 
@@ -328,7 +341,7 @@ def _sealed_groups(
         yield key, sealed
 
 
-def _ranges(stored: list[tuple[int, int, int]]) -> Iterator[tuple[int, int]]:
+def _ranges(stored: Sequence[Sequence[Any]]) -> Iterator[tuple[int, int]]:
     """Stamp ranges of at most about READ_ROWS rows each, from (stamp, month, rows) in order."""
     first: int | None = None
     last = count = 0
@@ -345,17 +358,21 @@ def _ranges(stored: list[tuple[int, int, int]]) -> Iterator[tuple[int, int]]:
 
 
 def _leaf_table(leaves: list[Leaf]) -> pa.Table:
+    def column(name: str) -> list[object]:
+        return [getattr(leaf, name) for leaf in leaves]
+
+    arrays = [
+        column("sequence"),
+        column("stamp_ms"),
+        column("partition"),
+        column("rows"),
+        column("oldest_ns"),
+        column("newest_ns"),
+        column("recovered"),
+        column("digest"),
+    ]
     return pa.table(
-        [
-            pa.array([leaf.sequence for leaf in leaves], pa.uint64()),
-            pa.array([leaf.stamp_ms for leaf in leaves], pa.int64()).cast(pa.timestamp("ms", "UTC")),
-            pa.array([leaf.partition for leaf in leaves], pa.uint32()),
-            pa.array([leaf.rows for leaf in leaves], pa.uint64()),
-            pa.array([leaf.oldest_ns for leaf in leaves], pa.int64()).cast(pa.timestamp("ns", "UTC")),
-            pa.array([leaf.newest_ns for leaf in leaves], pa.int64()).cast(pa.timestamp("ns", "UTC")),
-            pa.array([leaf.recovered for leaf in leaves], pa.bool_()),
-            pa.array([leaf.digest for leaf in leaves], pa.binary(32)),
-        ],
+        [pa.array(values).cast(f.type) for values, f in zip(arrays, _LEDGER_SCHEMA, strict=True)],
         schema=_LEDGER_SCHEMA,
     )
 
