@@ -45,6 +45,11 @@ class InProcessIngest:
 
         return self._loop.run_until_complete(all_at_once())
 
+    def checkpoint(self) -> None:
+        """Signs a checkpoint now (as the service does every interval and when it stops)."""
+        assert self.pipeline.checkpointer is not None, "tamper evidence is off"
+        self._loop.run_until_complete(self.pipeline.checkpointer.checkpoint())
+
     def rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         return self.pipeline.store.query(sql, parameters).result_rows
 

@@ -77,7 +77,7 @@ class Pipeline:
             else None,
             ledger=self.ledger,
         )
-        self.checkpointer = _checkpointer(settings, self.ledger, self.store, self.writer)
+        self.checkpointer = _checkpointer(settings, self.ledger, self.store)
         self.stats = IngestStats()
         self.budget = BodyBudget(settings.max_pending_bytes, settings.retry_after_s)
 
@@ -158,7 +158,7 @@ class Pipeline:
 
 
 def _checkpointer(
-    settings: Settings, leaves: ledger.Ledger | None, store: Store, writer: BatchWriter
+    settings: Settings, leaves: ledger.Ledger | None, store: Store
 ) -> Checkpointer | None:
     """Signs and publishes the ledger's tree (docs/tamper-evidence.md); None when off."""
     if leaves is None:
@@ -183,7 +183,6 @@ def _checkpointer(
         store,
         key,
         publishers,
-        writer,
         every_events=settings.checkpoint_every_events,
         interval_s=settings.checkpoint_interval_s,
         retention_days=settings.retention_days,

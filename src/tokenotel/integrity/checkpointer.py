@@ -10,7 +10,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from typing import Protocol
 
 from tokenotel.errors import StoreUnavailable
 from tokenotel.integrity.checkpoint import Checkpoint, store_checkpoint
@@ -22,10 +21,8 @@ from tokenotel.store.ledger import Ledger
 log = logging.getLogger(__name__)
 
 
-class Commits(Protocol):
-    """A wake-up when the writer commits (the pipeline's BatchWriter)."""
-
-    async def wait_for_commit(self, timeout_s: float) -> None: ...
+#: How often the events sealed since the last checkpoint are counted.
+POLL_S = 1.0
 
 
 class Checkpointer:
@@ -35,7 +32,6 @@ class Checkpointer:
         store: Store,
         key: SigningKey,
         publishers: list[Publisher],
-        commits: Commits,
         *,
         every_events: int,
         interval_s: float,
@@ -45,7 +41,6 @@ class Checkpointer:
         self._store = store
         self.key = key
         self._publishers = publishers
-        self._commits = commits
         self._every_events = every_events
         self._interval_s = interval_s
         self._retention_days = retention_days
@@ -75,7 +70,7 @@ class Checkpointer:
         loop = asyncio.get_running_loop()
         due = loop.time() + self._interval_s
         while True:
-            await self._commits.wait_for_commit(max(0.0, due - loop.time()))
+            await asyncio.sleep(min(POLL_S, max(0.0, due - loop.time())))
             events = self._ledger.head().events - self._last_events
             if loop.time() >= due or events >= self._every_events:
                 try:

@@ -71,9 +71,7 @@ def canonical_order(columns: list[pa.Array]) -> pa.Array | None:
         return None if _is_identity(order) else order
     by_name = dict(zip(DIGEST_COLUMNS, columns, strict=True))
     scalars = pa.table({name: by_name[name] for name in _SCALAR})
-    order = pc.sort_indices(
-        scalars, sort_keys=[(name, "ascending") for name in _SCALAR], null_placement="at_start"
-    )
+    order = pc.sort_indices(scalars, sort_keys=[(name, "ascending") for name in _SCALAR])
     return _break_ties(order, scalars, {name: by_name[name] for name in _NESTED})
 
 
