@@ -121,6 +121,7 @@ def serve(
     data_dir: DataDirOpt = None,
     clickhouse_url: UrlOpt = None,
     max_request_bytes: Annotated[int | None, _flag("max_request_bytes")] = None,
+    checkpoint_dir: Annotated[Path | None, _flag("checkpoint_dir")] = None,
     log_level: Annotated[str | None, _flag("log_level")] = None,
 ) -> None:
     """Receive OTLP logs (gRPC and HTTP), store every token event, and answer the query API
@@ -137,6 +138,7 @@ def serve(
         data_dir=data_dir,
         clickhouse_url=clickhouse_url,
         max_request_bytes=max_request_bytes,
+        checkpoint_dir=checkpoint_dir,
         log_level=log_level,
     )
     _logging(settings.log_level)
@@ -448,8 +450,8 @@ def verify(
     ] = False,
 ) -> None:
     """Check the trail against its ledger and signed checkpoints, interval by interval: valid
-    or INVALID with the reason, then a summary. Exit status 0 only when everything checked is
-    valid."""
+    or INVALID with the reason, then a summary. Exit status 0 when everything checked is valid,
+    1 when something is INVALID, 2 when it could not check."""
     settings = _settings(config, data_dir=data_dir, clickhouse_url=clickhouse_url, server=server)
     trust = Trust(_trusted_keys(settings, public_key), checkpoints or settings.checkpoint_dir)
     if trust.checkpoint_dir is not None and not trust.checkpoint_dir.is_dir():
@@ -465,8 +467,8 @@ def verify(
             ok = _verify_service(ServiceReader(address), trust, moment, verbose)
         else:
             ok = _verify_store(settings, trust, since_ms or 0, verbose)
-    except TokenotelError as e:
-        _fail(str(e), code=2 if isinstance(e, PermanentError) else 1)
+    except TokenotelError as e:  # 2, not 1: nothing was found INVALID, nothing was checked
+        _fail(str(e), code=2)
     raise typer.Exit(0 if ok else 1)
 
 
