@@ -89,6 +89,8 @@ class Pipeline:
                 await asyncio.to_thread(self.store.connect)
             except StoreUnavailable as e:
                 log.warning("%s; starting anyway, clients will be asked to retry", e)
+            else:
+                await self.writer.settle()
             self.writer.start()
             if self.checkpointer is not None:
                 self.checkpointer.start()

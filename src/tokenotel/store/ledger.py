@@ -15,6 +15,8 @@ stamp without a leaf are what ``tokenotel verify`` reports as inserted.
 
 from __future__ import annotations
 
+import base64
+import binascii
 import itertools
 import logging
 import struct
@@ -62,7 +64,8 @@ ORDER BY sequence
 """
 #: The newest checkpoint's tree: where the writer goes on from.
 NEWEST_TREE_SQL = f"""
-SELECT tree_size, subtrees FROM {CHECKPOINTS_TABLE} ORDER BY tree_size DESC, time DESC LIMIT 1
+SELECT tree_size, note, subtrees FROM {CHECKPOINTS_TABLE}
+ORDER BY tree_size DESC, time DESC LIMIT 1
 """
 ANY_CHECKPOINT_SQL = f"SELECT count() FROM {CHECKPOINTS_TABLE}"
 #: The rows of a range of inserts, with what groups them into leaves.
@@ -171,16 +174,10 @@ class Ledger:
         """Goes on from the newest checkpoint and the leaves after it. A store with events
         and neither leaves nor checkpoints (written before tamper evidence) is sealed whole
         first, every leaf marked recovered."""
-        newest = self._store.query(NEWEST_TREE_SQL).result_rows
         tree = merkle.CompactTree()
+        newest = self._store.query(NEWEST_TREE_SQL).result_rows
         if newest:
-            size, subtrees = newest[0]
-            candidate = merkle.CompactTree.from_bytes(size, bytes.fromhex(subtrees))
-            first = self._leaves(size - 1, size)
-            if candidate.size.bit_count() == len(candidate.subtrees) and first:
-                tree = candidate
-            else:
-                log.warning("the newest checkpoint's tree does not fit the ledger: reading it all")
+            tree = _resumed(*newest[0]) or tree
         with self._lock:
             self._tree = tree
         self._catch_up()
@@ -267,7 +264,7 @@ class Ledger:
         """Adds to the tree the leaves the table holds beyond it."""
         with self._lock:
             size = self._tree.size
-        leaves = self._leaves(size)
+        leaves = read_leaves(self._store, size)
         expected = size
         for leaf in leaves:
             if leaf.sequence != expected:
@@ -280,11 +277,6 @@ class Ledger:
                 break
             expected += 1
         self._add(leaves[: expected - size], count_events=False)
-
-    def _leaves(self, first: int, end: int | None = None) -> list[Leaf]:
-        return [
-            leaf for leaf in read_leaves(self._store, first) if end is None or leaf.sequence < end
-        ]
 
     def _add(self, leaves: list[Leaf], *, count_events: bool = True) -> None:
         with self._lock:
@@ -355,6 +347,20 @@ def _ranges(stored: Sequence[Sequence[Any]]) -> Iterator[tuple[int, int]]:
         last = stamp
     if first is not None:
         yield first, last
+
+
+def _resumed(size: int, note: str, subtrees: str) -> merkle.CompactTree | None:
+    """The tree a checkpoint kept, when its subtrees make the root it signed; else None (then
+    the ledger is read from its first leaf)."""
+    try:
+        tree = merkle.CompactTree.from_bytes(size, bytes.fromhex(subtrees))
+        signed = base64.b64decode(note.split("\n")[2], validate=True)
+    except (ValueError, IndexError, binascii.Error):
+        tree, signed = None, b""
+    if tree is None or tree.root() != signed:
+        log.warning("the newest checkpoint's tree does not make its root: reading every leaf")
+        return None
+    return tree
 
 
 def _leaf_table(leaves: list[Leaf]) -> pa.Table:

@@ -150,14 +150,19 @@ class BatchWriter:
         self._arrived.set()
         return await done
 
-    async def _run(self) -> None:
-        loop = asyncio.get_running_loop()
-        try:  # now rather than at the first insert: an interrupted one is settled, the ledger read
+    async def settle(self) -> None:
+        """Before the first insert, when the store answers: an insert a crash interrupted is
+        settled and the ledger read, so both are done at start. Otherwise the first insert
+        tries again."""
+        try:
             await asyncio.to_thread(self._prime)
         except StoreUnavailable as e:
             log.info("the store is not ready yet (%s): settling at the first insert", e)
         except Exception:  # a bug: the first insert tries again, and fails its requests
             log.exception("settling the store at start failed")
+
+    async def _run(self) -> None:
+        loop = asyncio.get_running_loop()
         while not (self._stopping and not self._pending):
             await self._arrived.wait()
             deadline = loop.time() + self._max_delay_s
