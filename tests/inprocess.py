@@ -46,8 +46,10 @@ class InProcessIngest:
         return self._loop.run_until_complete(all_at_once())
 
     def checkpoint(self) -> None:
-        """Signs a checkpoint now (as the service does every interval and when it stops)."""
-        assert self.pipeline.checkpointer is not None, "tamper evidence is off"
+        """Signs a checkpoint now (as the service does every interval and when it stops), once
+        every insert so far is sealed."""
+        assert self.pipeline.checkpointer is not None and self.pipeline.ledger is not None
+        assert self.pipeline.ledger.wait_sealed(30)
         self._loop.run_until_complete(self.pipeline.checkpointer.checkpoint())
 
     def rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:

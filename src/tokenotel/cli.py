@@ -38,7 +38,7 @@ from tokenotel.query.timeparse import parse_time
 from tokenotel.query.tokens import TokenFilter
 from tokenotel.store.client import Store
 from tokenotel.store.cluster import apply_cluster, cluster_statements
-from tokenotel.store.ledger import JOURNAL_FILE
+from tokenotel.store.ledger import JOURNAL_FILE, unsealed_stamps
 
 app = typer.Typer(
     name="tokenotel",
@@ -515,10 +515,9 @@ def _print(finding: Finding, verbose: bool) -> None:
 
 def _verify_store(settings: Settings, trust: Trust, since_ms: int, verbose: bool) -> bool:
     """Verifies a stopped data directory, or a ClickHouse server's database."""
-    pending = None
+    pending: list[int] = []
     if settings.clickhouse_url is None:
-        journal = settings.data_dir / JOURNAL_FILE
-        pending = int(journal.read_text()) if journal.is_file() else None
+        pending = unsealed_stamps(settings.data_dir / JOURNAL_FILE)
     store = _open_store(settings)
     try:
         verification = Verification(
@@ -528,7 +527,7 @@ def _verify_store(settings: Settings, trust: Trust, since_ms: int, verbose: bool
             since_ms=since_ms,
             # A server may have a service writing to it right now.
             live=settings.clickhouse_url is not None,
-            pending_stamp=pending,
+            pending_stamps=frozenset(pending),
         )
         for finding in verification.run():
             _print(finding, verbose)

@@ -63,7 +63,9 @@ class Pipeline:
         self.ledger: ledger.Ledger | None = None
         if settings.tamper_evidence:
             settings.data_dir.mkdir(parents=True, exist_ok=True)
-            self.ledger = ledger.Ledger(self.store, settings.data_dir / ledger.JOURNAL_FILE)
+            self.ledger = ledger.Ledger(
+                self.store, settings.data_dir / ledger.JOURNAL_FILE, settings.retry_after_s
+            )
         self.writer = BatchWriter(
             self.store,
             max_rows=settings.batch_max_rows,

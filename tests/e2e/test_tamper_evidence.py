@@ -18,6 +18,7 @@ from inprocess import embedded_store
 from otel_sdk import CheckedExporter, logger_provider
 from otlp_builders import RECENT_NS
 from processes import ServeProcess, clean_env, run_cli, start_serve
+from tokenotel.store.ledger import JOURNAL_FILE
 
 pytestmark = pytest.mark.e2e  # starts tokenotel processes
 
@@ -88,6 +89,8 @@ def test_events_after_the_newest_checkpoint_are_not_yet_covered(tmp_path: Path) 
     data = tmp_path / "data"
     serve = start_serve(data, env=clean_env(TOKENOTEL_CHECKPOINT_INTERVAL_S="3600"))
     send(serve, "tok_a", 4)
+    journal = data / JOURNAL_FILE  # gone once every insert is sealed
+    wait_until(lambda: not journal.exists(), 30, "the inserts to be sealed")
     serve.proc.send_signal(signal.SIGKILL)
     serve.proc.wait(30)
     serve.returncode = -9

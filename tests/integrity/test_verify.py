@@ -14,7 +14,7 @@ from otlp_builders import HOUR_NS, RECENT_NS, export_request, log_record
 from tokenotel.integrity.checkpoint import Checkpoint, format_time
 from tokenotel.integrity.signing import VerifierKey, load_signing_key
 from tokenotel.integrity.verify import Finding, Status, Summary, Trust, Verification
-from tokenotel.store.ledger import JOURNAL_FILE, TreeHead, read_leaves
+from tokenotel.store.ledger import JOURNAL_FILE, TreeHead, read_leaves, unsealed_stamps
 
 DAY_NS = 24 * HOUR_NS
 OLD_NS = RECENT_NS - 62 * DAY_NS  # an earlier month, well inside retention
@@ -65,9 +65,8 @@ def verify(root: Path, *, published: bool = True) -> tuple[list[Finding], Summar
     trust = Trust(keys, root / "published" if published else None)
     store = embedded_store(root / "data")
     try:
-        journal = root / "data" / JOURNAL_FILE
-        pending = int(journal.read_text()) if journal.exists() else None
-        verification = Verification(store, keys, trust.published(), pending_stamp=pending)
+        pending = frozenset(unsealed_stamps(root / "data" / JOURNAL_FILE))
+        verification = Verification(store, keys, trust.published(), pending_stamps=pending)
         findings = list(verification.run())
     finally:
         store.close()
@@ -275,11 +274,12 @@ def test_an_interrupted_insert_is_sealed_at_the_next_start_and_only_it(copy: Pat
             for i, stamp in enumerate(stamps)
         ),
     )
-    (copy / "data" / JOURNAL_FILE).write_text(str(stamps[0]))
+    (copy / "data" / JOURNAL_FILE).write_text(f"{stamps[0]}\n")
     findings, _ = verify(copy)
     unsealed = [str(f) for f in findings if f.kind == "rows"]
     assert unsealed[0].endswith(
-        "not yet covered: the insert the service was in when it stopped: sealed at its next start"
+        "not yet covered: an insert the service had not sealed when it stopped: sealed at its "
+        "next start"
     )
     assert unsealed[1].endswith("INVALID: no insert sealed them: the rows were inserted")
 

@@ -99,6 +99,7 @@ def test_inserted_rows_digest_as_the_store_gives_them_back(tmp_path: Path, seed:
         ]
         ingest.send_all(requests)
         ingest.send(requests[0])  # stored before: no insert
+        assert ingest.pipeline.ledger is not None and ingest.pipeline.ledger.wait_sealed(30)
         store = ingest.pipeline.store
         leaves = read_leaves(store)
         stored = ingest.rows("SELECT count() FROM token_events")[0][0]

@@ -134,8 +134,8 @@ class Verification:
     since_ms: int = 0
     #: A service is writing: rows newer than the newest leaf are still being sealed.
     live: bool = False
-    #: The stamp the stopped service was sealing (its journal): sealed at the next start.
-    pending_stamp: int | None = None
+    #: The stamps the stopped service had not sealed yet (its journal): sealed at its next start.
+    pending_stamps: frozenset[int] = frozenset()
     today: date = field(default_factory=lambda: datetime.now(UTC).date())
     summary: Summary = field(default_factory=Summary)
 
@@ -379,12 +379,13 @@ class Verification:
             if (stamp, month) in sealed:
                 continue
             subject = f"{_count(count, 'event')} stored at {format_time(stamp)} in {_month(month)}"
-            if stamp == self.pending_stamp:
+            if stamp in self.pending_stamps:
                 self.summary.uncovered_events += count
                 yield Finding(
                     Status.UNCOVERED,
                     subject,
-                    "the insert the service was in when it stopped: sealed at its next start",
+                    "an insert the service had not sealed when it stopped: sealed at its next "
+                    "start",
                     Kind.ROWS,
                 )
             elif self.live and stamp > newest_leaf:

@@ -4,13 +4,18 @@ Each insert the writer commits becomes one leaf per month of events it wrote (a 
 partition of ``token_events``, and retention drops whole partitions' parts): its sequence
 number (its index in the tree), its stamp (the ``ingested_at`` of all its rows), the month,
 how many rows, their oldest and newest event time, and the digest of those rows
-(``row_digest``). The writer appends the leaves right after the insert commits, in commit
-order; the tree over them is signed in checkpoints (``tokenotel.integrity``).
+(``row_digest``). The tree over them is signed in checkpoints (``tokenotel.integrity``).
 
-Between an insert's commit and its leaves the service may die, or the ledger's own insert
-may fail: a small journal names the stamp in flight, and that stamp, and only it, is sealed
-later from the rows the store holds (its leaves marked ``recovered``). Rows under any other
-stamp without a leaf are what ``tokenotel verify`` reports as inserted.
+Sealing is off the write path: the writer hands each committed insert to the ledger's own
+thread and answers its clients at once; that thread digests the rows and appends the leaves,
+in commit order, several inserts in one write when they queue up. A few inserts wait at most
+(``QUEUED``): past that the writer waits, so memory stays bounded.
+
+Between an insert's commit and its leaves the service may die, or the ledger's own write may
+fail: a small journal names every stamp begun and not yet sealed, and those stamps, and only
+they, are sealed later from the rows the store holds under them (their leaves marked
+``recovered``). Rows under any other stamp without a leaf are what ``tokenotel verify``
+reports as inserted.
 """
 
 from __future__ import annotations
@@ -19,8 +24,10 @@ import base64
 import binascii
 import itertools
 import logging
+import queue
 import struct
 import threading
+import time
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -30,6 +37,7 @@ import numpy as np
 import pyarrow as pa
 import pyarrow.compute as pc
 
+from tokenotel.errors import StoreUnavailable
 from tokenotel.store import merkle
 from tokenotel.store.client import EVENTS_TABLE, Store
 from tokenotel.store.row_digest import DIGEST_COLUMNS, rows_digest
@@ -37,7 +45,7 @@ from tokenotel.store.row_digest import DIGEST_COLUMNS, rows_digest
 log = logging.getLogger(__name__)
 
 LEDGER_TABLE = "ledger"
-#: In the data directory: the stamp of the insert whose leaves are not written yet.
+#: In the data directory: the stamps of inserts begun and not sealed yet, one a line.
 JOURNAL_FILE = "seal-in-progress"
 CHECKPOINTS_TABLE = "checkpoints"
 _LEAF = struct.Struct(">BQqIQqq?32s")
@@ -87,6 +95,8 @@ ORDER BY stamp, partition
 """
 #: Most rows read back at once to seal or verify inserts.
 READ_ROWS = 500_000
+#: Committed inserts waiting to be sealed before the writer waits for the ledger.
+QUEUED = 8
 
 
 @dataclass(frozen=True)
@@ -155,25 +165,34 @@ class TreeHead:
 
 
 class Ledger:
-    """The leaves the writer appends and the tree over them. The writer's thread appends;
-    any thread may take the tree head."""
+    """The leaves of committed inserts and the tree over them. The writer notes each insert
+    (``begin``) and hands it over once committed (``committed``) or failed (``failed``); the
+    ledger's thread seals them in that order. Any thread may take the tree head."""
 
-    def __init__(self, store: Store, journal: Path) -> None:
+    def __init__(self, store: Store, journal: Path, retry_after_s: float = 1.0) -> None:
         self._store = store
         self._journal = journal
+        self._retry_after_s = retry_after_s
         self._tree = merkle.CompactTree()
         self._events = 0
         self._lock = threading.Lock()
+        self._sealed_now = threading.Condition(self._lock)
+        #: Stamps begun and not sealed yet, oldest first (what the journal holds).
+        self._pending: list[int] = []
+        self._queue: queue.Queue[tuple[int, pa.Table | None] | None] = queue.Queue(QUEUED)
+        self._thread: threading.Thread | None = None
+        self._closing = threading.Event()
         self.loaded = False
         #: The stamp of the newest leaf (inserts after it are stamped later).
         self.last_stamp: int | None = None
 
-    # -- the writer's side (one thread) ------------------------------------------------------
+    # -- the writer's side -------------------------------------------------------------------
 
     def load(self) -> None:
-        """Goes on from the newest checkpoint and the leaves after it. A store with events
-        and neither leaves nor checkpoints (written before tamper evidence) is sealed whole
-        first, every leaf marked recovered."""
+        """Goes on from the newest checkpoint and the leaves after it, and starts sealing:
+        first the stamps the journal names (the service stopped before sealing them). A store
+        with events and neither leaves nor checkpoints (written before tamper evidence) is
+        sealed whole first, every leaf marked recovered."""
         tree = merkle.CompactTree()
         newest = self._store.query(NEWEST_TREE_SQL).result_rows
         if newest:
@@ -183,67 +202,156 @@ class Ledger:
         self._catch_up()
         if self._tree.size == 0 and not self._store.query(ANY_CHECKPOINT_SQL).result_rows[0][0]:
             self._seal_history()
+        unsealed = self._read_journal()
+        if unsealed:
+            log.warning(
+                "the service stopped before sealing %d inserts: sealing them from the store",
+                len(unsealed),
+            )
+        self._pending = unsealed
+        self._thread = threading.Thread(target=self._seal_all, name="tokenotel-seal", daemon=True)
+        self._thread.start()
+        for stamp in unsealed:
+            self._queue.put((stamp, None))
         self.loaded = True
         log.info("ledger loaded: %d inserts sealed", self._tree.size)
 
+    def newest_stamp(self) -> int:
+        """No insert may be stamped at or before this: the newest leaf's or unsealed stamp."""
+        with self._lock:
+            return max([self.last_stamp or 0, *self._pending])
+
     def begin(self, stamp: int) -> None:
         """Notes the insert about to run; raises OSError when the note cannot be written."""
-        temporary = self._journal.with_suffix(".tmp")
-        temporary.write_text(str(stamp), encoding="ascii")
-        temporary.replace(self._journal)
-
-    def pending(self) -> int | None:
-        """The stamp of an insert that began and was not sealed, if any."""
-        try:
-            return int(self._journal.read_text(encoding="ascii"))
-        except (FileNotFoundError, ValueError):
-            return None
-
-    def end(self) -> None:
-        self._journal.unlink(missing_ok=True)
-
-    def append(self, stamp: int, sealed: list[Sealed], *, recovered: bool = False) -> list[Leaf]:
-        """Writes the leaves of one committed insert; raises StoreUnavailable (then nothing
-        changed here, and the insert must be sealed again from the store)."""
         with self._lock:
-            size = self._tree.size
-        leaves = [
-            Leaf(
-                size + i,
-                stamp,
-                it.partition,
-                it.rows,
-                it.oldest_ns,
-                it.newest_ns,
-                recovered,
-                it.digest,
-            )
-            for i, it in enumerate(sealed)
-        ]
-        if leaves:
-            self._store.insert_arrow(LEDGER_TABLE, _leaf_table(leaves))
-            self._add(leaves)
-        self.end()
-        return leaves
+            self._pending.append(stamp)
+            self._write_journal()
 
-    def seal_from_store(self, stamp: int) -> list[Leaf]:
-        """Seals an insert whose leaves may be missing (it failed, or the service died in it)
-        from the rows the store holds under its stamp; leaves marked recovered."""
-        self._catch_up()  # its leaves may have been written after all
+    def committed(self, stamp: int, batch: pa.Table) -> None:
+        """Hands over a committed insert's rows (as inserted) to be sealed."""
+        self._queue.put((stamp, batch))
+
+    def failed(self, stamp: int) -> None:
+        """An insert failed, and may have been committed all the same: sealed from the store
+        (once it answers) with whatever it holds under the stamp."""
+        self._queue.put((stamp, None))
+
+    def wait_sealed(self, timeout_s: float) -> bool:
+        """Until every insert begun so far is sealed (or ``timeout_s`` passed)."""
+        with self._sealed_now:
+            return self._sealed_now.wait_for(lambda: not self._pending, timeout_s)
+
+    def close(self, timeout_s: float = 30.0) -> None:
+        """Seals what was handed over, then stops. What cannot be sealed in time (the store
+        is down) stays in the journal, for the next start."""
+        if self._thread is None:
+            return
+        self._queue.put(None)
+        self._thread.join(timeout_s)
+        self._closing.set()
+        self._thread.join()
+        self._thread = None
+
+    # -- the ledger's thread -----------------------------------------------------------------
+
+    def _seal_all(self) -> None:
+        while True:
+            item = self._queue.get()
+            items = [item]
+            while item is not None and len(items) < QUEUED:  # what else waits: one write
+                try:
+                    item = self._queue.get_nowait()
+                except queue.Empty:
+                    break
+                items.append(item)
+            work = [i for i in items if i is not None]
+            if work and not self._seal_batch(work):
+                return  # stopping with the store down: the journal keeps the rest
+            if items[-1] is None:
+                return
+
+    def _seal_batch(self, work: list[tuple[int, pa.Table | None]]) -> bool:
+        """Digests and appends the leaves of inserts, retrying while the store fails; False
+        when stopping before it answers."""
+        sealed: list[tuple[int, list[Sealed], bool]] = []
+        warned = False
+        while True:
+            try:
+                if not sealed:
+                    sealed = [self._sealed(stamp, batch) for stamp, batch in work]
+                self._append([s for s in sealed if s[1]])
+                break
+            except StoreUnavailable as e:
+                if self._closing.is_set():
+                    return False
+                if not warned:
+                    log.warning("cannot seal inserts yet, trying again: %s", e)
+                    warned = True
+                time.sleep(self._retry_after_s)
+            except Exception:  # a bug: logged; the journal keeps the stamps for the next start
+                log.exception("sealing inserts failed")
+                return False
         with self._lock:
-            known = self.last_stamp
-        if known is not None and known >= stamp:
-            self.end()
-            return []
-        sealed = [s for _, s in sorted(_sealed_groups(self._store, stamp, stamp))]
-        leaves = self.append(stamp, sealed, recovered=True)
-        if leaves:
+            done = {stamp for stamp, _ in work}
+            self._pending = [stamp for stamp in self._pending if stamp not in done]
+            self._write_journal()
+            self._sealed_now.notify_all()
+        return True
+
+    def _sealed(self, stamp: int, batch: pa.Table | None) -> tuple[int, list[Sealed], bool]:
+        """(stamp, what it wrote per month, recovered): from its rows as inserted, or from
+        what the store holds under its stamp."""
+        if batch is not None:
+            return stamp, seal_rows(batch), False
+        self._catch_up()  # its leaves may have been written before the service stopped
+        with self._lock:
+            if self.last_stamp is not None and self.last_stamp >= stamp:
+                return stamp, [], True
+        found = [s for _, s in sorted(_sealed_groups(self._store, stamp, stamp))]
+        if found:
             log.warning(
                 "sealed an unfinished insert (stamp %d) from the %d rows the store holds",
                 stamp,
-                sum(leaf.rows for leaf in leaves),
+                sum(s.rows for s in found),
             )
+        return stamp, found, True
+
+    def _append(self, inserts: list[tuple[int, list[Sealed], bool]]) -> list[Leaf]:
+        """Writes the leaves of committed inserts, in order, in one insert; raises
+        StoreUnavailable (then nothing changed here)."""
+        with self._lock:
+            size = self._tree.size
+        leaves: list[Leaf] = []
+        for stamp, sealed, recovered in inserts:
+            for it in sealed:
+                leaves.append(
+                    Leaf(
+                        size + len(leaves),
+                        stamp,
+                        it.partition,
+                        it.rows,
+                        it.oldest_ns,
+                        it.newest_ns,
+                        recovered,
+                        it.digest,
+                    )
+                )
+        if leaves:
+            self._store.insert_arrow(LEDGER_TABLE, _leaf_table(leaves))
+            self._add(leaves)
         return leaves
+
+    def _read_journal(self) -> list[int]:
+        return unsealed_stamps(self._journal)
+
+    def _write_journal(self) -> None:
+        """The pending stamps, whole or not at all (the caller holds the lock)."""
+        if not self._pending:
+            self._journal.unlink(missing_ok=True)
+            return
+        temporary = self._journal.with_suffix(".tmp")
+        temporary.write_text("".join(f"{stamp}\n" for stamp in self._pending), encoding="ascii")
+        temporary.replace(self._journal)
 
     def _seal_history(self) -> None:
         stored = self._store.query(STORED_INSERTS_SQL, {"since": 0}).result_rows
@@ -257,8 +365,9 @@ class Ledger:
         for first, last in _ranges(stored):
             for (stamp, partition), sealed in _sealed_groups(self._store, first, last):
                 groups.setdefault(stamp, []).append((partition, sealed))
-        for stamp in sorted(groups):
-            self.append(stamp, [s for _, s in sorted(groups[stamp])], recovered=True)
+        self._append(
+            [(stamp, [s for _, s in sorted(groups[stamp])], True) for stamp in sorted(groups)]
+        )
 
     def _catch_up(self) -> None:
         """Adds to the tree the leaves the table holds beyond it."""
@@ -293,6 +402,15 @@ class Ledger:
             tree = self._tree.copy()
             events = self._events
         return TreeHead(tree.size, tree.root(), tree.to_bytes(), events)
+
+
+def unsealed_stamps(journal: Path) -> list[int]:
+    """The stamps a ledger journal names: inserts begun and not sealed."""
+    try:
+        text = journal.read_text(encoding="ascii")
+    except FileNotFoundError:
+        return []
+    return [int(line) for line in text.split() if line.isdigit()]
 
 
 def read_leaves(store: Store, first: int = 0) -> list[Leaf]:

@@ -9,9 +9,8 @@ An insert that failed may still have been committed (the store answered too late
 half way): before the next insert it is settled (``repair``): the ids of what it committed are
 remembered, and with the embedded store its rollups are counted again.
 
-With tamper evidence on, each insert's rows are also digested (in a thread of their own, while
-the insert runs) and, once it is committed, appended to the ledger (``ledger``); an insert
-settled later is sealed from what the store holds.
+With tamper evidence on, each insert is noted in the ledger before it runs and handed to it
+once committed (or failed): the ledger seals it in a thread of its own (``ledger``).
 """
 
 from __future__ import annotations
@@ -20,7 +19,6 @@ import asyncio
 import contextlib
 import logging
 import time
-from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 
 import numpy as np
@@ -30,7 +28,7 @@ from tokenotel.errors import Overloaded, StoreUnavailable
 from tokenotel.model import COLUMN_BY_NAME
 from tokenotel.store.client import EVENTS_TABLE, Store
 from tokenotel.store.dedup import RecentIds
-from tokenotel.store.ledger import Ledger, Sealed, seal_rows
+from tokenotel.store.ledger import Ledger
 from tokenotel.store.lifecycle import TokenLifecycle
 from tokenotel.store.repair import InsertJournal, InsertScope, recount_rollups
 
@@ -93,7 +91,6 @@ class BatchWriter:
         self._store = store
         self._journal = journal
         self.ledger = ledger
-        self._sealer = ThreadPoolExecutor(1, "tokenotel-seal") if ledger is not None else None
         #: Inserts that failed and may have been committed all the same: (stamp, scope).
         self._unsettled: list[tuple[int, InsertScope | None]] = []
         self._max_rows = max_rows
@@ -127,8 +124,8 @@ class BatchWriter:
         self._arrived.set()
         await self._task
         self._task = None
-        if self._sealer is not None:
-            self._sealer.shutdown()
+        if self.ledger is not None:  # every committed insert sealed before the last checkpoint
+            await asyncio.to_thread(self.ledger.close)
 
     async def write(self, table: pa.Table) -> int:
         """Returns once the rows of ``table`` are committed (how many were new).
@@ -263,36 +260,26 @@ class BatchWriter:
                     f"cannot note the insert in the data directory: {e.strerror}",
                     self._retry_after_s,
                 ) from e
-            # Digested while the store inserts (both mostly outside the GIL).
-            sealing = self._sealer.submit(seal_rows, batch) if self._sealer else None
             self.in_progress_stamp = stamp
             try:
                 self._store.insert_arrow(EVENTS_TABLE, batch)
             except StoreUnavailable:
                 self._unsettled.append((stamp, scope))
+                if self.ledger is not None:
+                    self.ledger.failed(stamp)
                 raise
             finally:
                 self.in_progress_stamp = None
             if self._journal is not None:
                 self._journal.end()
-            if sealing is not None:
-                self._seal(stamp, sealing)
+            if self.ledger is not None:
+                self.ledger.committed(stamp, batch)
             # Committed: from here on a retry of these rows is a duplicate.
             self._recent.add(batch["event_id"].to_numpy())
         self.stats.inserts += 1
         self.stats.rows_written += rows
         self.stats.duplicates_dropped += sum(t.num_rows for t in tables) - rows
         return written
-
-    def _seal(self, stamp: int, sealing: Future[list[Sealed]]) -> None:
-        """Appends a committed insert's leaves; if that fails, the insert is sealed from the
-        store before the next one (its rows are committed: a retry of them is a duplicate)."""
-        assert self.ledger is not None
-        try:
-            self.ledger.append(stamp, sealing.result())
-        except StoreUnavailable:
-            self._unsettled.append((stamp, None))
-            raise
 
     def _next_stamp(self) -> int:
         """A distinct ingested_at (ms) for each insert, so it names the insert."""
@@ -314,10 +301,7 @@ class BatchWriter:
         if self.ledger is not None:
             if not self.ledger.loaded:
                 self.ledger.load()
-            self._last_stamp = max(self._last_stamp, self.ledger.last_stamp or 0)
-            unsealed = self.ledger.pending()
-            if unsealed is not None and unsealed not in (stamp for stamp, _ in self._unsettled):
-                self._unsettled.append((unsealed, None))
+            self._last_stamp = max(self._last_stamp, self.ledger.newest_stamp())
         self._settle()
         if self._recent.window:
             result = self._store.query(RECENT_IDS_SQL, {"limit": self._recent.window})
@@ -344,6 +328,4 @@ class BatchWriter:
                     ", ".join(map(str, scope.months)),
                     len(scope.token_keys),
                 )
-            if self.ledger is not None:
-                self.ledger.seal_from_store(stamp)
             self._unsettled.pop(0)
