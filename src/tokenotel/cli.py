@@ -26,6 +26,7 @@ from tokenotel.query.output import Format, write_events, write_summary, write_ti
 from tokenotel.query.search import EventFilter
 from tokenotel.query.timeparse import parse_time
 from tokenotel.query.tokens import TokenFilter
+from tokenotel.security.tls import channel_credentials
 from tokenotel.store.client import Store
 from tokenotel.store.cluster import apply_cluster, cluster_statements
 
@@ -107,6 +108,10 @@ def serve(
     api_listen: Annotated[str | None, _flag("api_listen")] = None,
     clickhouse_listen: Annotated[str | None, _flag("clickhouse_listen")] = None,
     clickhouse_password_file: Annotated[Path | None, _flag("clickhouse_password_file")] = None,
+    tls_cert_file: Annotated[Path | None, _flag("tls_cert_file")] = None,
+    tls_key_file: Annotated[Path | None, _flag("tls_key_file")] = None,
+    tls_client_ca_file: Annotated[Path | None, _flag("tls_client_ca_file")] = None,
+    insecure_listen: Annotated[bool, _flag("insecure_listen", "--insecure-listen")] = False,
     data_dir: DataDirOpt = None,
     clickhouse_url: UrlOpt = None,
     max_request_bytes: Annotated[int | None, _flag("max_request_bytes")] = None,
@@ -123,6 +128,10 @@ def serve(
         api_listen=api_listen,
         clickhouse_listen=clickhouse_listen,
         clickhouse_password_file=clickhouse_password_file,
+        tls_cert_file=tls_cert_file,
+        tls_key_file=tls_key_file,
+        tls_client_ca_file=tls_client_ca_file,
+        insecure_listen=True if insecure_listen else None,  # not given: environment, file
         data_dir=data_dir,
         clickhouse_url=clickhouse_url,
         max_request_bytes=max_request_bytes,
@@ -144,6 +153,9 @@ def serve(
 
 
 ServerOpt = Annotated[str | None, _flag("server", "--server")]
+ServerCaOpt = Annotated[Path | None, _flag("server_ca_file", "--server-ca-file")]
+ClientCertOpt = Annotated[Path | None, _flag("client_cert_file", "--client-cert-file")]
+ClientKeyOpt = Annotated[Path | None, _flag("client_key_file", "--client-key-file")]
 TokenOpt = Annotated[
     list[str] | None, typer.Option("--token", help="Token id or fingerprint (repeatable).")
 ]
@@ -171,15 +183,44 @@ FormatOpt = Annotated[
 ]
 
 
+def _client_tls(
+    server_ca_file: Path | None, client_cert_file: Path | None, client_key_file: Path | None
+) -> dict[str, Path | None]:
+    return {
+        "server_ca_file": server_ca_file,
+        "client_cert_file": client_cert_file,
+        "client_key_file": client_key_file,
+    }
+
+
 def _reader(settings: Settings) -> Reader:
     """The service's query API when one is given, or runs on the data directory; else the
     store itself (a stopped data directory, or a ClickHouse server)."""
     address = settings.server
     if address is None and settings.clickhouse_url is None:
-        address = running_service(settings.data_dir)
+        found = running_service(settings.data_dir)
+        if found is not None and found.tls and settings.server_ca_file is None:
+            _fail(
+                f"the service that holds {settings.data_dir} serves its query API over TLS: "
+                "set --server-ca-file (server_ca_file) to the CA that signed its certificate"
+            )
+        address = found.address if found is not None else None
     if address is not None:
-        return ServiceReader(address)
+        return _service_reader(settings, address)
     return StoreReader(_open_store(settings))
+
+
+def _service_reader(settings: Settings, address: str) -> ServiceReader:
+    """The query API at ``address``: over TLS when server_ca_file is set."""
+    if settings.server_ca_file is None:
+        return ServiceReader(address)
+    try:
+        credentials = channel_credentials(
+            settings.server_ca_file, settings.client_cert_file, settings.client_key_file
+        )
+    except TokenotelError as e:
+        _fail(str(e))
+    return ServiceReader(address, credentials)
 
 
 def _read(settings: Settings, read: Callable[[Reader], None]) -> None:
@@ -234,6 +275,9 @@ def query(
     data_dir: DataDirOpt = None,
     clickhouse_url: UrlOpt = None,
     server: ServerOpt = None,
+    server_ca_file: ServerCaOpt = None,
+    client_cert_file: ClientCertOpt = None,
+    client_key_file: ClientKeyOpt = None,
     token: TokenOpt = None,
     principal: PrincipalOpt = None,
     ip: IpOpt = None,
@@ -246,7 +290,13 @@ def query(
     fmt: FormatOpt = Format.TABLE,
 ) -> None:
     """Search token events: in the running service, or in a stopped data directory."""
-    settings = _settings(config, data_dir=data_dir, clickhouse_url=clickhouse_url, server=server)
+    settings = _settings(
+        config,
+        data_dir=data_dir,
+        clickhouse_url=clickhouse_url,
+        server=server,
+        **_client_tls(server_ca_file, client_cert_file, client_key_file),
+    )
     event_filter = _event_filter(token, principal, ip, event, outcome, token_status, since, until)
     _read(settings, lambda reader: write_events(reader.events(event_filter, limit), fmt))
 
@@ -257,6 +307,9 @@ def tokens(
     data_dir: DataDirOpt = None,
     clickhouse_url: UrlOpt = None,
     server: ServerOpt = None,
+    server_ca_file: ServerCaOpt = None,
+    client_cert_file: ClientCertOpt = None,
+    client_key_file: ClientKeyOpt = None,
     status: Annotated[
         TokenStatus | None,
         typer.Option(help="active, disabled, revoked, rotated or expired (as of now)."),
@@ -273,7 +326,13 @@ def tokens(
     fmt: FormatOpt = Format.TABLE,
 ) -> None:
     """The token inventory: the latest state of every token."""
-    settings = _settings(config, data_dir=data_dir, clickhouse_url=clickhouse_url, server=server)
+    settings = _settings(
+        config,
+        data_dir=data_dir,
+        clickhouse_url=clickhouse_url,
+        server=server,
+        **_client_tls(server_ca_file, client_cert_file, client_key_file),
+    )
     token_filter = TokenFilter(
         status=status,
         principal=principal,
@@ -291,13 +350,22 @@ def timeline(
     data_dir: DataDirOpt = None,
     clickhouse_url: UrlOpt = None,
     server: ServerOpt = None,
+    server_ca_file: ServerCaOpt = None,
+    client_cert_file: ClientCertOpt = None,
+    client_key_file: ClientKeyOpt = None,
     limit: Annotated[int, typer.Option(min=1, help="Most events to show.")] = 1000,
     fmt: Annotated[
         Format, typer.Option("--format", help="table, json (one document) or csv (the events).")
     ] = Format.TABLE,
 ) -> None:
     """One token: its state, lifecycle, scopes over time, addresses and events."""
-    settings = _settings(config, data_dir=data_dir, clickhouse_url=clickhouse_url, server=server)
+    settings = _settings(
+        config,
+        data_dir=data_dir,
+        clickhouse_url=clickhouse_url,
+        server=server,
+        **_client_tls(server_ca_file, client_cert_file, client_key_file),
+    )
     _read(settings, lambda reader: write_timeline(reader.timeline(token, limit), fmt))
 
 
@@ -307,6 +375,9 @@ def summary(
     data_dir: DataDirOpt = None,
     clickhouse_url: UrlOpt = None,
     server: ServerOpt = None,
+    server_ca_file: ServerCaOpt = None,
+    client_cert_file: ClientCertOpt = None,
+    client_key_file: ClientKeyOpt = None,
     since: SinceOpt = None,
     until: UntilOpt = None,
     top: Annotated[int, typer.Option(min=1, max=100, help="Rows of each top list.")] = 5,
@@ -315,7 +386,13 @@ def summary(
     ] = Format.TABLE,
 ) -> None:
     """What happened in a time window: events, top tokens and failing addresses, misuse."""
-    settings = _settings(config, data_dir=data_dir, clickhouse_url=clickhouse_url, server=server)
+    settings = _settings(
+        config,
+        data_dir=data_dir,
+        clickhouse_url=clickhouse_url,
+        server=server,
+        **_client_tls(server_ca_file, client_cert_file, client_key_file),
+    )
     window = _when(since, "--since"), _when(until, "--until")
     _read(settings, lambda reader: write_summary(reader.summary(*window, top), fmt))
 
@@ -326,6 +403,9 @@ def tail(
     data_dir: DataDirOpt = None,
     clickhouse_url: UrlOpt = None,
     server: ServerOpt = None,
+    server_ca_file: ServerCaOpt = None,
+    client_cert_file: ClientCertOpt = None,
+    client_key_file: ClientKeyOpt = None,
     token: TokenOpt = None,
     principal: PrincipalOpt = None,
     ip: IpOpt = None,
@@ -342,7 +422,13 @@ def tail(
 ) -> None:
     """Events as they are committed, until Ctrl-C; a stopped data directory gives what was
     committed after --cursor."""
-    settings = _settings(config, data_dir=data_dir, clickhouse_url=clickhouse_url, server=server)
+    settings = _settings(
+        config,
+        data_dir=data_dir,
+        clickhouse_url=clickhouse_url,
+        server=server,
+        **_client_tls(server_ca_file, client_cert_file, client_key_file),
+    )
     event_filter = _event_filter(token, principal, ip, event, outcome, token_status, None, None)
     last = [cursor or ""]
 
@@ -375,6 +461,9 @@ def fingerprint(
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
     server: ServerOpt = None,
+    server_ca_file: ServerCaOpt = None,
+    client_cert_file: ClientCertOpt = None,
+    client_key_file: ClientKeyOpt = None,
     key_file: Annotated[
         Path | None,
         _flag("fingerprint_key_file", "--key-file"),
@@ -382,7 +471,13 @@ def fingerprint(
 ) -> None:
     """Print the fingerprint of a token read from standard input (never from the command line),
     with the key in the data directory, or asked of a running service (--server)."""
-    settings = _settings(config, data_dir=data_dir, fingerprint_key_file=key_file, server=server)
+    settings = _settings(
+        config,
+        data_dir=data_dir,
+        fingerprint_key_file=key_file,
+        server=server,
+        **_client_tls(server_ca_file, client_cert_file, client_key_file),
+    )
     tty = sys.stdin.isatty()
     secret = (getpass.getpass("token (input hidden): ") if tty else sys.stdin.read()).strip("\r\n")
     if not secret:
@@ -391,7 +486,7 @@ def fingerprint(
             "fingerprint`"
         )
     if settings.server is not None:  # the service's key: never on this machine
-        service = ServiceReader(settings.server)
+        service = _service_reader(settings, settings.server)
         try:
             typer.echo(service.fingerprint(secret))
         except TokenotelError as e:

@@ -18,6 +18,8 @@ from tokenotel.config import Settings, split_listen
 from tokenotel.ingest.otlp_grpc import OtlpGrpcListener
 from tokenotel.ingest.otlp_http import OtlpHttpListener
 from tokenotel.pipeline import Pipeline
+from tokenotel.security.exposure import check_exposure
+from tokenotel.security.tls import ServerTls, ServerTlsFiles
 
 log = logging.getLogger(__name__)
 
@@ -29,6 +31,7 @@ class Listener(Protocol):
     name: str
     host: str
     port: int
+    tls: ServerTls | None
 
     async def start(self) -> None: ...
 
@@ -39,16 +42,32 @@ class Service:
     """The pipeline and its listeners, started and stopped together."""
 
     def __init__(self, settings: Settings) -> None:
+        # The ClickHouse interface always asks for its own user's password.
+        check_exposure(
+            [
+                (name, getattr(settings, name))
+                for name in ("grpc_listen", "http_listen", "api_listen")
+            ],
+            tls=settings.tls_cert_file is not None,
+            auth=settings.auth,
+            insecure_listen=settings.insecure_listen,
+        )
+        tls = _server_tls(settings)
         self.pipeline = Pipeline(settings)
         limit = settings.max_request_bytes
-        self.otlp_grpc = OtlpGrpcListener(*split_listen(settings.grpc_listen), self.pipeline, limit)
-        self.otlp_http = OtlpHttpListener(*split_listen(settings.http_listen), self.pipeline, limit)
+        self.otlp_grpc = OtlpGrpcListener(
+            *split_listen(settings.grpc_listen), self.pipeline, limit, tls
+        )
+        self.otlp_http = OtlpHttpListener(
+            *split_listen(settings.http_listen), self.pipeline, limit, tls
+        )
         pipeline = self.pipeline
         self.api = TokenAuditListener(
             *split_listen(settings.api_listen),
             pipeline.store,
             pipeline.fingerprint,
             pipeline.writer,
+            tls,
         )
         self.listeners: list[Listener] = [self.otlp_grpc, self.otlp_http, self.api]
         if settings.clickhouse_listen is not None:
@@ -58,6 +77,7 @@ class Service:
                 pipeline.store,
                 user=settings.clickhouse_user,
                 password=read_password_file(settings.clickhouse_password_file),
+                tls=tls,
             )
             self.listeners.append(self.clickhouse_http)
         # With the embedded store, the reading commands find the running service through
@@ -79,11 +99,15 @@ class Service:
             await self.pipeline.stop()
             raise
         if self._record_in is not None:
-            record_service(self._record_in, f"{self.api.host}:{self.api.port}")
+            record_service(
+                self._record_in, f"{self.api.host}:{self.api.port}", tls=self.api.tls is not None
+            )
         gc.freeze()  # what start-up loaded stays: later collections need not scan it again
         log.info(
             "tokenotel listening: %s; store: %s",
-            ", ".join(f"{x.name} on {x.host}:{x.port}" for x in self.listeners),
+            ", ".join(
+                f"{x.name} on {x.host}:{x.port}{' (TLS)' if x.tls else ''}" for x in self.listeners
+            ),
             self.pipeline.store.target,
         )
 
@@ -103,6 +127,16 @@ class Service:
             await stop.wait()
         finally:
             await self.stop()
+
+
+def _server_tls(settings: Settings) -> ServerTls | None:
+    """Every listener's TLS, when the settings give a certificate."""
+    if settings.tls_cert_file is None or settings.tls_key_file is None:
+        return None
+    files = ServerTlsFiles(
+        settings.tls_cert_file, settings.tls_key_file, settings.tls_client_ca_file
+    )
+    return ServerTls(files)
 
 
 @contextmanager

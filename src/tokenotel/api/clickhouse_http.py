@@ -43,6 +43,7 @@ from aiohttp import web
 from multidict import MultiDict
 
 from tokenotel.errors import ConfigError, StoreUnavailable, TokenotelError
+from tokenotel.security.tls import ServerTls
 from tokenotel.store.client import Store
 
 log = logging.getLogger(__name__)
@@ -687,7 +688,7 @@ def _credentials(request: web.Request) -> tuple[str, str] | None:
 
 class ClickHouseHttpListener:
     """Serves the ClickHouse HTTP interface on ``host``:``port`` (0: the system picks) over
-    ``store``, to one user."""
+    ``store``, to one user; over TLS (HTTPS) when ``tls`` is given."""
 
     name = "ClickHouse HTTP"
 
@@ -700,6 +701,7 @@ class ClickHouseHttpListener:
         user: str,
         password: str,
         limits: QueryLimits | None = None,
+        tls: ServerTls | None = None,
     ) -> None:
         if store.options.server is not None:
             raise ConfigError(
@@ -710,6 +712,7 @@ class ClickHouseHttpListener:
         if not password:
             raise ConfigError("the ClickHouse HTTP interface needs a password")
         self.host, self._port = host, port
+        self.tls = tls
         self.port = 0  # the port it listens on, once started
         self.limits = limits or QueryLimits()
         self._engine = _Engine(store, self.limits)
@@ -727,7 +730,11 @@ class ClickHouseHttpListener:
         runner = web.AppRunner(self._app(), access_log=None, auto_decompress=False)
         await runner.setup()
         try:
-            await web.TCPSite(runner, self.host, self._port, reuse_port=False).start()
+            ssl_context = self.tls.ssl_context() if self.tls is not None else None
+            site = web.TCPSite(
+                runner, self.host, self._port, ssl_context=ssl_context, reuse_port=False
+            )
+            await site.start()
         except BaseException:
             await runner.cleanup()
             self._executor.shutdown(wait=False)

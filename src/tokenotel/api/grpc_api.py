@@ -25,6 +25,7 @@ from tokenotel.query.search import Cursor, EventFilter, committed, newest_stamp,
 from tokenotel.query.summary import summarise
 from tokenotel.query.timeline import timeline
 from tokenotel.query.tokens import TokenFilter, list_tokens
+from tokenotel.security.tls import ServerTls
 from tokenotel.store.client import Store
 from tokenotel.v1 import audit_pb2, audit_pb2_grpc
 
@@ -249,7 +250,7 @@ def token_filter_of(message: audit_pb2.ListTokensRequest) -> TokenFilter:
 
 class TokenAuditListener:
     """Serves TokenAudit, gRPC health (SERVING while the store answers) and server reflection on
-    ``host``:``port`` (0: the system picks)."""
+    ``host``:``port`` (0: the system picks), over TLS when ``tls`` is given."""
 
     name = "query API"
 
@@ -260,8 +261,10 @@ class TokenAuditListener:
         store: Store,
         fingerprint: Fingerprinter,
         commits: Commits,
+        tls: ServerTls | None = None,
     ) -> None:
         self.host, self._port = host, port
+        self.tls = tls
         self._service = TokenAuditService(store, fingerprint, commits)
         self._store = store
         self._server: grpc.aio.Server | None = None
@@ -276,7 +279,10 @@ class TokenAuditListener:
         names = (SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
         reflection.enable_server_reflection((*names, reflection.SERVICE_NAME), server)
         address = f"[{self.host}]:{self._port}" if ":" in self.host else f"{self.host}:{self._port}"
-        port = server.add_insecure_port(address)
+        if self.tls is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, self.tls.grpc_credentials())
         if port == 0 and self._port != 0:
             raise OSError(f"cannot listen for the query API on {address}: taken or invalid")
         await server.start()

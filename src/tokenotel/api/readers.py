@@ -7,7 +7,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -109,11 +111,17 @@ class StoreReader:
 
 
 class ServiceReader:
-    """Reads through a running service's query API (tokenotel.v1.TokenAudit)."""
+    """Reads through a running service's query API (tokenotel.v1.TokenAudit): over TLS when
+    given ``credentials`` (security.tls.channel_credentials), else in plaintext."""
 
-    def __init__(self, address: str) -> None:
+    def __init__(self, address: str, credentials: grpc.ChannelCredentials | None = None) -> None:
         self.address = address
-        self._channel = grpc.insecure_channel(address)
+        self._channel = (
+            grpc.secure_channel(address, credentials)
+            if credentials is not None
+            else grpc.insecure_channel(address)
+        )
+        self._tls = credentials is not None
         self._api = audit_pb2_grpc.TokenAuditStub(self._channel)
 
     def events(self, event_filter: EventFilter, limit: int) -> list[dict[str, Any]]:
@@ -167,7 +175,7 @@ class ServiceReader:
             for response in self._api.TailEvents(request):
                 yield [from_message(event) for event in response.events], response.cursor
         except grpc.RpcError as e:
-            raise _error(e) from None
+            raise self._error(e) from None
 
     def fingerprint(self, secret: str) -> str:
         request = audit_pb2.FingerprintSecretRequest(secret=secret)
@@ -180,7 +188,27 @@ class ServiceReader:
         try:
             return method(request, timeout=120)
         except grpc.RpcError as e:
-            raise _error(e) from None
+            raise self._error(e) from None
+
+    def _error(self, error: grpc.RpcError) -> TokenotelError:
+        """A connection that failed for TLS says how to fix it; else as ``_error``."""
+        message = error.details() or ""
+        if error.code() == grpc.StatusCode.UNAVAILABLE and _TLS_FAILURE.search(message):
+            if self._tls:
+                return PermanentError(
+                    f"TLS with the query API at {self.address} failed ({message}): set "
+                    "server_ca_file to the CA that signed its certificate, and under mutual TLS "
+                    "client_cert_file and client_key_file"
+                )
+            return PermanentError(
+                f"the query API at {self.address} did not answer in plaintext ({message}): if "
+                "it serves TLS, set server_ca_file to the CA that signed its certificate"
+            )
+        return _error(error)
+
+
+#: What gRPC says when a connection failed in TLS, or a plaintext client met a TLS server.
+_TLS_FAILURE = re.compile(r"(?i)ssl|handshake|certificate|tls|Socket closed|Connection reset")
 
 
 def _error(error: grpc.RpcError) -> TokenotelError:
@@ -204,9 +232,18 @@ def _error(error: grpc.RpcError) -> TokenotelError:
     return PermanentError(f"the service's query API answered {code.name}: {message}")
 
 
-def record_service(data_dir: Path, api_address: str) -> None:
-    """Notes in the data directory where the running service's query API listens."""
-    record = {"api": api_address, "pid": os.getpid()}
+@dataclass(frozen=True)
+class RunningService:
+    """Where the service that holds a data directory answers its query API."""
+
+    address: str
+    tls: bool
+
+
+def record_service(data_dir: Path, api_address: str, *, tls: bool) -> None:
+    """Notes in the data directory where the running service's query API listens, and whether
+    it serves TLS."""
+    record = {"api": api_address, "pid": os.getpid(), "tls": tls}
     (data_dir / SERVICE_RECORD).write_text(json.dumps(record), encoding="utf-8")
 
 
@@ -215,12 +252,13 @@ def forget_service(data_dir: Path) -> None:
         (data_dir / SERVICE_RECORD).unlink()
 
 
-def running_service(data_dir: Path) -> str | None:
-    """The query API address of the service that holds ``data_dir``, if one runs; a record
-    left by a service that died (its process is gone) is ignored."""
+def running_service(data_dir: Path) -> RunningService | None:
+    """The query API of the service that holds ``data_dir``, if one runs; a record left by a
+    service that died (its process is gone) is ignored."""
     try:
         record = json.loads((data_dir / SERVICE_RECORD).read_text(encoding="utf-8"))
         pid, address = int(record["pid"]), str(record["api"])
+        tls = bool(record.get("tls", False))
     except (OSError, ValueError, KeyError, TypeError):
         return None
     try:
@@ -229,4 +267,4 @@ def running_service(data_dir: Path) -> str | None:
         return None
     except PermissionError:  # alive, another user's
         pass
-    return address
+    return RunningService(address, tls)

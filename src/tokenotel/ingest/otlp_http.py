@@ -22,6 +22,7 @@ from tokenotel.errors import (
 from tokenotel.ingest.consumer import LogsConsumer
 from tokenotel.ingest.content_encoding import decompress
 from tokenotel.mapping.decode import JSON, PROTOBUF
+from tokenotel.security.tls import ServerTls
 
 log = logging.getLogger(__name__)
 
@@ -30,14 +31,21 @@ _CONTENT_TYPES = (PROTOBUF, JSON)
 
 
 class OtlpHttpListener:
-    """Serves OTLP/HTTP and the health endpoints on ``host``:``port`` (0: the system picks)."""
+    """Serves OTLP/HTTP and the health endpoints on ``host``:``port`` (0: the system picks),
+    over TLS (HTTPS) when ``tls`` is given."""
 
     name = "OTLP/HTTP"
 
     def __init__(
-        self, host: str, port: int, consumer: LogsConsumer, max_request_bytes: int
+        self,
+        host: str,
+        port: int,
+        consumer: LogsConsumer,
+        max_request_bytes: int,
+        tls: ServerTls | None = None,
     ) -> None:
         self.host, self._port = host, port
+        self.tls = tls
         self._app = build_app(consumer, max_request_bytes)
         self._runner: web.AppRunner | None = None
         self.port = 0  # the port it listens on, once started
@@ -46,7 +54,11 @@ class OtlpHttpListener:
         runner = web.AppRunner(self._app, access_log=None, auto_decompress=False)
         await runner.setup()
         try:
-            await web.TCPSite(runner, self.host, self._port, reuse_port=False).start()
+            ssl_context = self.tls.ssl_context() if self.tls is not None else None
+            site = web.TCPSite(
+                runner, self.host, self._port, ssl_context=ssl_context, reuse_port=False
+            )
+            await site.start()
         except BaseException:
             await runner.cleanup()
             raise

@@ -1,0 +1,1 @@
+"""Protecting the service: TLS on its listeners and for its clients, and who may listen how."""
