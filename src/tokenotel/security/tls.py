@@ -162,7 +162,7 @@ class ServerTls:
         context.minimum_version = MINIMUM_VERSION
         try:
             context.load_cert_chain(files.cert_file, files.key_file, password=_no_password)
-        except (OSError, ssl.SSLError) as e:
+        except (OSError, ssl.SSLError, _EncryptedKey) as e:
             raise ConfigError(
                 f"tls_cert_file {files.cert_file} and tls_key_file {files.key_file} cannot be "
                 f"used ({_reason(e)}): give a PEM certificate (chain) and its unencrypted "
@@ -240,15 +240,22 @@ def channel_credentials(
     )
 
 
+class _EncryptedKey(Exception):
+    pass
+
+
 def _no_password() -> NoReturn:
     """Instead of OpenSSL asking for a passphrase on the terminal."""
-    raise ssl.SSLError("the key is encrypted")
+    raise _EncryptedKey("the key is encrypted")
 
 
-def _reason(error: OSError | ssl.SSLError) -> str:
+def _reason(error: Exception) -> str:
+    """OpenSSL's words, without where in CPython they were raised; or the system's."""
     if isinstance(error, ssl.SSLError):
-        return error.reason or str(error)
-    return error.strerror or str(error)
+        return re.sub(r" \(_ssl\.c:\d+\)$", "", str(error))
+    if isinstance(error, OSError):
+        return error.strerror or str(error)
+    return str(error)
 
 
 def _fingerprint(chain_pem: bytes) -> str:

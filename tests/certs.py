@@ -1,11 +1,12 @@
 """Certificates for the TLS tests, made with the ``cryptography`` package: certificate
 authorities, the certificates they sign (a server's for 127.0.0.1 and localhost, a client's),
-and PEM files of them."""
+PEM files of them, and a client's TLS context that trusts one."""
 
 from __future__ import annotations
 
 import datetime as dt
 import ipaddress
+import ssl
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -146,3 +147,44 @@ class Authority:
             serialization.NoEncryption(),
         )
         return Issued(cert.public_bytes(serialization.Encoding.PEM), key_pem)
+
+
+@dataclass(frozen=True)
+class Pki:
+    """The files of the TLS tests: a CA and another one (the wrong CA), and (certificate, key)
+    pairs: the server's for 127.0.0.1 and localhost, an expired one, clients' (valid, expired,
+    and one the wrong CA signed)."""
+
+    directory: Path
+    authority: Authority
+    ca: Path
+    wrong_ca: Path
+    server: tuple[Path, Path]
+    expired_server: tuple[Path, Path]
+    client: tuple[Path, Path]
+    expired_client: tuple[Path, Path]
+    stranger: tuple[Path, Path]
+
+    def context(
+        self, ca: Path | None = None, client: tuple[Path, Path] | None = None
+    ) -> ssl.SSLContext:
+        """A client's TLS: trusting ``ca`` (default: the right CA), presenting ``client``."""
+        context = ssl.create_default_context(cafile=str(ca or self.ca))
+        if client is not None:
+            context.load_cert_chain(*client)
+        return context
+
+
+def make_pki(directory: Path) -> Pki:
+    authority, wrong = Authority("ca"), Authority("wrong-ca")
+    return Pki(
+        directory=directory,
+        authority=authority,
+        ca=authority.write(directory),
+        wrong_ca=wrong.write(directory),
+        server=authority.server().write(directory, "server"),
+        expired_server=authority.server(expired=True).write(directory, "expired-server"),
+        client=authority.client().write(directory, "client"),
+        expired_client=authority.client(expired=True).write(directory, "expired-client"),
+        stranger=wrong.client("stranger").write(directory, "stranger"),
+    )
