@@ -193,22 +193,27 @@ class ServiceReader:
     def _error(self, error: grpc.RpcError) -> TokenotelError:
         """A connection that failed for TLS says how to fix it; else as ``_error``."""
         message = error.details() or ""
-        if error.code() == grpc.StatusCode.UNAVAILABLE and _TLS_FAILURE.search(message):
-            if self._tls:
+        if error.code() == grpc.StatusCode.UNAVAILABLE:
+            if self._tls and _TLS_FAILED.search(message):
                 return PermanentError(
                     f"TLS with the query API at {self.address} failed ({message}): set "
                     "server_ca_file to the CA that signed its certificate, and under mutual TLS "
                     "client_cert_file and client_key_file"
                 )
-            return PermanentError(
-                f"the query API at {self.address} did not answer in plaintext ({message}): if "
-                "it serves TLS, set server_ca_file to the CA that signed its certificate"
-            )
+            if not self._tls and _PLAINTEXT_REFUSED.search(message):
+                return PermanentError(
+                    f"the query API at {self.address} did not answer in plaintext ({message}): "
+                    "if it serves TLS, set server_ca_file to the CA that signed its certificate"
+                )
         return _error(error)
 
 
-#: What gRPC says when a connection failed in TLS, or a plaintext client met a TLS server.
-_TLS_FAILURE = re.compile(r"(?i)ssl|handshake|certificate|tls|Socket closed|Connection reset")
+#: What gRPC says when a server closes the connection at once: a plaintext client met a TLS
+#: server, or (TLS 1.3 settles client certificates after the client's side of the handshake)
+#: a server under mutual TLS refused the client's certificate ...
+_PLAINTEXT_REFUSED = re.compile(r"Socket closed|Connection reset")
+#: ... and when the client refused the server's certificate.
+_TLS_FAILED = re.compile(rf"(?i)handshake|certificate|ssl|{_PLAINTEXT_REFUSED.pattern}")
 
 
 def _error(error: grpc.RpcError) -> TokenotelError:
