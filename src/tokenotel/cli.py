@@ -9,6 +9,7 @@ import logging
 import signal
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -20,7 +21,7 @@ from tokenotel import __version__
 from tokenotel.api.readers import Reader, ServiceReader, StoreReader, running_service
 from tokenotel.config import Settings, load_settings, setting_help
 from tokenotel.errors import PermanentError, TokenotelError
-from tokenotel.mapping.fingerprint import load_key
+from tokenotel.mapping.fingerprint import load_key, load_previous_keys
 from tokenotel.model import Outcome, TokenStatus
 from tokenotel.query.output import Format, write_events, write_summary, write_timeline, write_tokens
 from tokenotel.query.search import EventFilter
@@ -28,6 +29,7 @@ from tokenotel.query.timeparse import parse_time
 from tokenotel.query.tokens import TokenFilter
 from tokenotel.store.client import Store
 from tokenotel.store.cluster import apply_cluster, cluster_statements
+from tokenotel.store.grants import grant_script, script_text
 
 app = typer.Typer(
     name="tokenotel",
@@ -76,13 +78,16 @@ def _logging(level: str) -> None:
     )
 
 
-def _open_store(settings: Settings, must_exist: bool = True) -> Store:
+def _open_store(settings: Settings, must_exist: bool = True, reading: bool = True) -> Store:
+    """The store of the settings; ``reading``: for the reading commands, which leave the
+    retention as they find it (it is serve's and migrate's setting)."""
     if must_exist and settings.clickhouse_server is None and not settings.data_dir.is_dir():
         _fail(
             f"no tokenotel data in {settings.data_dir}: run `tokenotel serve --data-dir "
             f"{settings.data_dir}` first, or point --data-dir at its data directory"
         )
-    store = Store(settings.store_options)
+    options = settings.store_options
+    store = Store(replace(options, retention_days=None) if reading else options)
     try:
         store.connect()
     except TokenotelError as e:
@@ -244,11 +249,34 @@ def query(
     until: UntilOpt = None,
     limit: Annotated[int, typer.Option(min=1, help="Most events to return.")] = 1000,
     fmt: FormatOpt = Format.TABLE,
+    secret_stdin: Annotated[
+        bool,
+        typer.Option(
+            "--secret-stdin",
+            help="Also search for the token whose secret is on standard input (never the "
+            "command line), under the current and every previous fingerprint key.",
+        ),
+    ] = False,
+    previous_key_file: PreviousKeysOpt = None,
 ) -> None:
     """Search token events: in the running service, or in a stopped data directory."""
-    settings = _settings(config, data_dir=data_dir, clickhouse_url=clickhouse_url, server=server)
+    settings = _settings(
+        config,
+        data_dir=data_dir,
+        clickhouse_url=clickhouse_url,
+        server=server,
+        previous_fingerprint_key_files=previous_key_file,
+    )
     event_filter = _event_filter(token, principal, ip, event, outcome, token_status, since, until)
-    _read(settings, lambda reader: write_events(reader.events(event_filter, limit), fmt))
+    secret = _read_secret() if secret_stdin else None
+
+    def read(reader: Reader) -> None:
+        if secret is not None:
+            service = reader if isinstance(reader, ServiceReader) else None
+            event_filter.tokens += _fingerprints(settings, secret, service)
+        write_events(reader.events(event_filter, limit), fmt)
+
+    _read(settings, read)
 
 
 @app.command()
@@ -370,6 +398,12 @@ def _duration(text: str | None, option: str) -> timedelta | None:
         _fail(f"{option}: {e}")
 
 
+PreviousKeysOpt = Annotated[
+    list[Path] | None,
+    _flag("previous_fingerprint_key_files", "--previous-key-file"),
+]
+
+
 @app.command()
 def fingerprint(
     config: ConfigOpt = None,
@@ -379,10 +413,31 @@ def fingerprint(
         Path | None,
         _flag("fingerprint_key_file", "--key-file"),
     ] = None,
+    previous_key_file: PreviousKeysOpt = None,
 ) -> None:
     """Print the fingerprint of a token read from standard input (never from the command line),
-    with the key in the data directory, or asked of a running service (--server)."""
-    settings = _settings(config, data_dir=data_dir, fingerprint_key_file=key_file, server=server)
+    with the key in the data directory, or asked of a running service (--server); then, one a
+    line, its fingerprint under each key used before a rotation."""
+    settings = _settings(
+        config,
+        data_dir=data_dir,
+        fingerprint_key_file=key_file,
+        previous_fingerprint_key_files=previous_key_file,
+        server=server,
+    )
+    secret = _read_secret()
+    if settings.server is not None:  # the service's keys: never on this machine
+        service = ServiceReader(settings.server)
+        try:
+            typer.echo("\n".join(_fingerprints(settings, secret, service)))
+        finally:
+            service.close()
+        return
+    typer.echo("\n".join(_fingerprints(settings, secret, None)))
+
+
+def _read_secret() -> str:
+    """A token's secret from standard input (hidden when typed)."""
     tty = sys.stdin.isatty()
     secret = (getpass.getpass("token (input hidden): ") if tty else sys.stdin.read()).strip("\r\n")
     if not secret:
@@ -390,20 +445,26 @@ def fingerprint(
             "no token on standard input: pipe it in, e.g. `pass show my-token | tokenotel "
             "fingerprint`"
         )
-    if settings.server is not None:  # the service's key: never on this machine
-        service = ServiceReader(settings.server)
-        try:
-            typer.echo(service.fingerprint(secret))
-        except TokenotelError as e:
-            _fail(str(e), code=1)
-        finally:
-            service.close()
-        return
+    return secret
+
+
+def _fingerprints(settings: Settings, secret: str, service: ServiceReader | None) -> list[str]:
+    """The secret's fingerprint under the current key, then under each previous key: asked of
+    ``service`` when reading through one (its keys stay there), else from the key files."""
     try:
-        fingerprinter = load_key(settings.fingerprint_key_file, settings.data_dir, create=False)
+        if service is not None:
+            return service.fingerprints(secret)
+        current = load_key(settings.fingerprint_key_file, settings.data_dir, create=False)
+        previous = load_previous_keys(settings.previous_fingerprint_key_files)
     except TokenotelError as e:
-        _fail(str(e))
-    typer.echo(fingerprinter(secret))
+        _fail(str(e), code=2 if isinstance(e, PermanentError) else 1)
+    return [key(secret) for key in (current, *previous)]
+
+
+PasswordFileOpt = typer.Option(
+    help="With --print-grants: create this user, with the password in this file (its first "
+    "line; printed only as a salted SHA-256)."
+)
 
 
 @app.command()
@@ -415,22 +476,55 @@ def migrate(
     print_only: Annotated[
         bool, typer.Option("--print", help="With --cluster: print the DDL instead of running it.")
     ] = False,
+    print_grants: Annotated[
+        bool,
+        typer.Option(
+            "--print-grants",
+            help="Print the roles (migrator, writer, reader) and users for a ClickHouse server "
+            "instead of migrating (docs/least-privilege.md); ON CLUSTER with --cluster.",
+        ),
+    ] = False,
+    migrator_password_file: Annotated[Path | None, PasswordFileOpt] = None,
+    writer_password_file: Annotated[Path | None, PasswordFileOpt] = None,
+    reader_password_file: Annotated[Path | None, PasswordFileOpt] = None,
 ) -> None:
-    """Create or upgrade the schema (serve also does it at start, except in cluster mode).
+    """Create or upgrade the schema (serve also does it at start where it may, except in
+    cluster mode).
 
     With --cluster: ON CLUSTER, with Replicated and Distributed tables."""
     settings = _settings(config, data_dir=data_dir, clickhouse_url=clickhouse_url, cluster=cluster)
     _logging("warning")
+    if print_grants:
+        files = {
+            "tokenotel_migrate": migrator_password_file,
+            "tokenotel_serve": writer_password_file,
+            "tokenotel_grafana": reader_password_file,
+        }
+        passwords = {user: _password(path) for user, path in files.items() if path is not None}
+        database = settings.store_options.database
+        typer.echo(script_text(grant_script(database, settings.cluster, passwords)), nl=False)
+        return
     if settings.cluster is not None:
         _migrate_cluster(settings, print_only)
         return
     if print_only:
         _fail("--print goes with --cluster")
-    store = _open_store(settings, must_exist=False)
+    store = _open_store(settings, must_exist=False, reading=False)
     store.close()
     for m in store.applied_migrations:
         typer.echo(f"applied {m.version:04d}_{m.name}")
     typer.echo(f"schema up to date in {store.target}")
+
+
+def _password(path: Path) -> str:
+    """The first line of a password file."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        _fail(f"cannot read password file {path}: {e}; write the user's password into it")
+    if not lines or not lines[0]:
+        _fail(f"password file {path} is empty: write the user's password on its first line")
+    return lines[0]
 
 
 def _migrate_cluster(settings: Settings, print_only: bool) -> None:

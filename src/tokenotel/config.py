@@ -9,9 +9,17 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import AfterValidator, Field, JsonValue, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    JsonValue,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
@@ -56,8 +64,16 @@ def _check_identifier(name: str) -> str:
     return name
 
 
+def _split_paths(value: Any) -> Any:
+    """A comma-separated list (the environment, a flag) as a list; a list stays one."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
 ListenAddress = Annotated[str, AfterValidator(_check_listen)]
 ClickHouseUrl = Annotated[str, AfterValidator(_check_clickhouse_url)]
+PathList = Annotated[list[Path], NoDecode, BeforeValidator(_split_paths)]
 Identifier = Annotated[str, AfterValidator(_check_identifier)]
 
 
@@ -125,6 +141,12 @@ class Settings(BaseSettings):
     )
     fingerprint_key_file: Path | None = _setting(
         shown="unset = <data_dir>/fingerprint.key", description="HMAC key, as hex."
+    )
+    previous_fingerprint_key_files: PathList = _setting(
+        list,
+        shown="none",
+        description="Fingerprint keys used before a rotation (comma-separated): a search for a "
+        "secret also looks for its fingerprint under each (see docs/keys.md).",
     )
     max_request_bytes: int = _setting(
         64 * 1024 * 1024,

@@ -73,7 +73,8 @@ class DataDirInUse(PermanentError):
 
 
 class SchemaOutdated(PermanentError):
-    """Cluster mode found migrations not yet applied."""
+    """The schema is behind and this user may not change it (or cluster mode, where only
+    ``tokenotel migrate --cluster`` does)."""
 
 
 class MigrationFailed(PermanentError):

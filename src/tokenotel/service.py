@@ -49,6 +49,7 @@ class Service:
             pipeline.store,
             pipeline.fingerprint,
             pipeline.writer,
+            pipeline.previous_fingerprints,
         )
         self.listeners: list[Listener] = [self.otlp_grpc, self.otlp_http, self.api]
         if settings.clickhouse_listen is not None:
@@ -106,10 +107,11 @@ class Service:
 
 
 @contextmanager
-def running_in_thread(settings: Settings) -> Iterator[Service]:
-    """The service on an event loop of its own in a background thread, for callers that are not
-    async (the demo, tests); stopped when the block ends. An error at start is raised here."""
-    service = Service(settings)
+def running_in_thread(settings: Settings | Service) -> Iterator[Service]:
+    """The service (of the settings, or one built already) on an event loop of its own in a
+    background thread, for callers that are not async (the demo, tests); stopped when the
+    block ends. An error at start is raised here."""
+    service = settings if isinstance(settings, Service) else Service(settings)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="tokenotel-service", daemon=True)
     thread.start()

@@ -53,9 +53,16 @@ class Commits(Protocol):
 class TokenAuditService(audit_pb2_grpc.TokenAuditServicer):
     """Each method reads the store in a thread, within the client's deadline."""
 
-    def __init__(self, store: Store, fingerprint: Fingerprinter, commits: Commits) -> None:
+    def __init__(
+        self,
+        store: Store,
+        fingerprint: Fingerprinter,
+        commits: Commits,
+        previous_fingerprints: tuple[Fingerprinter, ...] = (),
+    ) -> None:
         self._store = store
         self._fingerprint = fingerprint
+        self._previous_fingerprints = previous_fingerprints
         self._commits = commits
 
     async def SearchEvents(
@@ -176,7 +183,9 @@ class TokenAuditService(audit_pb2_grpc.TokenAuditServicer):
             if not request.secret:
                 raise InvalidArgument("the secret is empty", field="secret")
             return audit_pb2.FingerprintSecretResponse(
-                fingerprint=self._fingerprint(request.secret), key_id=self._fingerprint.key_id
+                fingerprint=self._fingerprint(request.secret),
+                key_id=self._fingerprint.key_id,
+                previous_fingerprints=[key(request.secret) for key in self._previous_fingerprints],
             )
 
         return await _answer(context, answer)
@@ -260,9 +269,10 @@ class TokenAuditListener:
         store: Store,
         fingerprint: Fingerprinter,
         commits: Commits,
+        previous_fingerprints: tuple[Fingerprinter, ...] = (),
     ) -> None:
         self.host, self._port = host, port
-        self._service = TokenAuditService(store, fingerprint, commits)
+        self._service = TokenAuditService(store, fingerprint, commits, previous_fingerprints)
         self._store = store
         self._server: grpc.aio.Server | None = None
         self._health_task: asyncio.Task[None] | None = None

@@ -169,9 +169,12 @@ class ServiceReader:
         except grpc.RpcError as e:
             raise _error(e) from None
 
-    def fingerprint(self, secret: str) -> str:
+    def fingerprints(self, secret: str) -> list[str]:
+        """The secret's fingerprint under the service's key, then under each key it used
+        before a rotation."""
         request = audit_pb2.FingerprintSecretRequest(secret=secret)
-        return str(self._call(self._api.FingerprintSecret, request).fingerprint)
+        answer = self._call(self._api.FingerprintSecret, request)
+        return [str(answer.fingerprint), *answer.previous_fingerprints]
 
     def close(self) -> None:
         self._channel.close()
