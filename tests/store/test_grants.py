@@ -14,6 +14,7 @@ import re
 import threading
 from collections.abc import Iterator
 from dataclasses import dataclass, replace
+from pathlib import Path
 
 import pytest
 from opentelemetry.exporter.otlp.json.http._log_exporter import (
@@ -26,12 +27,14 @@ from opentelemetry.sdk._logs.export import LogRecordExportResult
 
 from inprocess import embedded_store
 from otel_sdk import CheckedExporter, logger_provider
+from processes import run_cli
 from tokenotel.api.readers import ServiceReader, StoreReader
 from tokenotel.config import load_settings
 from tokenotel.query.search import EventFilter
 from tokenotel.query.tokens import TokenFilter
 from tokenotel.service import Service, running_in_thread
 from tokenotel.store.client import Store
+from tokenotel.store.cluster import cluster_statements
 from tokenotel.store.grants import (
     MIGRATOR_ROLE,
     READER_ROLE,
@@ -192,8 +195,6 @@ def test_every_migration_is_within_the_migrator_role(engine: Store, grants: Gran
         "DropQuery": {"DROP TABLE"},
         "InsertQuery": {"INSERT", "SELECT"},
     }
-    from tokenotel.store.cluster import cluster_statements
-
     statements = cluster_statements(CLUSTER, DATABASE, 400)
     kinds = {_ast(engine, s)[0].split()[0] for s in statements[1:]}
     assert kinds == set(needed)
@@ -333,3 +334,24 @@ def test_a_real_run_sends_only_what_the_writer_and_reader_may(
         reader.close()
     assert read.statements
     assert not_allowed(engine, grants, READER_ROLE, read.statements) == []
+
+
+@pytest.mark.e2e  # runs the CLI
+def test_print_grants_takes_passwords_from_files_and_prints_none(tmp_path: Path) -> None:
+    files = {}
+    for option, user in (("--writer-password-file", "serve"), ("--reader-password-file", "ro")):
+        files[option] = tmp_path / f"{user}.password"
+        files[option].write_text(f"password-of-{user}\n")
+    args = [a for option, path in files.items() for a in (option, str(path))]
+    result = run_cli("migrate", "--print-grants", "--clickhouse-url", "http://ch:8123/audit", *args)
+    assert result.returncode == 0, result.stderr
+    assert "password-of" not in result.stdout
+    assert "GRANT INSERT, SELECT ON audit.token_events TO tokenotel_writer;" in result.stdout
+    created = re.findall(r"^CREATE USER IF NOT EXISTS (\w+) ", result.stdout, re.M)
+    assert created == ["tokenotel_serve", "tokenotel_grafana"]
+    assert "-- User tokenotel_migrate (tokenotel migrate): not created" in result.stdout
+    empty = tmp_path / "empty.password"
+    empty.write_text("")
+    refused = run_cli("migrate", "--print-grants", "--migrator-password-file", str(empty))
+    assert refused.returncode == 2
+    assert "is empty: write the user's password on its first line" in refused.stderr

@@ -10,6 +10,7 @@ before and after it is the real embedded store.
 from __future__ import annotations
 
 import logging
+import stat
 from collections.abc import Iterator
 from dataclasses import replace
 from pathlib import Path
@@ -105,3 +106,12 @@ def test_the_reading_commands_leave_the_retention_alone(
     assert [s for s in sent if s.lstrip().upper().startswith(DDL)] == []
     assert retention_changes(client, 400) == []
     assert "retention" not in caplog.text
+
+
+def test_the_embedded_store_makes_its_directory_the_users_alone(
+    tmp_path: Path, opened: list[Store]
+) -> None:
+    store = embedded_store(tmp_path / "new" / "data")
+    opened.append(store)
+    store.connect()
+    assert stat.S_IMODE((tmp_path / "new" / "data").stat().st_mode) == 0o700
