@@ -30,6 +30,10 @@ def path(tmp_path: Path) -> Path:
     return tmp_path / "data" / "credentials.json"
 
 
+def ids_in(path: Path) -> set[str]:
+    return {c.id for c in read_credentials(path)}
+
+
 def test_a_new_credential_has_the_documented_format_and_only_its_hash_is_kept(path: Path) -> None:
     record, credential = add_credential(path, Role.INGEST, "gateway-eu-1", actor="ops")
     match = CREDENTIAL_RE.fullmatch(credential)
@@ -103,7 +107,7 @@ def test_a_presented_credential_is_valid_or_refused_with_its_reason(path: Path) 
         return (verdict.credential.id if verdict.credential else None), verdict.failure
 
     wrong_secret = credential[:13] + ("A" if credential[13] != "A" else "B") + credential[14:]
-    other_id = next(i for i in ("00000000", "11111111", "22222222") if i not in view_ids(path))
+    other_id = next(i for i in ("00000000", "11111111", "22222222") if i not in ids_in(path))
     unknown_id = f"tko_{other_id}" + credential[12:]
     assert reason(credential) == (record.id, None)
     assert reason(wrong_secret) == (record.id, Failure.INVALID)
@@ -112,10 +116,6 @@ def test_a_presented_credential_is_valid_or_refused_with_its_reason(path: Path) 
     assert reason("not-a-credential") == (None, Failure.MALFORMED)
     assert reason(credential + "x") == (None, Failure.MALFORMED)
     assert len(loaded) == 1  # read once: the file did not change
-
-
-def view_ids(path: Path) -> set[str]:
-    return {c.id for c in read_credentials(path)}
 
 
 def test_the_service_view_follows_the_file_without_a_restart(path: Path) -> None:
