@@ -18,13 +18,14 @@ MAY_IMPORT: dict[str, set[str]] = {
     "errors": set(),
     "mapping": {"model", "errors"},
     "store": {"model", "errors"},
-    "ingest": {"model", "errors", "mapping"},
+    "security": {"model", "errors"},
+    "ingest": {"model", "errors", "mapping", "security"},
     "query": {"model", "errors", "store"},
-    "config": {"errors", "store"},
+    "config": {"errors", "store", "security"},
     "pipeline": {"model", "errors", "config", "ingest", "mapping", "store"},
-    "api": {"model", "errors", "config", "mapping", "query", "store", "v1"},
+    "api": {"model", "errors", "config", "mapping", "query", "security", "store", "v1"},
     "v1": set(),  # generated from proto/tokenotel/v1/audit.proto
-    "service": {"model", "errors", "config", "ingest", "pipeline", "api", "v1"},
+    "service": {"model", "errors", "config", "ingest", "pipeline", "api", "security", "v1"},
     "demo": {"model", "errors", "config", "query", "service", "store"},
     "cli": {
         "model",
@@ -36,6 +37,7 @@ MAY_IMPORT: dict[str, set[str]] = {
         "store",
         "demo",
         "api",
+        "security",
         "v1",
     },
 }

@@ -1,5 +1,5 @@
 """The ``tokenotel`` command: serve; query, tokens, timeline, summary, tail; fingerprint;
-migrate; demo."""
+auth add|list|revoke; migrate; demo."""
 
 from __future__ import annotations
 
@@ -18,15 +18,34 @@ import typer
 from rich.console import Console
 
 from tokenotel import __version__
-from tokenotel.api.readers import Reader, ServiceReader, StoreReader, running_service
+from tokenotel.api.readers import (
+    Reader,
+    ServiceReader,
+    StoreReader,
+    read_credential_file,
+    running_service,
+)
 from tokenotel.config import Settings, load_settings, setting_help
 from tokenotel.errors import PermanentError, TokenotelError
 from tokenotel.mapping.fingerprint import load_key, load_previous_keys
 from tokenotel.model import Outcome, TokenStatus
-from tokenotel.query.output import Format, write_events, write_summary, write_timeline, write_tokens
+from tokenotel.query.output import (
+    Format,
+    write_credentials,
+    write_events,
+    write_summary,
+    write_timeline,
+    write_tokens,
+)
 from tokenotel.query.search import EventFilter
 from tokenotel.query.timeparse import parse_time
 from tokenotel.query.tokens import TokenFilter
+from tokenotel.security.credentials import (
+    Role,
+    add_credential,
+    read_credentials,
+    revoke_credential,
+)
 from tokenotel.store.client import Store
 from tokenotel.store.cluster import apply_cluster, cluster_statements
 from tokenotel.store.grants import grant_script, script_text
@@ -56,6 +75,7 @@ UrlOpt = Annotated[
     str | None,
     _flag("clickhouse_url", "--clickhouse-url"),
 ]
+CredentialsFileOpt = Annotated[Path | None, _flag("credentials_file", "--credentials-file")]
 
 
 def _settings(config: Path | None, **overrides: object) -> Settings:
@@ -112,6 +132,8 @@ def serve(
     api_listen: Annotated[str | None, _flag("api_listen")] = None,
     clickhouse_listen: Annotated[str | None, _flag("clickhouse_listen")] = None,
     clickhouse_password_file: Annotated[Path | None, _flag("clickhouse_password_file")] = None,
+    auth: Annotated[bool | None, _flag("auth", "--auth/--no-auth")] = None,
+    credentials_file: CredentialsFileOpt = None,
     data_dir: DataDirOpt = None,
     clickhouse_url: UrlOpt = None,
     max_request_bytes: Annotated[int | None, _flag("max_request_bytes")] = None,
@@ -128,6 +150,8 @@ def serve(
         api_listen=api_listen,
         clickhouse_listen=clickhouse_listen,
         clickhouse_password_file=clickhouse_password_file,
+        auth=auth,
+        credentials_file=credentials_file,
         data_dir=data_dir,
         clickhouse_url=clickhouse_url,
         max_request_bytes=max_request_bytes,
@@ -149,6 +173,7 @@ def serve(
 
 
 ServerOpt = Annotated[str | None, _flag("server", "--server")]
+CredentialOpt = Annotated[Path | None, _flag("server_credential_file", "--server-credential-file")]
 TokenOpt = Annotated[
     list[str] | None, typer.Option("--token", help="Token id or fingerprint (repeatable).")
 ]
@@ -183,8 +208,18 @@ def _reader(settings: Settings) -> Reader:
     if address is None and settings.clickhouse_url is None:
         address = running_service(settings.data_dir)
     if address is not None:
-        return ServiceReader(address)
+        return _service_reader(settings, address)
     return StoreReader(_open_store(settings))
+
+
+def _service_reader(settings: Settings, address: str) -> ServiceReader:
+    credential = None
+    if settings.server_credential_file is not None:
+        try:
+            credential = read_credential_file(settings.server_credential_file)
+        except TokenotelError as e:
+            _fail(str(e))
+    return ServiceReader(address, credential)
 
 
 def _read(settings: Settings, read: Callable[[Reader], None]) -> None:
@@ -239,6 +274,7 @@ def query(
     data_dir: DataDirOpt = None,
     clickhouse_url: UrlOpt = None,
     server: ServerOpt = None,
+    server_credential_file: CredentialOpt = None,
     token: TokenOpt = None,
     principal: PrincipalOpt = None,
     ip: IpOpt = None,
@@ -266,6 +302,7 @@ def query(
         clickhouse_url=clickhouse_url,
         server=server,
         previous_fingerprint_key_files=previous_key_file,
+        server_credential_file=server_credential_file,
     )
     event_filter = _event_filter(token, principal, ip, event, outcome, token_status, since, until)
     secret = _read_secret() if secret_stdin else None
@@ -285,6 +322,7 @@ def tokens(
     data_dir: DataDirOpt = None,
     clickhouse_url: UrlOpt = None,
     server: ServerOpt = None,
+    server_credential_file: CredentialOpt = None,
     status: Annotated[
         TokenStatus | None,
         typer.Option(help="active, disabled, revoked, rotated or expired (as of now)."),
@@ -301,7 +339,13 @@ def tokens(
     fmt: FormatOpt = Format.TABLE,
 ) -> None:
     """The token inventory: the latest state of every token."""
-    settings = _settings(config, data_dir=data_dir, clickhouse_url=clickhouse_url, server=server)
+    settings = _settings(
+        config,
+        data_dir=data_dir,
+        clickhouse_url=clickhouse_url,
+        server=server,
+        server_credential_file=server_credential_file,
+    )
     token_filter = TokenFilter(
         status=status,
         principal=principal,
@@ -319,13 +363,20 @@ def timeline(
     data_dir: DataDirOpt = None,
     clickhouse_url: UrlOpt = None,
     server: ServerOpt = None,
+    server_credential_file: CredentialOpt = None,
     limit: Annotated[int, typer.Option(min=1, help="Most events to show.")] = 1000,
     fmt: Annotated[
         Format, typer.Option("--format", help="table, json (one document) or csv (the events).")
     ] = Format.TABLE,
 ) -> None:
     """One token: its state, lifecycle, scopes over time, addresses and events."""
-    settings = _settings(config, data_dir=data_dir, clickhouse_url=clickhouse_url, server=server)
+    settings = _settings(
+        config,
+        data_dir=data_dir,
+        clickhouse_url=clickhouse_url,
+        server=server,
+        server_credential_file=server_credential_file,
+    )
     _read(settings, lambda reader: write_timeline(reader.timeline(token, limit), fmt))
 
 
@@ -335,6 +386,7 @@ def summary(
     data_dir: DataDirOpt = None,
     clickhouse_url: UrlOpt = None,
     server: ServerOpt = None,
+    server_credential_file: CredentialOpt = None,
     since: SinceOpt = None,
     until: UntilOpt = None,
     top: Annotated[int, typer.Option(min=1, max=100, help="Rows of each top list.")] = 5,
@@ -343,7 +395,13 @@ def summary(
     ] = Format.TABLE,
 ) -> None:
     """What happened in a time window: events, top tokens and failing addresses, misuse."""
-    settings = _settings(config, data_dir=data_dir, clickhouse_url=clickhouse_url, server=server)
+    settings = _settings(
+        config,
+        data_dir=data_dir,
+        clickhouse_url=clickhouse_url,
+        server=server,
+        server_credential_file=server_credential_file,
+    )
     window = _when(since, "--since"), _when(until, "--until")
     _read(settings, lambda reader: write_summary(reader.summary(*window, top), fmt))
 
@@ -354,6 +412,7 @@ def tail(
     data_dir: DataDirOpt = None,
     clickhouse_url: UrlOpt = None,
     server: ServerOpt = None,
+    server_credential_file: CredentialOpt = None,
     token: TokenOpt = None,
     principal: PrincipalOpt = None,
     ip: IpOpt = None,
@@ -370,7 +429,13 @@ def tail(
 ) -> None:
     """Events as they are committed, until Ctrl-C; a stopped data directory gives what was
     committed after --cursor."""
-    settings = _settings(config, data_dir=data_dir, clickhouse_url=clickhouse_url, server=server)
+    settings = _settings(
+        config,
+        data_dir=data_dir,
+        clickhouse_url=clickhouse_url,
+        server=server,
+        server_credential_file=server_credential_file,
+    )
     event_filter = _event_filter(token, principal, ip, event, outcome, token_status, None, None)
     last = [cursor or ""]
 
@@ -409,6 +474,7 @@ def fingerprint(
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
     server: ServerOpt = None,
+    server_credential_file: CredentialOpt = None,
     key_file: Annotated[
         Path | None,
         _flag("fingerprint_key_file", "--key-file"),
@@ -424,10 +490,11 @@ def fingerprint(
         fingerprint_key_file=key_file,
         previous_fingerprint_key_files=previous_key_file,
         server=server,
+        server_credential_file=server_credential_file,
     )
     secret = _read_secret()
     if settings.server is not None:  # the service's keys: never on this machine
-        service = ServiceReader(settings.server)
+        service = _service_reader(settings, settings.server)
         try:
             typer.echo("\n".join(_fingerprints(settings, secret, service)))
         finally:
@@ -465,6 +532,103 @@ PasswordFileOpt = typer.Option(
     help="With --print-grants: create this user, with the password in this file (its first "
     "line; printed only as a salted SHA-256)."
 )
+
+
+auth_app = typer.Typer(
+    help="tokenotel's own credentials (roles ingest, read, admin), kept as hashes in the "
+    "credentials file; a running service sees each change within a second.",
+    no_args_is_help=True,
+)
+app.add_typer(auth_app, name="auth")
+
+
+def _auth_settings(
+    config: Path | None, data_dir: Path | None, credentials_file: Path | None
+) -> Settings:
+    return _settings(config, data_dir=data_dir, credentials_file=credentials_file)
+
+
+def _actor() -> str:
+    """Who runs the command (the system user), noted as who created or revoked a credential."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return ""
+
+
+@auth_app.command("add")
+def auth_add(
+    role: Annotated[
+        Role, typer.Option(help="ingest (send OTLP logs), read (the query API) or admin (both).")
+    ],
+    name: Annotated[
+        str | None,
+        typer.Option(help="Who or what holds it (e.g. gateway-eu-1); default: <role>-<id>."),
+    ] = None,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    credentials_file: CredentialsFileOpt = None,
+) -> None:
+    """Create a credential and print it on standard output: the only time it is ever shown
+    (the file keeps only its hash)."""
+    settings = _auth_settings(config, data_dir, credentials_file)
+    try:
+        record, credential = add_credential(settings.credentials_path, role, name, actor=_actor())
+    except TokenotelError as e:
+        _fail(str(e))
+    typer.echo(credential)
+    err.print(
+        f"credential {record.id} ({record.name}, role {record.role}) added to "
+        f"{settings.credentials_path}. It is shown only this once: store it now (e.g. in the "
+        "file your client reads); `tokenotel auth revoke` is the only way to end it.",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@auth_app.command("list")
+def auth_list(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    credentials_file: CredentialsFileOpt = None,
+    fmt: Annotated[
+        Format, typer.Option("--format", help="table, json (one object per line) or csv.")
+    ] = Format.TABLE,
+) -> None:
+    """The credentials: id, name, role, when created and revoked, by whom (never a secret or
+    hash)."""
+    settings = _auth_settings(config, data_dir, credentials_file)
+    try:
+        credentials = read_credentials(settings.credentials_path)
+    except TokenotelError as e:
+        _fail(str(e))
+    rows = []
+    for credential in credentials:
+        shown = credential.to_json()
+        del shown["sha256"]  # not a secret, but nothing a reader needs
+        rows.append(shown)
+    write_credentials(rows, fmt)
+
+
+@auth_app.command("revoke")
+def auth_revoke(
+    credential_id: Annotated[str, typer.Argument(metavar="ID", help="The credential's id.")],
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    credentials_file: CredentialsFileOpt = None,
+) -> None:
+    """Revoke a credential: a running service refuses it from its next request on."""
+    settings = _auth_settings(config, data_dir, credentials_file)
+    try:
+        record, now = revoke_credential(settings.credentials_path, credential_id, actor=_actor())
+    except TokenotelError as e:
+        _fail(str(e))
+    assert record.revoked is not None
+    when = record.revoked.isoformat(timespec="seconds")
+    if now:
+        typer.echo(f"revoked credential {record.id} ({record.name}, role {record.role})")
+    else:
+        typer.echo(f"credential {record.id} ({record.name}) was already revoked at {when}")
 
 
 @app.command()

@@ -26,6 +26,7 @@ from pydantic_settings import (
 )
 
 from tokenotel.errors import ConfigError
+from tokenotel.security.credentials import FILE_NAME as CREDENTIALS_FILE_NAME
 from tokenotel.store.client import ClickHouseServer, StoreOptions
 
 ENV_PREFIX = "TOKENOTEL_"
@@ -115,9 +116,22 @@ class Settings(BaseSettings):
         shown="unset",
         description="File holding that user's password; required with clickhouse_listen.",
     )
+    auth: bool = _setting(
+        False, description="Require a credential (tokenotel auth) on every listener."
+    )
+    credentials_file: Path | None = _setting(
+        shown="unset = <data_dir>/credentials.json",
+        description="The credentials of the listeners and their roles, as hashes "
+        "(tokenotel auth add, list, revoke).",
+    )
     server: ListenAddress | None = _setting(
         shown="unset = the service that holds the data directory, else the directory itself",
         description="A running tokenotel's query API (host:port), for the reading commands.",
+    )
+    server_credential_file: Path | None = _setting(
+        shown="unset",
+        description="File holding the credential (role read or admin) the reading commands "
+        "send to a service with auth on.",
     )
     data_dir: Path = _setting(
         Path("tokenotel-data"),
@@ -197,6 +211,11 @@ class Settings(BaseSettings):
                 "interface never runs without a password"
             )
         return self
+
+    @property
+    def credentials_path(self) -> Path:
+        """The credentials file: the one set, else the data directory's."""
+        return self.credentials_file or self.data_dir / CREDENTIALS_FILE_NAME
 
     @property
     def clickhouse_server(self) -> ClickHouseServer | None:
