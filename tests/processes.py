@@ -324,3 +324,12 @@ def stored_row_count(data_dir: Path) -> int:
     )
     assert result.returncode == 0, result.stderr
     return int(result.stdout.strip())
+
+
+def auth_add(data_dir: Path, role: str, name: str) -> str:
+    """``tokenotel auth add``: the new credential, which it prints on standard output only."""
+    result = run_cli("auth", "add", "--role", role, "--name", name, "--data-dir", str(data_dir))
+    assert result.returncode == 0, result.stderr
+    credential = result.stdout.strip()
+    assert credential.startswith("tko_") and credential not in result.stderr
+    return credential

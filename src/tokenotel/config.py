@@ -9,15 +9,24 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import AfterValidator, Field, JsonValue, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    JsonValue,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
 )
 
 from tokenotel.errors import ConfigError
+from tokenotel.security.credentials import FILE_NAME as CREDENTIALS_FILE_NAME
 from tokenotel.store.client import ClickHouseServer, StoreOptions
 
 ENV_PREFIX = "TOKENOTEL_"
@@ -64,9 +73,17 @@ def _check_readable(path: Path) -> Path:
     return path
 
 
+def _split_paths(value: Any) -> Any:
+    """A comma-separated list (the environment, a flag) as a list; a list stays one."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
 ListenAddress = Annotated[str, AfterValidator(_check_listen)]
 ReadableFile = Annotated[Path, AfterValidator(_check_readable)]
 ClickHouseUrl = Annotated[str, AfterValidator(_check_clickhouse_url)]
+PathList = Annotated[list[Path], NoDecode, BeforeValidator(_split_paths)]
 Identifier = Annotated[str, AfterValidator(_check_identifier)]
 
 
@@ -124,6 +141,11 @@ class Settings(BaseSettings):
     auth: bool = _setting(
         False, description="Require a credential (tokenotel auth) on every listener."
     )
+    credentials_file: Path | None = _setting(
+        shown="unset = <data_dir>/credentials.json",
+        description="The credentials of the listeners and their roles, as hashes "
+        "(tokenotel auth add, list, revoke).",
+    )
     insecure_listen: bool = _setting(
         False,
         description="Let listeners on non-loopback addresses start with neither TLS nor auth "
@@ -144,6 +166,11 @@ class Settings(BaseSettings):
     )
     client_key_file: ReadableFile | None = _setting(
         shown="unset", description="PEM private key of client_cert_file, unencrypted."
+    )
+    server_credential_file: Path | None = _setting(
+        shown="unset",
+        description="File holding the credential (role read or admin) the reading commands "
+        "send to a service with auth on.",
     )
     data_dir: Path = _setting(
         Path("tokenotel-data"),
@@ -167,6 +194,12 @@ class Settings(BaseSettings):
     )
     fingerprint_key_file: Path | None = _setting(
         shown="unset = <data_dir>/fingerprint.key", description="HMAC key, as hex."
+    )
+    previous_fingerprint_key_files: PathList = _setting(
+        list,
+        shown="none",
+        description="Fingerprint keys used before a rotation (comma-separated): a search for a "
+        "secret also looks for its fingerprint under each (see docs/keys.md).",
     )
     max_request_bytes: int = _setting(
         64 * 1024 * 1024,
@@ -241,6 +274,11 @@ class Settings(BaseSettings):
                 "certificate, since a client certificate is presented only over TLS"
             )
         return self
+
+    @property
+    def credentials_path(self) -> Path:
+        """The credentials file: the one set, else the data directory's."""
+        return self.credentials_file or self.data_dir / CREDENTIALS_FILE_NAME
 
     @property
     def clickhouse_server(self) -> ClickHouseServer | None:

@@ -17,7 +17,7 @@ from dataclasses import dataclass
 from tokenotel.config import Settings
 from tokenotel.errors import Overloaded, StoreUnavailable
 from tokenotel.ingest.consumer import BodyBudget, ExportResult, Resize, error_summary
-from tokenotel.mapping.fingerprint import load_key
+from tokenotel.mapping.fingerprint import load_key, load_previous_keys
 from tokenotel.mapping.workers import MappingPool
 from tokenotel.store.client import Store
 from tokenotel.store.repair import InsertJournal
@@ -43,6 +43,8 @@ class Pipeline:
 
     def __init__(self, settings: Settings) -> None:
         self.fingerprint = load_key(settings.fingerprint_key_file, settings.data_dir)
+        #: Keys of before a rotation: only to find a secret's older fingerprints (docs/keys.md).
+        self.previous_fingerprints = load_previous_keys(settings.previous_fingerprint_key_files)
         self.mapping = MappingPool(
             self.fingerprint,
             workers=settings.mapping_workers,

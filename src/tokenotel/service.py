@@ -4,6 +4,7 @@ and when asked the ClickHouse HTTP interface)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import gc
 import logging
 import threading
@@ -18,6 +19,9 @@ from tokenotel.config import Settings, split_listen
 from tokenotel.ingest.otlp_grpc import OtlpGrpcListener
 from tokenotel.ingest.otlp_http import OtlpHttpListener
 from tokenotel.pipeline import Pipeline
+from tokenotel.security.access import Access
+from tokenotel.security.audit import JOURNAL_FILE, Caller, SelfAudit
+from tokenotel.security.credentials import CredentialFile, Failure
 from tokenotel.security.exposure import check_exposure
 from tokenotel.security.tls import ServerTls, ServerTlsFiles
 
@@ -54,20 +58,28 @@ class Service:
         )
         tls = _server_tls(settings)
         self.pipeline = Pipeline(settings)
-        limit = settings.max_request_bytes
+        pipeline = self.pipeline
+        # tokenotel's own security events go into its trail through the pipeline, like any.
+        self.audit = SelfAudit(pipeline.export, settings.data_dir / JOURNAL_FILE)
+        self.access: Access | None = None
+        if settings.auth:
+            credentials = CredentialFile(settings.credentials_path, self.audit.credentials_loaded)
+            self.access = Access(credentials, self.audit)
+        limit, access = settings.max_request_bytes, self.access
         self.otlp_grpc = OtlpGrpcListener(
-            *split_listen(settings.grpc_listen), self.pipeline, limit, tls
+            *split_listen(settings.grpc_listen), pipeline, limit, access, tls=tls
         )
         self.otlp_http = OtlpHttpListener(
-            *split_listen(settings.http_listen), self.pipeline, limit, tls
+            *split_listen(settings.http_listen), pipeline, limit, access, tls=tls
         )
-        pipeline = self.pipeline
         self.api = TokenAuditListener(
             *split_listen(settings.api_listen),
             pipeline.store,
             pipeline.fingerprint,
             pipeline.writer,
-            tls,
+            pipeline.previous_fingerprints,
+            access,
+            tls=tls,
         )
         self.listeners: list[Listener] = [self.otlp_grpc, self.otlp_http, self.api]
         if settings.clickhouse_listen is not None:
@@ -77,9 +89,11 @@ class Service:
                 pipeline.store,
                 user=settings.clickhouse_user,
                 password=read_password_file(settings.clickhouse_password_file),
+                on_failed_login=self._clickhouse_login_failed,
                 tls=tls,
             )
             self.listeners.append(self.clickhouse_http)
+        self._watch: asyncio.Task[None] | None = None
         # With the embedded store, the reading commands find the running service through
         # its data directory (the store itself is this process's alone).
         self._record_in = settings.data_dir if settings.clickhouse_url is None else None
@@ -88,14 +102,19 @@ class Service:
         """Starts the pipeline, then binds every listener; a start that fails stops what it
         started. The store may still be unreachable."""
         await self.pipeline.start()
+        await self.audit.start()
         started: list[Listener] = []
         try:
+            if self.access is not None:
+                self.access.credentials.refresh()  # read once now: its log lines at start
+                self._watch = asyncio.create_task(_watch(self.access))
             for listener in self.listeners:
                 await listener.start()
                 started.append(listener)
         except BaseException:
             for listener in reversed(started):
                 await listener.stop()
+            await self._stop_audit()
             await self.pipeline.stop()
             raise
         if self._record_in is not None:
@@ -118,8 +137,30 @@ class Service:
         try:
             for listener in reversed(self.listeners):
                 await listener.stop()
+            await self._stop_audit()
         finally:
             await self.pipeline.stop()
+
+    async def _stop_audit(self) -> None:
+        """Stops watching the credentials file and stores the last self-audit events."""
+        if self._watch is not None:
+            self._watch.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch
+            self._watch = None
+        await self.audit.stop()
+
+    def _clickhouse_login_failed(self, user: str, address: str, given: bool) -> None:
+        """A refused login on the ClickHouse HTTP interface: a failed attempt in the trail,
+        named by the user it gave (its password is never kept, not even as a fingerprint)."""
+        self.audit.failed(
+            Failure.INVALID if given else Failure.MISSING,
+            Caller(address, self.clickhouse_http.name, "/"),
+            token_id=f"clickhouse:{user[:64]}",
+            principal=user[:64],
+            token_type="password",
+            status=403,
+        )
 
     async def run_until(self, stop: asyncio.Event) -> None:
         await self.start()
@@ -139,11 +180,24 @@ def _server_tls(settings: Settings) -> ServerTls | None:
     return ServerTls(files)
 
 
+#: How often the credentials file is looked at when no request comes (a request looks too).
+WATCH_EVERY_S = 0.5
+
+
+async def _watch(access: Access) -> None:
+    """Reads the credentials file again when it changes, also while no request comes: a
+    creation or revocation reaches the trail within a second."""
+    while True:
+        await asyncio.sleep(WATCH_EVERY_S)
+        access.credentials.refresh()
+
+
 @contextmanager
-def running_in_thread(settings: Settings) -> Iterator[Service]:
-    """The service on an event loop of its own in a background thread, for callers that are not
-    async (the demo, tests); stopped when the block ends. An error at start is raised here."""
-    service = Service(settings)
+def running_in_thread(settings: Settings | Service) -> Iterator[Service]:
+    """The service (of the settings, or one built already) on an event loop of its own in a
+    background thread, for callers that are not async (the demo, tests); stopped when the
+    block ends. An error at start is raised here."""
+    service = settings if isinstance(settings, Service) else Service(settings)
     loop = asyncio.new_event_loop()
     thread = threading.Thread(target=loop.run_forever, name="tokenotel-service", daemon=True)
     thread.start()

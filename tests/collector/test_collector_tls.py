@@ -1,5 +1,5 @@
 """The collector sends to tokenotel over TLS: gateway.yaml's ``otlp_grpc`` exporter with its
-``tls`` settings from TOKENOTEL_INSECURE, TOKENOTEL_SERVER_CA_FILE and, for mutual TLS,
+``tls`` settings from TOKENOTEL_INSECURE, TOKENOTEL_CA_FILE and, for mutual TLS,
 TOKENOTEL_CLIENT_CERT_FILE and TOKENOTEL_CLIENT_KEY_FILE (collector-config/README.md); and the
 ``otlp_http`` exporter with ``tls: ca_file``. A wrong CA, or no client certificate under mutual
 TLS, delivers nothing."""
@@ -44,7 +44,7 @@ exporters:
   otlp_http/tokenotel:
     logs_endpoint: https://${env:TOKENOTEL_HTTP_ENDPOINT}/v1/logs
     tls:
-      ca_file: ${env:TOKENOTEL_SERVER_CA_FILE}
+      ca_file: ${env:TOKENOTEL_CA_FILE}
     compression: gzip
 service:
   extensions: [health_check]
@@ -135,7 +135,7 @@ def test_the_gateway_delivers_over_tls_trusting_the_ca_it_is_given(
         "gateway.yaml",
         TOKENOTEL_ENDPOINT=serve.grpc_target,
         TOKENOTEL_INSECURE="false",
-        TOKENOTEL_SERVER_CA_FILE=str(pki.ca),
+        TOKENOTEL_CA_FILE=str(pki.ca),
         **client,
     )
     send_token_events(collector)
@@ -164,7 +164,7 @@ def test_the_gateway_delivers_nothing_to_a_server_it_must_not_trust_or_without_a
         "gateway.yaml",
         TOKENOTEL_ENDPOINT=serve.grpc_target,
         TOKENOTEL_INSECURE="false",
-        TOKENOTEL_SERVER_CA_FILE=str(getattr(pki, trusted)),
+        TOKENOTEL_CA_FILE=str(getattr(pki, trusted)),
     )
     send_token_events(collector)  # the collector takes them into its queue ...
     wait_until(
@@ -185,7 +185,7 @@ def test_the_otlp_http_exporter_delivers_over_https_with_its_ca_file(
     env = collector_env(
         tmp_path / "storage",
         TOKENOTEL_HTTP_ENDPOINT=f"127.0.0.1:{serve.http_port}",
-        TOKENOTEL_SERVER_CA_FILE=str(pki.ca),
+        TOKENOTEL_CA_FILE=str(pki.ca),
     )
     collector = start_collector(config, env, tmp_path / "collector.log")
     try:

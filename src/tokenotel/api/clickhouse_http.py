@@ -701,6 +701,7 @@ class ClickHouseHttpListener:
         user: str,
         password: str,
         limits: QueryLimits | None = None,
+        on_failed_login: Callable[[str, str, bool], None] | None = None,
         tls: ServerTls | None = None,
     ) -> None:
         if store.options.server is not None:
@@ -718,6 +719,9 @@ class ClickHouseHttpListener:
         self._engine = _Engine(store, self.limits)
         self._user = user.encode()
         self._password = password.encode()
+        #: Told of every refused login: (user given, client address, whether any credential
+        #: was given); the service records it in the trail.
+        self._on_failed_login = on_failed_login
         self._runner: web.AppRunner | None = None
         self._executor: ThreadPoolExecutor | None = None
         self.in_flight = 0  # queries admitted: running or waiting for a thread
@@ -802,6 +806,8 @@ class ClickHouseHttpListener:
         user_ok = hmac.compare_digest(user.encode(), self._user)
         password_ok = hmac.compare_digest(password.encode(), self._password)
         if not (user_ok and password_ok):
+            if self._on_failed_login is not None:
+                self._on_failed_login(user, request.remote or "", given is not None)
             raise ClickHouseError(
                 AUTHENTICATION_FAILED,
                 f"{user}: Authentication failed: password is incorrect, or there is no user "

@@ -25,6 +25,8 @@ from tokenotel.query.search import Cursor, EventFilter, committed, newest_stamp,
 from tokenotel.query.summary import summarise
 from tokenotel.query.timeline import timeline
 from tokenotel.query.tokens import TokenFilter, list_tokens
+from tokenotel.security.access import Access, GrpcAccess
+from tokenotel.security.credentials import Role
 from tokenotel.security.tls import ServerTls
 from tokenotel.store.client import Store
 from tokenotel.v1 import audit_pb2, audit_pb2_grpc
@@ -54,9 +56,16 @@ class Commits(Protocol):
 class TokenAuditService(audit_pb2_grpc.TokenAuditServicer):
     """Each method reads the store in a thread, within the client's deadline."""
 
-    def __init__(self, store: Store, fingerprint: Fingerprinter, commits: Commits) -> None:
+    def __init__(
+        self,
+        store: Store,
+        fingerprint: Fingerprinter,
+        commits: Commits,
+        previous_fingerprints: tuple[Fingerprinter, ...] = (),
+    ) -> None:
         self._store = store
         self._fingerprint = fingerprint
+        self._previous_fingerprints = previous_fingerprints
         self._commits = commits
 
     async def SearchEvents(
@@ -177,7 +186,9 @@ class TokenAuditService(audit_pb2_grpc.TokenAuditServicer):
             if not request.secret:
                 raise InvalidArgument("the secret is empty", field="secret")
             return audit_pb2.FingerprintSecretResponse(
-                fingerprint=self._fingerprint(request.secret), key_id=self._fingerprint.key_id
+                fingerprint=self._fingerprint(request.secret),
+                key_id=self._fingerprint.key_id,
+                previous_fingerprints=[key(request.secret) for key in self._previous_fingerprints],
             )
 
         return await _answer(context, answer)
@@ -248,9 +259,17 @@ def token_filter_of(message: audit_pb2.ListTokensRequest) -> TokenFilter:
     )
 
 
+def need_of(method: str) -> Role:
+    """The role a call of the query API needs: read (admin may do everything). Reflection too:
+    the schema is public (proto/), but a caller without a credential learns nothing about what
+    runs here. Health is open (security.access)."""
+    return Role.READ
+
+
 class TokenAuditListener:
     """Serves TokenAudit, gRPC health (SERVING while the store answers) and server reflection on
-    ``host``:``port`` (0: the system picks), over TLS when ``tls`` is given."""
+    ``host``:``port`` (0: the system picks), over TLS when ``tls`` is given; with ``access``,
+    every call but health needs a credential (``need_of``)."""
 
     name = "query API"
 
@@ -261,18 +280,25 @@ class TokenAuditListener:
         store: Store,
         fingerprint: Fingerprinter,
         commits: Commits,
+        previous_fingerprints: tuple[Fingerprinter, ...] = (),
+        access: Access | None = None,
+        *,
         tls: ServerTls | None = None,
     ) -> None:
         self.host, self._port = host, port
         self.tls = tls
-        self._service = TokenAuditService(store, fingerprint, commits)
+        self._access = access
+        self._service = TokenAuditService(store, fingerprint, commits, previous_fingerprints)
         self._store = store
         self._server: grpc.aio.Server | None = None
         self._health_task: asyncio.Task[None] | None = None
         self.port = 0
 
     async def start(self) -> None:
-        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        interceptors = []
+        if self._access is not None:
+            interceptors.append(GrpcAccess(self._access, self.name, need_of))
+        server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
         audit_pb2_grpc.add_TokenAuditServicer_to_server(self._service, server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)

@@ -21,12 +21,15 @@ from grpc_status import rpc_status
 from tokenotel.api import paging
 from tokenotel.api.messages import duration, from_message, timestamp
 from tokenotel.errors import (
+    ConfigError,
     DeadlineExceeded,
     InvalidArgument,
     NotFound,
     PermanentError,
+    PermissionDenied,
     StoreUnavailable,
     TokenotelError,
+    Unauthenticated,
 )
 from tokenotel.query.search import Cursor, EventFilter, committed, newest_stamp, search
 from tokenotel.query.summary import Summary, summarise
@@ -110,19 +113,43 @@ class StoreReader:
         self._store.close()
 
 
-class ServiceReader:
-    """Reads through a running service's query API (tokenotel.v1.TokenAudit): over TLS when
-    given ``credentials`` (security.tls.channel_credentials), else in plaintext."""
+def read_credential_file(path: Path) -> str:
+    """The credential in ``path`` (its first line); raises ConfigError naming the file."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(
+            f"cannot read server_credential_file {path}: {e}; write a credential made by "
+            "`tokenotel auth add --role read` into it"
+        ) from None
+    credential = lines[0].strip() if lines else ""
+    if not credential:
+        raise ConfigError(
+            f"server_credential_file {path} is empty: write a credential made by "
+            "`tokenotel auth add --role read` into it"
+        )
+    return credential
 
-    def __init__(self, address: str, credentials: grpc.ChannelCredentials | None = None) -> None:
+
+class ServiceReader:
+    """Reads through a running service's query API (tokenotel.v1.TokenAudit), sending
+    ``credential`` (as ``authorization: Bearer …``) when one is given; over TLS when given
+    ``tls`` (security.tls.channel_credentials), else in plaintext."""
+
+    def __init__(
+        self,
+        address: str,
+        credential: str | None = None,
+        tls: grpc.ChannelCredentials | None = None,
+    ) -> None:
         self.address = address
         self._channel = (
-            grpc.secure_channel(address, credentials)
-            if credentials is not None
-            else grpc.insecure_channel(address)
+            grpc.secure_channel(address, tls) if tls is not None else grpc.insecure_channel(address)
         )
-        self._tls = credentials is not None
+        self._tls = tls is not None
         self._api = audit_pb2_grpc.TokenAuditStub(self._channel)
+        self._metadata = (("authorization", f"Bearer {credential}"),) if credential else ()
+        self._has_credential = credential is not None
 
     def events(self, event_filter: EventFilter, limit: int) -> list[dict[str, Any]]:
         request = audit_pb2.SearchEventsRequest(filter=filter_message(event_filter))
@@ -172,21 +199,24 @@ class ServiceReader:
     ) -> Iterator[tuple[list[dict[str, Any]], str]]:
         request = audit_pb2.TailEventsRequest(filter=filter_message(event_filter), cursor=cursor)
         try:
-            for response in self._api.TailEvents(request):
+            for response in self._api.TailEvents(request, metadata=self._metadata):
                 yield [from_message(event) for event in response.events], response.cursor
         except grpc.RpcError as e:
             raise self._error(e) from None
 
-    def fingerprint(self, secret: str) -> str:
+    def fingerprints(self, secret: str) -> list[str]:
+        """The secret's fingerprint under the service's key, then under each key it used
+        before a rotation."""
         request = audit_pb2.FingerprintSecretRequest(secret=secret)
-        return str(self._call(self._api.FingerprintSecret, request).fingerprint)
+        answer = self._call(self._api.FingerprintSecret, request)
+        return [str(answer.fingerprint), *answer.previous_fingerprints]
 
     def close(self) -> None:
         self._channel.close()
 
     def _call(self, method: Any, request: Any) -> Any:
         try:
-            return method(request, timeout=120)
+            return method(request, timeout=120, metadata=self._metadata)
         except grpc.RpcError as e:
             raise self._error(e) from None
 
@@ -205,7 +235,7 @@ class ServiceReader:
                     f"the query API at {self.address} did not answer in plaintext ({message}): "
                     "if it serves TLS, set server_ca_file to the CA that signed its certificate"
                 )
-        return _error(error)
+        return _error(error, self._has_credential)
 
 
 #: What gRPC says when a server closes the connection at once: a plaintext client met a TLS
@@ -216,10 +246,22 @@ _PLAINTEXT_REFUSED = re.compile(r"Socket closed|Connection reset")
 _TLS_FAILED = re.compile(rf"(?i)handshake|certificate|ssl|{_PLAINTEXT_REFUSED.pattern}")
 
 
-def _error(error: grpc.RpcError) -> TokenotelError:
+def _error(error: grpc.RpcError, has_credential: bool) -> TokenotelError:
     """The API's status as the error a local read would have raised."""
     message = error.details() or str(error.code())
     code = error.code()
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        if has_credential:
+            return Unauthenticated(
+                "the service refused the credential of server_credential_file (wrong or "
+                "revoked): put a valid one there (tokenotel auth add --role read)"
+            )
+        return Unauthenticated(
+            "the service requires a credential: set server_credential_file "
+            "(--server-credential-file) to a file holding one with role read or admin"
+        )
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return PermissionDenied(message)
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         status = rpc_status.from_call(error)  # type: ignore[arg-type]
         field = ""

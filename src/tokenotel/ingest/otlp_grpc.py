@@ -16,6 +16,8 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from tokenotel.errors import INTERNAL_ERROR, TokenotelError, rich_status
 from tokenotel.ingest.consumer import LogsConsumer
 from tokenotel.mapping.decode import PROTOBUF
+from tokenotel.security.access import Access, GrpcAccess
+from tokenotel.security.credentials import Role
 from tokenotel.security.tls import ServerTls
 
 log = logging.getLogger(__name__)
@@ -32,7 +34,8 @@ class OtlpGrpcListener:
 
     gRPC applies ``max_request_bytes`` to the decompressed message and answers
     RESOURCE_EXHAUSTED (without RetryInfo) above it, as OTLP asks. SO_REUSEPORT is off so a
-    port already taken is an error, not a silent second listener.
+    port already taken is an error, not a silent second listener. With ``access``, Export needs
+    a credential of role ingest (or admin); health stays open.
     """
 
     name = "OTLP/gRPC"
@@ -43,22 +46,29 @@ class OtlpGrpcListener:
         port: int,
         consumer: LogsConsumer,
         max_request_bytes: int,
+        access: Access | None = None,
+        *,
         tls: ServerTls | None = None,
     ) -> None:
         self.host, self._port = host, port
         self.tls = tls
         self._consumer = consumer
         self._max_request_bytes = max_request_bytes
+        self._access = access
         self._server: grpc.aio.Server | None = None
         self._health_task: asyncio.Task[None] | None = None
         self.port = 0  # the port it listens on, once started
 
     async def start(self) -> None:
+        interceptors = []
+        if self._access is not None:
+            interceptors.append(GrpcAccess(self._access, self.name, lambda _: Role.INGEST))
         server = grpc.aio.server(
+            interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", self._max_request_bytes),
                 ("grpc.so_reuseport", 0),
-            ]
+            ],
         )
         handler = grpc.method_handlers_generic_handler(
             LOGS_SERVICE,
