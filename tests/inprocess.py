@@ -4,8 +4,9 @@ store), without the network: for tests that need many exact scenarios quickly.""
 from __future__ import annotations
 
 import asyncio
+from collections.abc import Coroutine
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
 
@@ -14,6 +15,8 @@ from tokenotel.ingest.consumer import ExportResult
 from tokenotel.mapping.decode import PROTOBUF
 from tokenotel.pipeline import Pipeline
 from tokenotel.store.client import Store
+
+T = TypeVar("T")
 
 
 def embedded_store(data_dir: Path, **settings: Any) -> Store:
@@ -51,6 +54,10 @@ class InProcessIngest:
         assert self.pipeline.checkpointer is not None and self.pipeline.ledger is not None
         assert self.pipeline.ledger.wait_sealed(30)
         self._loop.run_until_complete(self.pipeline.checkpointer.checkpoint())
+
+    def run(self, work: Coroutine[Any, Any, T]) -> T:
+        """Runs ``work`` on the pipeline's event loop (what else feeds the pipeline)."""
+        return self._loop.run_until_complete(work)
 
     def rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         return self.pipeline.store.query(sql, parameters).result_rows

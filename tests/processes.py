@@ -8,6 +8,7 @@ import json
 import os
 import signal
 import socket
+import ssl
 import subprocess
 import sys
 import time
@@ -39,10 +40,13 @@ def clean_env(**extra: str) -> dict[str, str]:
     return env | extra
 
 
-def http_get(url: str, timeout: float = 5) -> tuple[int, dict[str, str], bytes]:
-    """Status, headers and body of a GET; HTTP errors are answers, not exceptions."""
+def http_get(
+    url: str, timeout: float = 5, context: ssl.SSLContext | None = None
+) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and body of a GET (an https URL with ``context``); HTTP errors are
+    answers, not exceptions."""
     try:
-        with urllib.request.urlopen(url, timeout=timeout) as response:
+        with urllib.request.urlopen(url, timeout=timeout, context=context) as response:
             return response.status, dict(response.headers), response.read()
     except urllib.error.HTTPError as e:
         return e.code, dict(e.headers), e.read()
@@ -111,6 +115,8 @@ class ServeProcess(SupervisedProcess):
     proc: subprocess.Popen[bytes]
     api_port: int = 0
     returncode: int | None = field(default=None)
+    #: The client side of its TLS (trusted CA, client certificate), when it serves TLS.
+    tls: ssl.SSLContext | None = None
 
     @property
     def grpc_target(self) -> str:
@@ -128,7 +134,8 @@ class ServeProcess(SupervisedProcess):
 
     @property
     def http_url(self) -> str:
-        return f"http://127.0.0.1:{self.http_port}"
+        scheme = "https" if self.tls is not None else "http"
+        return f"{scheme}://127.0.0.1:{self.http_port}"
 
     @property
     def logs_url(self) -> str:
@@ -141,9 +148,11 @@ def start_serve(
     env: dict[str, str] | None = None,
     log_path: Path | None = None,
     ports: tuple[int, int, int] | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> ServeProcess:
     """Starts ``tokenotel serve`` in ``data_dir`` on free loopback ports (or the ``ports`` given,
-    see ServeProcess.ports: a restart where clients expect it); returns once healthy."""
+    see ServeProcess.ports: a restart where clients expect it); returns once healthy (asked
+    over HTTPS with the client context ``tls`` when it serves TLS)."""
     grpc_port, http_port, api_port = ports or (free_port(), free_port(), free_port())
     listen = [
         "--data-dir",
@@ -162,6 +171,7 @@ def start_serve(
         http_port=http_port,
         env=env,
         log_path=log_path,
+        tls=tls,
     )
     serve.api_port = api_port
     return serve
@@ -175,9 +185,11 @@ def launch_serve(
     http_port: int,
     env: dict[str, str] | None = None,
     log_path: Path | None = None,
+    tls: ssl.SSLContext | None = None,
 ) -> ServeProcess:
     """Starts ``tokenotel serve <args>`` as given (the caller says where it will listen) and
-    returns once GET /healthz answers 200 on ``http_port``."""
+    returns once GET /healthz answers 200 on ``http_port`` (over HTTPS with the client context
+    ``tls``)."""
     log_path = log_path or data_dir.parent / f"{data_dir.name}-serve.log"
     data_dir.parent.mkdir(parents=True, exist_ok=True)
     with log_path.open("ab") as log:
@@ -188,13 +200,13 @@ def launch_serve(
             env=env or clean_env(),
             cwd=data_dir.parent,
         )
-    serve = ServeProcess(data_dir, grpc_port, http_port, log_path, proc)
+    serve = ServeProcess(data_dir, grpc_port, http_port, log_path, proc, tls=tls)
     deadline = time.monotonic() + STARTUP_TIMEOUT_S
     while time.monotonic() < deadline:
         if not serve.alive():
             raise AssertionError(f"serve exited with {proc.returncode}:\n{serve.output()}")
         try:
-            if http_get(f"{serve.http_url}/healthz", timeout=1)[0] == 200:
+            if http_get(f"{serve.http_url}/healthz", timeout=1, context=tls)[0] == 200:
                 return serve
         except OSError:
             pass
@@ -312,3 +324,12 @@ def stored_row_count(data_dir: Path) -> int:
     )
     assert result.returncode == 0, result.stderr
     return int(result.stdout.strip())
+
+
+def auth_add(data_dir: Path, role: str, name: str) -> str:
+    """``tokenotel auth add``: the new credential, which it prints on standard output only."""
+    result = run_cli("auth", "add", "--role", role, "--name", name, "--data-dir", str(data_dir))
+    assert result.returncode == 0, result.stderr
+    credential = result.stdout.strip()
+    assert credential.startswith("tko_") and credential not in result.stderr
+    return credential

@@ -1,5 +1,5 @@
 """The ``tokenotel`` command: serve; query, tokens, timeline, summary, tail; fingerprint;
-verify; migrate; demo."""
+verify; auth add|list|revoke; migrate; demo."""
 
 from __future__ import annotations
 
@@ -9,6 +9,7 @@ import logging
 import signal
 import sys
 from collections.abc import Callable
+from dataclasses import replace
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Annotated, Any, NoReturn
@@ -17,7 +18,13 @@ import typer
 from rich.console import Console
 
 from tokenotel import __version__
-from tokenotel.api.readers import Reader, ServiceReader, StoreReader, running_service
+from tokenotel.api.readers import (
+    Reader,
+    ServiceReader,
+    StoreReader,
+    read_credential_file,
+    running_service,
+)
 from tokenotel.config import Settings, load_settings, setting_help
 from tokenotel.errors import PermanentError, TokenotelError
 from tokenotel.integrity.signing import VerifierKey, load_signing_key, public_path
@@ -30,14 +37,29 @@ from tokenotel.integrity.verify import (
     Verification,
     compare_published,
 )
-from tokenotel.mapping.fingerprint import load_key
+from tokenotel.mapping.fingerprint import load_key, load_previous_keys
 from tokenotel.model import Outcome, TokenStatus
-from tokenotel.query.output import Format, write_events, write_summary, write_timeline, write_tokens
+from tokenotel.query.output import (
+    Format,
+    write_credentials,
+    write_events,
+    write_summary,
+    write_timeline,
+    write_tokens,
+)
 from tokenotel.query.search import EventFilter
 from tokenotel.query.timeparse import parse_time
 from tokenotel.query.tokens import TokenFilter
+from tokenotel.security.credentials import (
+    Role,
+    add_credential,
+    read_credentials,
+    revoke_credential,
+)
+from tokenotel.security.tls import channel_credentials
 from tokenotel.store.client import Store
 from tokenotel.store.cluster import apply_cluster, cluster_statements
+from tokenotel.store.grants import grant_script, script_text
 from tokenotel.store.ledger import JOURNAL_FILE, unsealed_stamps
 
 app = typer.Typer(
@@ -65,6 +87,7 @@ UrlOpt = Annotated[
     str | None,
     _flag("clickhouse_url", "--clickhouse-url"),
 ]
+CredentialsFileOpt = Annotated[Path | None, _flag("credentials_file", "--credentials-file")]
 
 
 def _settings(config: Path | None, **overrides: object) -> Settings:
@@ -87,13 +110,16 @@ def _logging(level: str) -> None:
     )
 
 
-def _open_store(settings: Settings, must_exist: bool = True) -> Store:
+def _open_store(settings: Settings, must_exist: bool = True, reading: bool = True) -> Store:
+    """The store of the settings; ``reading``: for the reading commands, which leave the
+    retention as they find it (it is serve's and migrate's setting)."""
     if must_exist and settings.clickhouse_server is None and not settings.data_dir.is_dir():
         _fail(
             f"no tokenotel data in {settings.data_dir}: run `tokenotel serve --data-dir "
             f"{settings.data_dir}` first, or point --data-dir at its data directory"
         )
-    store = Store(settings.store_options)
+    options = settings.store_options
+    store = Store(replace(options, retention_days=None) if reading else options)
     try:
         store.connect()
     except TokenotelError as e:
@@ -118,6 +144,12 @@ def serve(
     api_listen: Annotated[str | None, _flag("api_listen")] = None,
     clickhouse_listen: Annotated[str | None, _flag("clickhouse_listen")] = None,
     clickhouse_password_file: Annotated[Path | None, _flag("clickhouse_password_file")] = None,
+    tls_cert_file: Annotated[Path | None, _flag("tls_cert_file")] = None,
+    tls_key_file: Annotated[Path | None, _flag("tls_key_file")] = None,
+    tls_client_ca_file: Annotated[Path | None, _flag("tls_client_ca_file")] = None,
+    insecure_listen: Annotated[bool, _flag("insecure_listen", "--insecure-listen")] = False,
+    auth: Annotated[bool | None, _flag("auth", "--auth/--no-auth")] = None,
+    credentials_file: CredentialsFileOpt = None,
     data_dir: DataDirOpt = None,
     clickhouse_url: UrlOpt = None,
     max_request_bytes: Annotated[int | None, _flag("max_request_bytes")] = None,
@@ -135,6 +167,12 @@ def serve(
         api_listen=api_listen,
         clickhouse_listen=clickhouse_listen,
         clickhouse_password_file=clickhouse_password_file,
+        tls_cert_file=tls_cert_file,
+        tls_key_file=tls_key_file,
+        tls_client_ca_file=tls_client_ca_file,
+        insecure_listen=True if insecure_listen else None,  # not given: environment, file
+        auth=auth,
+        credentials_file=credentials_file,
         data_dir=data_dir,
         clickhouse_url=clickhouse_url,
         max_request_bytes=max_request_bytes,
@@ -157,6 +195,10 @@ def serve(
 
 
 ServerOpt = Annotated[str | None, _flag("server", "--server")]
+ServerCaOpt = Annotated[Path | None, _flag("server_ca_file", "--server-ca-file")]
+ClientCertOpt = Annotated[Path | None, _flag("client_cert_file", "--client-cert-file")]
+ClientKeyOpt = Annotated[Path | None, _flag("client_key_file", "--client-key-file")]
+CredentialOpt = Annotated[Path | None, _flag("server_credential_file", "--server-credential-file")]
 TokenOpt = Annotated[
     list[str] | None, typer.Option("--token", help="Token id or fingerprint (repeatable).")
 ]
@@ -184,15 +226,54 @@ FormatOpt = Annotated[
 ]
 
 
+def _client_tls(
+    server_ca_file: Path | None, client_cert_file: Path | None, client_key_file: Path | None
+) -> dict[str, Path | None]:
+    return {
+        "server_ca_file": server_ca_file,
+        "client_cert_file": client_cert_file,
+        "client_key_file": client_key_file,
+    }
+
+
 def _reader(settings: Settings) -> Reader:
     """The service's query API when one is given, or runs on the data directory; else the
     store itself (a stopped data directory, or a ClickHouse server)."""
+    address = _service_address(settings)
+    if address is not None:
+        return _service_reader(settings, address)
+    return StoreReader(_open_store(settings))
+
+
+def _service_address(settings: Settings) -> str | None:
+    """The query API to read through: the one given, else that of the service that holds the
+    data directory, if one runs."""
     address = settings.server
     if address is None and settings.clickhouse_url is None:
-        address = running_service(settings.data_dir)
-    if address is not None:
-        return ServiceReader(address)
-    return StoreReader(_open_store(settings))
+        found = running_service(settings.data_dir)
+        if found is not None and found.tls and settings.server_ca_file is None:
+            _fail(
+                f"the service that holds {settings.data_dir} serves its query API over TLS: "
+                "set --server-ca-file (server_ca_file) to the CA that signed its certificate"
+            )
+        address = found.address if found is not None else None
+    return address
+
+
+def _service_reader(settings: Settings, address: str) -> ServiceReader:
+    """The query API at ``address``: sending the credential of server_credential_file when it
+    is set, over TLS when server_ca_file is set."""
+    credential, tls = None, None
+    try:
+        if settings.server_credential_file is not None:
+            credential = read_credential_file(settings.server_credential_file)
+        if settings.server_ca_file is not None:
+            tls = channel_credentials(
+                settings.server_ca_file, settings.client_cert_file, settings.client_key_file
+            )
+    except TokenotelError as e:
+        _fail(str(e))
+    return ServiceReader(address, credential, tls)
 
 
 def _read(settings: Settings, read: Callable[[Reader], None]) -> None:
@@ -247,6 +328,10 @@ def query(
     data_dir: DataDirOpt = None,
     clickhouse_url: UrlOpt = None,
     server: ServerOpt = None,
+    server_ca_file: ServerCaOpt = None,
+    client_cert_file: ClientCertOpt = None,
+    client_key_file: ClientKeyOpt = None,
+    server_credential_file: CredentialOpt = None,
     token: TokenOpt = None,
     principal: PrincipalOpt = None,
     ip: IpOpt = None,
@@ -257,11 +342,36 @@ def query(
     until: UntilOpt = None,
     limit: Annotated[int, typer.Option(min=1, help="Most events to return.")] = 1000,
     fmt: FormatOpt = Format.TABLE,
+    secret_stdin: Annotated[
+        bool,
+        typer.Option(
+            "--secret-stdin",
+            help="Also search for the token whose secret is on standard input (never the "
+            "command line), under the current and every previous fingerprint key.",
+        ),
+    ] = False,
+    previous_key_file: PreviousKeysOpt = None,
 ) -> None:
     """Search token events: in the running service, or in a stopped data directory."""
-    settings = _settings(config, data_dir=data_dir, clickhouse_url=clickhouse_url, server=server)
+    settings = _settings(
+        config,
+        data_dir=data_dir,
+        clickhouse_url=clickhouse_url,
+        server=server,
+        **_client_tls(server_ca_file, client_cert_file, client_key_file),
+        previous_fingerprint_key_files=previous_key_file,
+        server_credential_file=server_credential_file,
+    )
     event_filter = _event_filter(token, principal, ip, event, outcome, token_status, since, until)
-    _read(settings, lambda reader: write_events(reader.events(event_filter, limit), fmt))
+    secret = _read_secret() if secret_stdin else None
+
+    def read(reader: Reader) -> None:
+        if secret is not None:
+            service = reader if isinstance(reader, ServiceReader) else None
+            event_filter.tokens += _fingerprints(settings, secret, service)
+        write_events(reader.events(event_filter, limit), fmt)
+
+    _read(settings, read)
 
 
 @app.command()
@@ -270,6 +380,10 @@ def tokens(
     data_dir: DataDirOpt = None,
     clickhouse_url: UrlOpt = None,
     server: ServerOpt = None,
+    server_ca_file: ServerCaOpt = None,
+    client_cert_file: ClientCertOpt = None,
+    client_key_file: ClientKeyOpt = None,
+    server_credential_file: CredentialOpt = None,
     status: Annotated[
         TokenStatus | None,
         typer.Option(help="active, disabled, revoked, rotated or expired (as of now)."),
@@ -286,7 +400,14 @@ def tokens(
     fmt: FormatOpt = Format.TABLE,
 ) -> None:
     """The token inventory: the latest state of every token."""
-    settings = _settings(config, data_dir=data_dir, clickhouse_url=clickhouse_url, server=server)
+    settings = _settings(
+        config,
+        data_dir=data_dir,
+        clickhouse_url=clickhouse_url,
+        server=server,
+        **_client_tls(server_ca_file, client_cert_file, client_key_file),
+        server_credential_file=server_credential_file,
+    )
     token_filter = TokenFilter(
         status=status,
         principal=principal,
@@ -304,13 +425,24 @@ def timeline(
     data_dir: DataDirOpt = None,
     clickhouse_url: UrlOpt = None,
     server: ServerOpt = None,
+    server_ca_file: ServerCaOpt = None,
+    client_cert_file: ClientCertOpt = None,
+    client_key_file: ClientKeyOpt = None,
+    server_credential_file: CredentialOpt = None,
     limit: Annotated[int, typer.Option(min=1, help="Most events to show.")] = 1000,
     fmt: Annotated[
         Format, typer.Option("--format", help="table, json (one document) or csv (the events).")
     ] = Format.TABLE,
 ) -> None:
     """One token: its state, lifecycle, scopes over time, addresses and events."""
-    settings = _settings(config, data_dir=data_dir, clickhouse_url=clickhouse_url, server=server)
+    settings = _settings(
+        config,
+        data_dir=data_dir,
+        clickhouse_url=clickhouse_url,
+        server=server,
+        **_client_tls(server_ca_file, client_cert_file, client_key_file),
+        server_credential_file=server_credential_file,
+    )
     _read(settings, lambda reader: write_timeline(reader.timeline(token, limit), fmt))
 
 
@@ -320,6 +452,10 @@ def summary(
     data_dir: DataDirOpt = None,
     clickhouse_url: UrlOpt = None,
     server: ServerOpt = None,
+    server_ca_file: ServerCaOpt = None,
+    client_cert_file: ClientCertOpt = None,
+    client_key_file: ClientKeyOpt = None,
+    server_credential_file: CredentialOpt = None,
     since: SinceOpt = None,
     until: UntilOpt = None,
     top: Annotated[int, typer.Option(min=1, max=100, help="Rows of each top list.")] = 5,
@@ -328,7 +464,14 @@ def summary(
     ] = Format.TABLE,
 ) -> None:
     """What happened in a time window: events, top tokens and failing addresses, misuse."""
-    settings = _settings(config, data_dir=data_dir, clickhouse_url=clickhouse_url, server=server)
+    settings = _settings(
+        config,
+        data_dir=data_dir,
+        clickhouse_url=clickhouse_url,
+        server=server,
+        **_client_tls(server_ca_file, client_cert_file, client_key_file),
+        server_credential_file=server_credential_file,
+    )
     window = _when(since, "--since"), _when(until, "--until")
     _read(settings, lambda reader: write_summary(reader.summary(*window, top), fmt))
 
@@ -339,6 +482,10 @@ def tail(
     data_dir: DataDirOpt = None,
     clickhouse_url: UrlOpt = None,
     server: ServerOpt = None,
+    server_ca_file: ServerCaOpt = None,
+    client_cert_file: ClientCertOpt = None,
+    client_key_file: ClientKeyOpt = None,
+    server_credential_file: CredentialOpt = None,
     token: TokenOpt = None,
     principal: PrincipalOpt = None,
     ip: IpOpt = None,
@@ -355,7 +502,14 @@ def tail(
 ) -> None:
     """Events as they are committed, until Ctrl-C; a stopped data directory gives what was
     committed after --cursor."""
-    settings = _settings(config, data_dir=data_dir, clickhouse_url=clickhouse_url, server=server)
+    settings = _settings(
+        config,
+        data_dir=data_dir,
+        clickhouse_url=clickhouse_url,
+        server=server,
+        **_client_tls(server_ca_file, client_cert_file, client_key_file),
+        server_credential_file=server_credential_file,
+    )
     event_filter = _event_filter(token, principal, ip, event, outcome, token_status, None, None)
     last = [cursor or ""]
 
@@ -383,19 +537,52 @@ def _duration(text: str | None, option: str) -> timedelta | None:
         _fail(f"{option}: {e}")
 
 
+PreviousKeysOpt = Annotated[
+    list[Path] | None,
+    _flag("previous_fingerprint_key_files", "--previous-key-file"),
+]
+
+
 @app.command()
 def fingerprint(
     config: ConfigOpt = None,
     data_dir: DataDirOpt = None,
     server: ServerOpt = None,
+    server_ca_file: ServerCaOpt = None,
+    client_cert_file: ClientCertOpt = None,
+    client_key_file: ClientKeyOpt = None,
+    server_credential_file: CredentialOpt = None,
     key_file: Annotated[
         Path | None,
         _flag("fingerprint_key_file", "--key-file"),
     ] = None,
+    previous_key_file: PreviousKeysOpt = None,
 ) -> None:
     """Print the fingerprint of a token read from standard input (never from the command line),
-    with the key in the data directory, or asked of a running service (--server)."""
-    settings = _settings(config, data_dir=data_dir, fingerprint_key_file=key_file, server=server)
+    with the key in the data directory, or asked of a running service (--server); then, one a
+    line, its fingerprint under each key used before a rotation."""
+    settings = _settings(
+        config,
+        data_dir=data_dir,
+        fingerprint_key_file=key_file,
+        previous_fingerprint_key_files=previous_key_file,
+        server=server,
+        server_credential_file=server_credential_file,
+        **_client_tls(server_ca_file, client_cert_file, client_key_file),
+    )
+    secret = _read_secret()
+    if settings.server is not None:  # the service's keys: never on this machine
+        service = _service_reader(settings, settings.server)
+        try:
+            typer.echo("\n".join(_fingerprints(settings, secret, service)))
+        finally:
+            service.close()
+        return
+    typer.echo("\n".join(_fingerprints(settings, secret, None)))
+
+
+def _read_secret() -> str:
+    """A token's secret from standard input (hidden when typed)."""
     tty = sys.stdin.isatty()
     secret = (getpass.getpass("token (input hidden): ") if tty else sys.stdin.read()).strip("\r\n")
     if not secret:
@@ -403,20 +590,123 @@ def fingerprint(
             "no token on standard input: pipe it in, e.g. `pass show my-token | tokenotel "
             "fingerprint`"
         )
-    if settings.server is not None:  # the service's key: never on this machine
-        service = ServiceReader(settings.server)
-        try:
-            typer.echo(service.fingerprint(secret))
-        except TokenotelError as e:
-            _fail(str(e), code=1)
-        finally:
-            service.close()
-        return
+    return secret
+
+
+def _fingerprints(settings: Settings, secret: str, service: ServiceReader | None) -> list[str]:
+    """The secret's fingerprint under the current key, then under each previous key: asked of
+    ``service`` when reading through one (its keys stay there), else from the key files."""
     try:
-        fingerprinter = load_key(settings.fingerprint_key_file, settings.data_dir, create=False)
+        if service is not None:
+            return service.fingerprints(secret)
+        current = load_key(settings.fingerprint_key_file, settings.data_dir, create=False)
+        previous = load_previous_keys(settings.previous_fingerprint_key_files)
+    except TokenotelError as e:
+        _fail(str(e), code=2 if isinstance(e, PermanentError) else 1)
+    return [key(secret) for key in (current, *previous)]
+
+
+PasswordFileOpt = typer.Option(
+    help="With --print-grants: create this user, with the password in this file (its first "
+    "line; printed only as a salted SHA-256)."
+)
+
+
+auth_app = typer.Typer(
+    help="tokenotel's own credentials (roles ingest, read, admin), kept as hashes in the "
+    "credentials file; a running service sees each change within a second.",
+    no_args_is_help=True,
+)
+app.add_typer(auth_app, name="auth")
+
+
+def _auth_settings(
+    config: Path | None, data_dir: Path | None, credentials_file: Path | None
+) -> Settings:
+    return _settings(config, data_dir=data_dir, credentials_file=credentials_file)
+
+
+def _actor() -> str:
+    """Who runs the command (the system user), noted as who created or revoked a credential."""
+    try:
+        return getpass.getuser()
+    except (KeyError, OSError):
+        return ""
+
+
+@auth_app.command("add")
+def auth_add(
+    role: Annotated[
+        Role, typer.Option(help="ingest (send OTLP logs), read (the query API) or admin (both).")
+    ],
+    name: Annotated[
+        str | None,
+        typer.Option(help="Who or what holds it (e.g. gateway-eu-1); default: <role>-<id>."),
+    ] = None,
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    credentials_file: CredentialsFileOpt = None,
+) -> None:
+    """Create a credential and print it on standard output: the only time it is ever shown
+    (the file keeps only its hash)."""
+    settings = _auth_settings(config, data_dir, credentials_file)
+    try:
+        record, credential = add_credential(settings.credentials_path, role, name, actor=_actor())
     except TokenotelError as e:
         _fail(str(e))
-    typer.echo(fingerprinter(secret))
+    typer.echo(credential)
+    err.print(
+        f"credential {record.id} ({record.name}, role {record.role}) added to "
+        f"{settings.credentials_path}. It is shown only this once: store it now (e.g. in the "
+        "file your client reads); `tokenotel auth revoke` is the only way to end it.",
+        highlight=False,
+        soft_wrap=True,
+    )
+
+
+@auth_app.command("list")
+def auth_list(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    credentials_file: CredentialsFileOpt = None,
+    fmt: Annotated[
+        Format, typer.Option("--format", help="table, json (one object per line) or csv.")
+    ] = Format.TABLE,
+) -> None:
+    """The credentials: id, name, role, when created and revoked, by whom (never a secret or
+    hash)."""
+    settings = _auth_settings(config, data_dir, credentials_file)
+    try:
+        credentials = read_credentials(settings.credentials_path)
+    except TokenotelError as e:
+        _fail(str(e))
+    rows = []
+    for credential in credentials:
+        shown = credential.to_json()
+        del shown["sha256"]  # not a secret, but nothing a reader needs
+        rows.append(shown)
+    write_credentials(rows, fmt)
+
+
+@auth_app.command("revoke")
+def auth_revoke(
+    credential_id: Annotated[str, typer.Argument(metavar="ID", help="The credential's id.")],
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    credentials_file: CredentialsFileOpt = None,
+) -> None:
+    """Revoke a credential: a running service refuses it from its next request on."""
+    settings = _auth_settings(config, data_dir, credentials_file)
+    try:
+        record, now = revoke_credential(settings.credentials_path, credential_id, actor=_actor())
+    except TokenotelError as e:
+        _fail(str(e))
+    assert record.revoked is not None
+    when = record.revoked.isoformat(timespec="seconds")
+    if now:
+        typer.echo(f"revoked credential {record.id} ({record.name}, role {record.role})")
+    else:
+        typer.echo(f"credential {record.id} ({record.name}) was already revoked at {when}")
 
 
 @app.command()
@@ -425,6 +715,10 @@ def verify(
     data_dir: DataDirOpt = None,
     clickhouse_url: UrlOpt = None,
     server: ServerOpt = None,
+    server_ca_file: ServerCaOpt = None,
+    client_cert_file: ClientCertOpt = None,
+    client_key_file: ClientKeyOpt = None,
+    server_credential_file: CredentialOpt = None,
     since: Annotated[
         str | None,
         typer.Option(help="Only checkpoints and inserts from then on (ISO 8601, 30m, 7d ...)."),
@@ -452,19 +746,24 @@ def verify(
     """Check the trail against its ledger and signed checkpoints, interval by interval: valid
     or INVALID with the reason, then a summary. Exit status 0 when everything checked is valid,
     1 when something is INVALID, 2 when it could not check."""
-    settings = _settings(config, data_dir=data_dir, clickhouse_url=clickhouse_url, server=server)
+    settings = _settings(
+        config,
+        data_dir=data_dir,
+        clickhouse_url=clickhouse_url,
+        server=server,
+        **_client_tls(server_ca_file, client_cert_file, client_key_file),
+        server_credential_file=server_credential_file,
+    )
     trust = Trust(_trusted_keys(settings, public_key), checkpoints or settings.checkpoint_dir)
     if trust.checkpoint_dir is not None and not trust.checkpoint_dir.is_dir():
         _fail(f"--checkpoints: {trust.checkpoint_dir} is not a directory")
     since_ms = None
     if (moment := _when(since, "--since")) is not None:
         since_ms = int(moment.timestamp() * 1000)
-    address = settings.server
-    if address is None and settings.clickhouse_url is None:
-        address = running_service(settings.data_dir)
+    address = _service_address(settings)
     try:
         if address is not None:
-            ok = _verify_service(ServiceReader(address), trust, moment, verbose)
+            ok = _verify_service(_service_reader(settings, address), trust, moment, verbose)
         else:
             ok = _verify_store(settings, trust, since_ms or 0, verbose)
     except TokenotelError as e:  # 2, not 1: nothing was found INVALID, nothing was checked
@@ -586,22 +885,55 @@ def migrate(
     print_only: Annotated[
         bool, typer.Option("--print", help="With --cluster: print the DDL instead of running it.")
     ] = False,
+    print_grants: Annotated[
+        bool,
+        typer.Option(
+            "--print-grants",
+            help="Print the roles (migrator, writer, reader) and users for a ClickHouse server "
+            "instead of migrating (docs/least-privilege.md); ON CLUSTER with --cluster.",
+        ),
+    ] = False,
+    migrator_password_file: Annotated[Path | None, PasswordFileOpt] = None,
+    writer_password_file: Annotated[Path | None, PasswordFileOpt] = None,
+    reader_password_file: Annotated[Path | None, PasswordFileOpt] = None,
 ) -> None:
-    """Create or upgrade the schema (serve also does it at start, except in cluster mode).
+    """Create or upgrade the schema (serve also does it at start where it may, except in
+    cluster mode).
 
     With --cluster: ON CLUSTER, with Replicated and Distributed tables."""
     settings = _settings(config, data_dir=data_dir, clickhouse_url=clickhouse_url, cluster=cluster)
     _logging("warning")
+    if print_grants:
+        files = {
+            "tokenotel_migrate": migrator_password_file,
+            "tokenotel_serve": writer_password_file,
+            "tokenotel_grafana": reader_password_file,
+        }
+        passwords = {user: _password(path) for user, path in files.items() if path is not None}
+        database = settings.store_options.database
+        typer.echo(script_text(grant_script(database, settings.cluster, passwords)), nl=False)
+        return
     if settings.cluster is not None:
         _migrate_cluster(settings, print_only)
         return
     if print_only:
         _fail("--print goes with --cluster")
-    store = _open_store(settings, must_exist=False)
+    store = _open_store(settings, must_exist=False, reading=False)
     store.close()
     for m in store.applied_migrations:
         typer.echo(f"applied {m.version:04d}_{m.name}")
     typer.echo(f"schema up to date in {store.target}")
+
+
+def _password(path: Path) -> str:
+    """The first line of a password file."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        _fail(f"cannot read password file {path}: {e}; write the user's password into it")
+    if not lines or not lines[0]:
+        _fail(f"password file {path} is empty: write the user's password on its first line")
+    return lines[0]
 
 
 def _migrate_cluster(settings: Settings, print_only: bool) -> None:

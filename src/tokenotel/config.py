@@ -9,15 +9,24 @@ from typing import Annotated, Any, Literal
 from urllib.parse import urlsplit
 
 import yaml
-from pydantic import AfterValidator, Field, JsonValue, ValidationError, model_validator
+from pydantic import (
+    AfterValidator,
+    BeforeValidator,
+    Field,
+    JsonValue,
+    ValidationError,
+    model_validator,
+)
 from pydantic_settings import (
     BaseSettings,
+    NoDecode,
     PydanticBaseSettingsSource,
     SettingsConfigDict,
     YamlConfigSettingsSource,
 )
 
 from tokenotel.errors import ConfigError
+from tokenotel.security.credentials import FILE_NAME as CREDENTIALS_FILE_NAME
 from tokenotel.store.client import ClickHouseServer, StoreOptions
 
 ENV_PREFIX = "TOKENOTEL_"
@@ -63,9 +72,26 @@ def _check_identifier(name: str) -> str:
     return name
 
 
+def _check_readable(path: Path) -> Path:
+    if not path.is_file():
+        raise ValueError(f"{path} is not a file: give the path of an existing file")
+    if not os.access(path, os.R_OK):
+        raise ValueError(f"{path} is not readable: let the user tokenotel runs as read it")
+    return path
+
+
+def _split_paths(value: Any) -> Any:
+    """A comma-separated list (the environment, a flag) as a list; a list stays one."""
+    if isinstance(value, str):
+        return [part.strip() for part in value.split(",") if part.strip()]
+    return value
+
+
 ListenAddress = Annotated[str, AfterValidator(_check_listen)]
+ReadableFile = Annotated[Path, AfterValidator(_check_readable)]
 ClickHouseUrl = Annotated[str, AfterValidator(_check_clickhouse_url)]
 HttpUrl = Annotated[str, AfterValidator(_check_http_url)]
+PathList = Annotated[list[Path], NoDecode, BeforeValidator(_split_paths)]
 Identifier = Annotated[str, AfterValidator(_check_identifier)]
 
 
@@ -107,9 +133,52 @@ class Settings(BaseSettings):
         shown="unset",
         description="File holding that user's password; required with clickhouse_listen.",
     )
+    tls_cert_file: ReadableFile | None = _setting(
+        shown="unset = plaintext",
+        description="PEM certificate (chain) every listener serves TLS with (TLS 1.2 or later); "
+        "read again when it changes (see docs/security.md).",
+    )
+    tls_key_file: ReadableFile | None = _setting(
+        shown="unset", description="PEM private key of tls_cert_file, unencrypted."
+    )
+    tls_client_ca_file: ReadableFile | None = _setting(
+        shown="unset = no client certificate asked",
+        description="PEM CA certificates: every listener then requires a client certificate "
+        "they signed (mutual TLS).",
+    )
+    auth: bool = _setting(
+        False, description="Require a credential (tokenotel auth) on every listener."
+    )
+    credentials_file: Path | None = _setting(
+        shown="unset = <data_dir>/credentials.json",
+        description="The credentials of the listeners and their roles, as hashes "
+        "(tokenotel auth add, list, revoke).",
+    )
+    insecure_listen: bool = _setting(
+        False,
+        description="Let listeners on non-loopback addresses start with neither TLS nor auth "
+        "(logged as a warning).",
+    )
     server: ListenAddress | None = _setting(
         shown="unset = the service that holds the data directory, else the directory itself",
         description="A running tokenotel's query API (host:port), for the reading commands.",
+    )
+    server_ca_file: ReadableFile | None = _setting(
+        shown="unset = plaintext",
+        description="PEM CA certificates that signed the server's certificate: the reading "
+        "commands then use TLS and trust only these.",
+    )
+    client_cert_file: ReadableFile | None = _setting(
+        shown="unset",
+        description="PEM client certificate the reading commands present (mutual TLS).",
+    )
+    client_key_file: ReadableFile | None = _setting(
+        shown="unset", description="PEM private key of client_cert_file, unencrypted."
+    )
+    server_credential_file: Path | None = _setting(
+        shown="unset",
+        description="File holding the credential (role read or admin) the reading commands "
+        "send to a service with auth on.",
     )
     data_dir: Path = _setting(
         Path("tokenotel-data"),
@@ -133,6 +202,12 @@ class Settings(BaseSettings):
     )
     fingerprint_key_file: Path | None = _setting(
         shown="unset = <data_dir>/fingerprint.key", description="HMAC key, as hex."
+    )
+    previous_fingerprint_key_files: PathList = _setting(
+        list,
+        shown="none",
+        description="Fingerprint keys used before a rotation (comma-separated): a search for a "
+        "secret also looks for its fingerprint under each (see docs/keys.md).",
     )
     max_request_bytes: int = _setting(
         64 * 1024 * 1024,
@@ -214,6 +289,35 @@ class Settings(BaseSettings):
                 "interface never runs without a password"
             )
         return self
+
+    @model_validator(mode="after")
+    def _tls_files_go_together(self) -> Settings:
+        if (self.tls_cert_file is None) != (self.tls_key_file is None):
+            raise ValueError(
+                "tls_cert_file and tls_key_file go together: set both (the certificate and its "
+                "private key) or neither"
+            )
+        if self.tls_client_ca_file is not None and self.tls_cert_file is None:
+            raise ValueError(
+                "tls_client_ca_file needs tls_cert_file and tls_key_file: set them too, since "
+                "client certificates are asked for only over TLS"
+            )
+        if (self.client_cert_file is None) != (self.client_key_file is None):
+            raise ValueError(
+                "client_cert_file and client_key_file go together: set both (the certificate "
+                "and its private key) or neither"
+            )
+        if self.client_cert_file is not None and self.server_ca_file is None:
+            raise ValueError(
+                "client_cert_file needs server_ca_file: set it to the CA of the server's "
+                "certificate, since a client certificate is presented only over TLS"
+            )
+        return self
+
+    @property
+    def credentials_path(self) -> Path:
+        """The credentials file: the one set, else the data directory's."""
+        return self.credentials_file or self.data_dir / CREDENTIALS_FILE_NAME
 
     @property
     def clickhouse_server(self) -> ClickHouseServer | None:

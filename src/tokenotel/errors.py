@@ -44,6 +44,15 @@ class NotFound(PermanentError):
     """What the request names is not in the store."""
 
 
+class Unauthenticated(PermanentError):
+    """The request carries no valid credential. One message for every reason (none, malformed,
+    unknown, wrong secret, revoked): a caller learns nothing about which credentials exist."""
+
+
+class PermissionDenied(PermanentError):
+    """The request's credential is valid, but its role may not do what was asked."""
+
+
 class DeadlineExceeded(TokenotelError):
     """The request's deadline passed before its query finished (the query was stopped)."""
 
@@ -77,7 +86,8 @@ class SigningKeyError(PermanentError):
 
 
 class SchemaOutdated(PermanentError):
-    """Cluster mode found migrations not yet applied."""
+    """The schema is behind and this user may not change it (or cluster mode, where only
+    ``tokenotel migrate --cluster`` does)."""
 
 
 class MigrationFailed(PermanentError):
@@ -120,13 +130,16 @@ class ClientStatus:
 #: Most specific class first. OTLP asks for RESOURCE_EXHAUSTED without RetryInfo on a request
 #: over the size limit (the client must not retry it), INVALID_ARGUMENT for data that cannot
 #: be stored, RESOURCE_EXHAUSTED with RetryInfo (HTTP 429) when the server is overloaded, and
-#: UNAVAILABLE with RetryInfo (HTTP 503) for what may succeed later.
+#: UNAVAILABLE with RetryInfo (HTTP 503) for what may succeed later. A missing or wrong
+#: credential is UNAUTHENTICATED / 401, a valid one of the wrong role PERMISSION_DENIED / 403.
 _STATUSES: tuple[tuple[type[TokenotelError], int, int], ...] = (
     (RequestTooLarge, code_pb2.RESOURCE_EXHAUSTED, 413),
     (Overloaded, code_pb2.RESOURCE_EXHAUSTED, 429),
     (UnsupportedContentType, code_pb2.INVALID_ARGUMENT, 415),
     (MethodNotAllowed, code_pb2.UNIMPLEMENTED, 405),
     (NotFound, code_pb2.NOT_FOUND, 404),
+    (Unauthenticated, code_pb2.UNAUTHENTICATED, 401),
+    (PermissionDenied, code_pb2.PERMISSION_DENIED, 403),
     (DeadlineExceeded, code_pb2.DEADLINE_EXCEEDED, 504),
     (PermanentError, code_pb2.INVALID_ARGUMENT, 400),
     (RetryableError, code_pb2.UNAVAILABLE, 503),

@@ -27,7 +27,7 @@ from tokenotel.integrity.publish import (
     WebhookPublisher,
 )
 from tokenotel.integrity.signing import default_key_name, load_signing_key
-from tokenotel.mapping.fingerprint import load_key
+from tokenotel.mapping.fingerprint import load_key, load_previous_keys
 from tokenotel.mapping.workers import MappingPool
 from tokenotel.store import ledger
 from tokenotel.store.client import Store
@@ -54,6 +54,8 @@ class Pipeline:
 
     def __init__(self, settings: Settings) -> None:
         self.fingerprint = load_key(settings.fingerprint_key_file, settings.data_dir)
+        #: Keys of before a rotation: only to find a secret's older fingerprints (docs/keys.md).
+        self.previous_fingerprints = load_previous_keys(settings.previous_fingerprint_key_files)
         self.mapping = MappingPool(
             self.fingerprint,
             workers=settings.mapping_workers,

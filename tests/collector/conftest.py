@@ -34,11 +34,17 @@ def collector_factory(
     """Starts collectors: ``start("gateway.yaml", TOKENOTEL_ENDPOINT=serve.grpc_target)``.
     Each gets its own storage directory unless ``storage_dir`` is given (to restart one
     collector on its persistent queue); ``metrics=True`` serves the collector's own metrics on
-    a free port (``CollectorProcess.metric``). All are stopped at the end of the test."""
+    a free port (``CollectorProcess.metric``); ``overlays`` are collector-config/ files merged
+    over ``config``. All are stopped at the end of the test."""
     started: list[CollectorProcess] = []
 
     def start(
-        config: str, *, storage_dir: Path | None = None, metrics: bool = False, **settings: str
+        config: str,
+        *,
+        overlays: tuple[str, ...] = (),
+        storage_dir: Path | None = None,
+        metrics: bool = False,
+        **settings: str,
     ) -> CollectorProcess:
         storage = storage_dir or tmp_path / f"collector{len(started)}" / "storage"
         storage.parent.mkdir(parents=True, exist_ok=True)
@@ -46,7 +52,8 @@ def collector_factory(
             settings = with_metrics(settings)
         env = collector_env(storage, **settings)
         log_path = storage.parent / f"collector{len(started)}.log"
-        collector = start_collector(CONFIG_DIR / config, env, log_path)
+        extra = tuple(CONFIG_DIR / overlay for overlay in overlays)
+        collector = start_collector(CONFIG_DIR / config, env, log_path, extra)
         started.append(collector)
         return collector
 
@@ -60,12 +67,14 @@ def collector_validate(
     tmp_path: Path, collector_binary: Path
 ) -> Callable[..., subprocess.CompletedProcess[str]]:
     """Runs ``otelcol-tokenotel validate`` on a collector-config/ file with loopback settings:
-    ``validate("agent-files.yaml", TOKEN_EVENT_FILES=...)``; never raises."""
+    ``validate("agent-files.yaml", TOKEN_EVENT_FILES=...)``, or several files merged in order
+    (``validate("gateway.yaml", "gateway-auth.yaml")``); never raises."""
 
-    def validate(config: str, **settings: str) -> subprocess.CompletedProcess[str]:
+    def validate(*configs: str, **settings: str) -> subprocess.CompletedProcess[str]:
         env = collector_env(tmp_path / "validate" / "storage", **settings)
+        files = [arg for config in configs for arg in ("--config", str(CONFIG_DIR / config))]
         return subprocess.run(
-            [str(collector_binary), "validate", "--config", str(CONFIG_DIR / config)],
+            [str(collector_binary), "validate", *files],
             capture_output=True,
             text=True,
             env=env,

@@ -104,11 +104,15 @@ def collector_env(storage_dir: Path, **settings: str) -> dict[str, str]:
     return env | settings
 
 
-def start_collector(config: Path, env: dict[str, str], log_path: Path) -> CollectorProcess:
-    """Starts the collector and returns once its health check answers 200."""
+def start_collector(
+    config: Path, env: dict[str, str], log_path: Path, overlays: tuple[Path, ...] = ()
+) -> CollectorProcess:
+    """Starts the collector on ``config`` (with ``overlays`` merged over it, in order) and
+    returns once its health check answers 200."""
+    configs = [arg for path in (config, *overlays) for arg in ("--config", str(path))]
     with log_path.open("ab") as log:
         proc = subprocess.Popen(
-            [str(COLLECTOR_BINARY), "--config", str(config)],
+            [str(COLLECTOR_BINARY), *configs],
             stdout=log,
             stderr=subprocess.STDOUT,
             env=env,

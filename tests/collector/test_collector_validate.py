@@ -22,6 +22,7 @@ def test_every_shipped_config_is_tested() -> None:
     assert SHIPPED == [
         "agent-files.yaml",
         "builder.yaml",
+        "gateway-auth.yaml",
         "gateway.yaml",
         "loadbalancing.yaml",
         "snippet-otelcol-contrib.yaml",
@@ -43,6 +44,24 @@ def test_validate_accepts_the_shipped_config(
     )
     assert result.returncode == 0, result.stdout + result.stderr
     assert "error" not in (result.stdout + result.stderr).lower()
+
+
+def test_validate_accepts_the_gateway_with_its_credential_overlay(
+    collector_validate: Validate, tmp_path: Path
+) -> None:
+    credential = tmp_path / "ingest.credential"
+    credential.write_text("tko_0123abcd_" + "A" * 43 + "\n")
+    merged = collector_validate(
+        "gateway.yaml",
+        "gateway-auth.yaml",
+        TOKENOTEL_INGEST_CREDENTIAL_FILE=str(credential),
+        TOKENOTEL_CA_FILE=str(tmp_path / "ca.pem"),
+    )
+    assert merged.returncode == 0, merged.stdout + merged.stderr
+    # Without a credential file the overlay is refused: never a gateway that sends none.
+    without = collector_validate("gateway.yaml", "gateway-auth.yaml")
+    assert without.returncode != 0
+    assert "no bearer token provided" in without.stdout + without.stderr
 
 
 @pytest.mark.parametrize(

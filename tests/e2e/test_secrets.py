@@ -1,9 +1,12 @@
-"""A raw token sent every way a sender might leaks nowhere: not to disk, logs or CLI output.
+"""A raw token sent every way a sender might leaks nowhere: not to disk, logs or CLI output;
+nor does the fingerprint key, which is the user's alone on disk (docs/keys.md).
 
-The hard way (README, "Secrets and fingerprints"): after ingesting, every file under the data
-directory is read as bytes, and every ClickHouse compressed block in it is decompressed too,
-because the column files are LZ4/ZSTD-compressed and a plain grep would not see a stored string.
-A marker sent alongside the secret proves the scan does see stored text.
+The hard way (README, "Secrets and fingerprints"): a full run at --log-level debug (serve,
+SDK traffic, the reading commands through the running service and on the stopped directory),
+then every file under the data directory is read as bytes, and every ClickHouse compressed
+block in it is decompressed too, because the column files are LZ4/ZSTD-compressed and a plain
+grep would not see a stored string. A marker sent alongside the secret proves the scan does
+see stored text.
 """
 
 from __future__ import annotations
@@ -13,6 +16,7 @@ import hashlib
 import hmac
 import json
 import secrets
+import stat
 import string
 import struct
 import urllib.error
@@ -34,7 +38,7 @@ from opentelemetry.exporter.otlp.proto.grpc._log_exporter import (
 from opentelemetry.sdk._logs.export import LogRecordExportResult
 
 from otel_sdk import CheckedExporter, logger_provider
-from processes import query_json, run_cli, start_serve
+from processes import ServeProcess, clean_env, query_json, run_cli, start_serve
 
 pytestmark = pytest.mark.e2e  # starts tokenotel processes
 
@@ -84,11 +88,26 @@ def files_containing(root: Path, needle: bytes) -> list[Path]:
     ]
 
 
-def expected_fingerprint(data_dir: Path, secret: str) -> str:
-    """HMAC-SHA256 computed here, independently, from the key file serve created."""
-    key = bytes.fromhex((data_dir / "fingerprint.key").read_text().strip())
+def expected_fingerprint(data_dir: Path, secret: str, key_file: Path | None = None) -> str:
+    """HMAC-SHA256 computed here, independently, from the key file serve created (or another)."""
+    key = bytes.fromhex((key_file or data_dir / "fingerprint.key").read_text().strip())
     key_id = hashlib.sha256(key).hexdigest()[:8]
     return f"hmac-sha256:{key_id}:{hmac.new(key, secret.encode(), hashlib.sha256).hexdigest()}"
+
+
+def reading_commands(serve: ServeProcess, secret: str) -> list[str]:
+    """What the reading commands print through the running service: stdout and stderr of each."""
+    where = ["--data-dir", str(serve.data_dir)]  # (the service is found through it)
+    runs = [
+        run_cli("query", *where, "--secret-stdin", "--format", "json", stdin=secret),
+        run_cli("fingerprint", "--server", serve.api_target, stdin=secret),
+        run_cli("tokens", *where, "--format", "json"),
+        run_cli("timeline", "tok_leaked", *where, "--format", "json"),
+        run_cli("summary", *where, "--format", "json"),
+    ]
+    for result in runs:
+        assert result.returncode == 0, result.stderr
+    return [result.stdout + result.stderr for result in runs]
 
 
 @dataclass
@@ -98,6 +117,8 @@ class Ingested:
     marker: str
     server_output: str
     json_error: str
+    #: What the reading commands printed, through the running service and on the stopped store.
+    cli_output: list[str]
 
 
 @pytest.fixture(scope="module")
@@ -154,9 +175,15 @@ def ingested(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Ingested]:
         except urllib.error.HTTPError as e:
             assert e.code == 400
             json_error = e.read().decode()
+        cli_output = reading_commands(serve, secret)
     finally:
         assert serve.stop() == 0, serve.output()
-    yield Ingested(data_dir, secret, marker, serve.output(), json_error)
+    stopped = run_cli(
+        "query", "--data-dir", str(data_dir), "--secret-stdin", "--format", "csv", stdin=secret
+    )
+    assert stopped.returncode == 0, stopped.stderr
+    cli_output.append(stopped.stdout + stopped.stderr)
+    yield Ingested(data_dir, secret, marker, serve.output(), json_error, cli_output)
 
 
 def test_secret_is_in_no_file_under_the_data_directory(ingested: Ingested) -> None:
@@ -215,3 +242,95 @@ def test_fingerprint_command_reproduces_the_stored_fingerprint(ingested: Ingeste
         e["token_fingerprint"] for e in query_json(ingested.data_dir, "--event", "token.used")
     }
     assert stored == {result.stdout.strip()}
+
+
+def test_the_reading_commands_find_the_secret_and_print_it_nowhere(ingested: Ingested) -> None:
+    fingerprint = expected_fingerprint(ingested.data_dir, ingested.secret)
+    by_service, fingerprinted, *_, by_store = ingested.cli_output
+    # query --secret-stdin: the three records identified by the secret, both ways.
+    assert by_service.count(fingerprint) >= 3 and by_service.count('"event_name"') == 3
+    assert by_store.count("token.used") == 2 and by_store.count("token.auth_failed") == 1
+    assert fingerprinted.strip() == fingerprint
+    for output in ingested.cli_output:
+        assert ingested.secret not in output
+
+
+def test_the_fingerprint_key_is_in_no_log_output_or_other_file(ingested: Ingested) -> None:
+    key_file = ingested.data_dir / "fingerprint.key"
+    key_hex = key_file.read_text().strip()
+    assert len(key_hex) == 64
+    assert "created a random key" in ingested.server_output  # (its id is logged, not the key)
+    for output in [ingested.server_output, ingested.json_error, *ingested.cli_output]:
+        assert key_hex not in output.lower()
+    assert files_containing(ingested.data_dir, key_hex.encode()) == [key_file]
+    assert files_containing(ingested.data_dir, bytes.fromhex(key_hex)) == []
+
+
+def test_the_key_and_the_data_directory_are_the_users_alone(ingested: Ingested) -> None:
+    assert stat.S_IMODE(ingested.data_dir.stat().st_mode) == 0o700
+    assert stat.S_IMODE((ingested.data_dir / "fingerprint.key").stat().st_mode) == 0o600
+
+
+def test_after_a_key_rotation_a_secret_is_found_under_every_key(tmp_path: Path) -> None:
+    """docs/keys.md: a new fingerprint key, the old one kept as a previous key; events stored
+    before and after the rotation are both found by the secret, and no key is printed."""
+    secret = "glpat-" + secrets.token_urlsafe(15)
+    data_dir = tmp_path / "data"
+    new_key = tmp_path / "fingerprint-new.key"
+    new_key.write_text(secrets.token_hex(32) + "\n")
+    old_key = data_dir / "fingerprint.key"
+    outputs = []
+
+    def send_as(name: str, serve: ServeProcess) -> None:
+        exporter = CheckedExporter(GrpcLogExporter(endpoint=serve.grpc_target, insecure=True))
+        provider = logger_provider(exporter, {"service.name": name})
+        provider.get_logger(name).emit(event_name="token.used", attributes={"token.value": secret})
+        provider.shutdown()
+        assert exporter.results == [LogRecordExportResult.SUCCESS]
+
+    before = start_serve(data_dir, "--log-level", "debug")
+    try:
+        send_as("before", before)
+    finally:
+        assert before.stop() == 0, before.output()
+    outputs.append(before.output())
+    rotated = clean_env(
+        TOKENOTEL_FINGERPRINT_KEY_FILE=str(new_key),
+        TOKENOTEL_PREVIOUS_FINGERPRINT_KEY_FILES=str(old_key),
+    )
+    after = start_serve(data_dir, "--log-level", "debug", env=rotated)
+    try:
+        send_as("after", after)
+        through_service = run_cli(
+            "query", "--data-dir", str(data_dir), "--secret-stdin", "--format", "json",
+            stdin=secret, env=rotated,
+        )  # fmt: skip
+        fingerprinted = run_cli("fingerprint", "--server", after.api_target, stdin=secret)
+    finally:
+        assert after.stop() == 0, after.output()
+    outputs += [after.output(), through_service.stdout, fingerprinted.stdout]
+
+    old, new = (
+        expected_fingerprint(data_dir, secret),
+        expected_fingerprint(data_dir, secret, new_key),
+    )
+    assert old.split(":")[1] != new.split(":")[1]  # each carries its key's id
+    assert fingerprinted.stdout.splitlines() == [new, old]
+    found = [json.loads(line) for line in through_service.stdout.splitlines()]
+    assert {(e["service_name"], e["token_fingerprint"]) for e in found} == {
+        ("before", old),
+        ("after", new),
+    }
+    # On the stopped directory, with the key files: both with the previous key, one without.
+    for previous, expected in ((["--previous-key-file", str(old_key)], 2), ([], 1)):
+        result = run_cli(
+            "query", "--data-dir", str(data_dir), "--secret-stdin", "--format", "json",
+            *previous, stdin=secret, env=clean_env(TOKENOTEL_FINGERPRINT_KEY_FILE=str(new_key)),
+        )  # fmt: skip
+        assert result.returncode == 0, result.stderr
+        assert len(result.stdout.splitlines()) == expected
+        outputs.append(result.stdout + result.stderr)
+    for output in outputs:
+        assert secret not in output
+        for key in (old_key, new_key):
+            assert key.read_text().strip() not in output

@@ -422,13 +422,3 @@ def test_compliance_lists_inventory_risks_and_retention(traffic: Traffic) -> Non
     assert ("token.revoked", scenarios.REVOKED_TOKEN) in set(
         zip(changes.column("event"), changes.column("token"), strict=True)
     )
-
-
-def test_the_read_only_user_statements_in_the_readme_parse(traffic: Traffic) -> None:
-    readme = (files.GRAFANA_DIR / "README.md").read_text()
-    (block,) = re.findall(r"```sql\n(.*?)```", readme, re.S)
-    statements = [s.strip() for s in block.split(";") if s.strip()]
-    assert [s.split()[0] for s in statements] == ["CREATE", "CREATE", "GRANT"]
-    for statement in statements:
-        ast = traffic.stores["attack"].query(f"EXPLAIN AST {statement}").result_rows
-        assert ast, statement

@@ -11,7 +11,12 @@ from pathlib import Path
 import pytest
 
 from tokenotel.errors import FingerprintKeyError
-from tokenotel.mapping.fingerprint import KEY_FILE_NAME, Fingerprinter, load_key
+from tokenotel.mapping.fingerprint import (
+    KEY_FILE_NAME,
+    Fingerprinter,
+    load_key,
+    load_previous_keys,
+)
 
 KEY = bytes(range(32))
 
@@ -51,6 +56,7 @@ def test_first_load_creates_a_private_random_key_and_says_so(
         first = load_key(None, data_dir)
     path = data_dir / KEY_FILE_NAME
     assert stat.S_IMODE(path.stat().st_mode) == 0o600
+    assert stat.S_IMODE(data_dir.stat().st_mode) == 0o700  # a directory of secrets
     assert bytes.fromhex(path.read_text().strip()) == first.key
     assert len(first.key) == 32
     assert first.key_id in caplog.text
@@ -87,3 +93,22 @@ def test_malformed_key_files_are_rejected(tmp_path: Path, content: str, message:
 def test_unreadable_key_file_is_an_error(tmp_path: Path) -> None:
     with pytest.raises(FingerprintKeyError, match="cannot read"):
         load_key(tmp_path / "missing.key", tmp_path)
+
+
+def test_previous_keys_fingerprint_a_secret_as_they_did_before_a_rotation(tmp_path: Path) -> None:
+    """docs/keys.md: the old key, kept as a previous key, gives the fingerprint stored before
+    the rotation; each fingerprint names its key."""
+    old_key, new_key = bytes(range(32)), bytes(range(1, 33))
+    old_file, other_file = tmp_path / "old.key", tmp_path / "older.key"
+    old_file.write_text(old_key.hex() + "\n")
+    other_file.write_text(bytes(16).hex())
+    stored_before = Fingerprinter(old_key)("ghp_secret")
+    previous = load_previous_keys([old_file, other_file])
+    assert [key.key for key in previous] == [old_key, bytes(16)]
+    assert previous[0]("ghp_secret") == stored_before
+    assert Fingerprinter(new_key)("ghp_secret").split(":")[1] != stored_before.split(":")[1]
+
+
+def test_a_bad_previous_key_is_an_error_naming_its_file(tmp_path: Path) -> None:
+    with pytest.raises(FingerprintKeyError, match=r"missing\.key"):
+        load_previous_keys([tmp_path / "missing.key"])

@@ -26,6 +26,7 @@ SECRETS = {
     "npm": "npm_" + "a1B2c3D4e5" * 3 + "F6g7H8",
     "openai": "sk-proj-" + "abcdEFGH1234" * 3,
     "google": "AIza" + "SyA1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q",
+    "tokenotel": "tko_0a1b2c3d_" + "Zq-9_xYw" * 5 + "AbC",
 }
 
 

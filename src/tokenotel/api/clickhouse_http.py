@@ -43,6 +43,7 @@ from aiohttp import web
 from multidict import MultiDict
 
 from tokenotel.errors import ConfigError, StoreUnavailable, TokenotelError
+from tokenotel.security.tls import ServerTls
 from tokenotel.store.client import Store
 
 log = logging.getLogger(__name__)
@@ -687,7 +688,7 @@ def _credentials(request: web.Request) -> tuple[str, str] | None:
 
 class ClickHouseHttpListener:
     """Serves the ClickHouse HTTP interface on ``host``:``port`` (0: the system picks) over
-    ``store``, to one user."""
+    ``store``, to one user; over TLS (HTTPS) when ``tls`` is given."""
 
     name = "ClickHouse HTTP"
 
@@ -700,6 +701,8 @@ class ClickHouseHttpListener:
         user: str,
         password: str,
         limits: QueryLimits | None = None,
+        on_failed_login: Callable[[str, str, bool], None] | None = None,
+        tls: ServerTls | None = None,
     ) -> None:
         if store.options.server is not None:
             raise ConfigError(
@@ -710,11 +713,15 @@ class ClickHouseHttpListener:
         if not password:
             raise ConfigError("the ClickHouse HTTP interface needs a password")
         self.host, self._port = host, port
+        self.tls = tls
         self.port = 0  # the port it listens on, once started
         self.limits = limits or QueryLimits()
         self._engine = _Engine(store, self.limits)
         self._user = user.encode()
         self._password = password.encode()
+        #: Told of every refused login: (user given, client address, whether any credential
+        #: was given); the service records it in the trail.
+        self._on_failed_login = on_failed_login
         self._runner: web.AppRunner | None = None
         self._executor: ThreadPoolExecutor | None = None
         self.in_flight = 0  # queries admitted: running or waiting for a thread
@@ -727,7 +734,11 @@ class ClickHouseHttpListener:
         runner = web.AppRunner(self._app(), access_log=None, auto_decompress=False)
         await runner.setup()
         try:
-            await web.TCPSite(runner, self.host, self._port, reuse_port=False).start()
+            ssl_context = self.tls.ssl_context() if self.tls is not None else None
+            site = web.TCPSite(
+                runner, self.host, self._port, ssl_context=ssl_context, reuse_port=False
+            )
+            await site.start()
         except BaseException:
             await runner.cleanup()
             self._executor.shutdown(wait=False)
@@ -795,6 +806,8 @@ class ClickHouseHttpListener:
         user_ok = hmac.compare_digest(user.encode(), self._user)
         password_ok = hmac.compare_digest(password.encode(), self._password)
         if not (user_ok and password_ok):
+            if self._on_failed_login is not None:
+                self._on_failed_login(user, request.remote or "", given is not None)
             raise ClickHouseError(
                 AUTHENTICATION_FAILED,
                 f"{user}: Authentication failed: password is incorrect, or there is no user "

@@ -33,6 +33,9 @@ from tokenotel.query.search import Cursor, EventFilter, committed, newest_stamp,
 from tokenotel.query.summary import summarise
 from tokenotel.query.timeline import timeline
 from tokenotel.query.tokens import TokenFilter, list_tokens
+from tokenotel.security.access import Access, GrpcAccess
+from tokenotel.security.credentials import Role
+from tokenotel.security.tls import ServerTls
 from tokenotel.store.client import Store
 from tokenotel.v1 import audit_pb2, audit_pb2_grpc
 
@@ -66,12 +69,14 @@ class TokenAuditService(audit_pb2_grpc.TokenAuditServicer):
         store: Store,
         fingerprint: Fingerprinter,
         commits: Commits,
+        previous_fingerprints: tuple[Fingerprinter, ...] = (),
         trust: Trust | None = None,
     ) -> None:
         """``trust``: the service's own public key and checkpoint directory (None: tamper
         evidence is off)."""
         self._store = store
         self._fingerprint = fingerprint
+        self._previous_fingerprints = previous_fingerprints
         self._commits = commits
         self._trust = trust
 
@@ -193,7 +198,9 @@ class TokenAuditService(audit_pb2_grpc.TokenAuditServicer):
             if not request.secret:
                 raise InvalidArgument("the secret is empty", field="secret")
             return audit_pb2.FingerprintSecretResponse(
-                fingerprint=self._fingerprint(request.secret), key_id=self._fingerprint.key_id
+                fingerprint=self._fingerprint(request.secret),
+                key_id=self._fingerprint.key_id,
+                previous_fingerprints=[key(request.secret) for key in self._previous_fingerprints],
             )
 
         return await _answer(context, answer)
@@ -327,9 +334,24 @@ def token_filter_of(message: audit_pb2.ListTokensRequest) -> TokenFilter:
     )
 
 
+#: The administrative calls (docs/tamper-evidence.md): what they tell is for auditors.
+ADMIN_METHODS = frozenset(
+    f"/{SERVICE}/{name}" for name in ("Verify", "ListCheckpoints", "GetConsistencyProof")
+)
+
+
+def need_of(method: str) -> Role:
+    """The role a call of the query API needs: admin for the administrative calls, read for
+    the others (admin may do everything). Reflection too: the schema is public (proto/), but a
+    caller without a credential learns nothing about what runs here. Health is open
+    (security.access)."""
+    return Role.ADMIN if method in ADMIN_METHODS else Role.READ
+
+
 class TokenAuditListener:
     """Serves TokenAudit, gRPC health (SERVING while the store answers) and server reflection on
-    ``host``:``port`` (0: the system picks)."""
+    ``host``:``port`` (0: the system picks), over TLS when ``tls`` is given; with ``access``,
+    every call but health needs a credential (``need_of``)."""
 
     name = "query API"
 
@@ -340,24 +362,36 @@ class TokenAuditListener:
         store: Store,
         fingerprint: Fingerprinter,
         commits: Commits,
+        previous_fingerprints: tuple[Fingerprinter, ...] = (),
+        access: Access | None = None,
+        *,
+        tls: ServerTls | None = None,
         trust: Trust | None = None,
     ) -> None:
         self.host, self._port = host, port
-        self._service = TokenAuditService(store, fingerprint, commits, trust)
+        self.tls = tls
+        self._access = access
+        self._service = TokenAuditService(store, fingerprint, commits, previous_fingerprints, trust)
         self._store = store
         self._server: grpc.aio.Server | None = None
         self._health_task: asyncio.Task[None] | None = None
         self.port = 0
 
     async def start(self) -> None:
-        server = grpc.aio.server(options=[("grpc.so_reuseport", 0)])
+        interceptors = []
+        if self._access is not None:
+            interceptors.append(GrpcAccess(self._access, self.name, need_of))
+        server = grpc.aio.server(interceptors=interceptors, options=[("grpc.so_reuseport", 0)])
         audit_pb2_grpc.add_TokenAuditServicer_to_server(self._service, server)
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         names = (SERVICE, health_pb2.DESCRIPTOR.services_by_name["Health"].full_name)
         reflection.enable_server_reflection((*names, reflection.SERVICE_NAME), server)
         address = f"[{self.host}]:{self._port}" if ":" in self.host else f"{self.host}:{self._port}"
-        port = server.add_insecure_port(address)
+        if self.tls is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, self.tls.grpc_credentials())
         if port == 0 and self._port != 0:
             raise OSError(f"cannot listen for the query API on {address}: taken or invalid")
         await server.start()

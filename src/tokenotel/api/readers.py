@@ -7,7 +7,9 @@ from __future__ import annotations
 import contextlib
 import json
 import os
+import re
 from collections.abc import Iterator
+from dataclasses import dataclass
 from datetime import datetime, timedelta
 from pathlib import Path
 from typing import Any, Protocol
@@ -19,12 +21,15 @@ from grpc_status import rpc_status
 from tokenotel.api import paging
 from tokenotel.api.messages import duration, from_message, timestamp
 from tokenotel.errors import (
+    ConfigError,
     DeadlineExceeded,
     InvalidArgument,
     NotFound,
     PermanentError,
+    PermissionDenied,
     StoreUnavailable,
     TokenotelError,
+    Unauthenticated,
 )
 from tokenotel.integrity.verify import Finding, Kind, Status
 from tokenotel.integrity.verify import Summary as VerifySummary
@@ -110,13 +115,43 @@ class StoreReader:
         self._store.close()
 
 
-class ServiceReader:
-    """Reads through a running service's query API (tokenotel.v1.TokenAudit)."""
+def read_credential_file(path: Path) -> str:
+    """The credential in ``path`` (its first line); raises ConfigError naming the file."""
+    try:
+        lines = path.read_text(encoding="utf-8").splitlines()
+    except (OSError, UnicodeDecodeError) as e:
+        raise ConfigError(
+            f"cannot read server_credential_file {path}: {e}; write a credential made by "
+            "`tokenotel auth add --role read` into it"
+        ) from None
+    credential = lines[0].strip() if lines else ""
+    if not credential:
+        raise ConfigError(
+            f"server_credential_file {path} is empty: write a credential made by "
+            "`tokenotel auth add --role read` into it"
+        )
+    return credential
 
-    def __init__(self, address: str) -> None:
+
+class ServiceReader:
+    """Reads through a running service's query API (tokenotel.v1.TokenAudit), sending
+    ``credential`` (as ``authorization: Bearer …``) when one is given; over TLS when given
+    ``tls`` (security.tls.channel_credentials), else in plaintext."""
+
+    def __init__(
+        self,
+        address: str,
+        credential: str | None = None,
+        tls: grpc.ChannelCredentials | None = None,
+    ) -> None:
         self.address = address
-        self._channel = grpc.insecure_channel(address)
+        self._channel = (
+            grpc.secure_channel(address, tls) if tls is not None else grpc.insecure_channel(address)
+        )
+        self._tls = tls is not None
         self._api = audit_pb2_grpc.TokenAuditStub(self._channel)
+        self._metadata = (("authorization", f"Bearer {credential}"),) if credential else ()
+        self._has_credential = credential is not None
 
     def events(self, event_filter: EventFilter, limit: int) -> list[dict[str, Any]]:
         request = audit_pb2.SearchEventsRequest(filter=filter_message(event_filter))
@@ -166,14 +201,17 @@ class ServiceReader:
     ) -> Iterator[tuple[list[dict[str, Any]], str]]:
         request = audit_pb2.TailEventsRequest(filter=filter_message(event_filter), cursor=cursor)
         try:
-            for response in self._api.TailEvents(request):
+            for response in self._api.TailEvents(request, metadata=self._metadata):
                 yield [from_message(event) for event in response.events], response.cursor
         except grpc.RpcError as e:
-            raise _error(e) from None
+            raise self._error(e) from None
 
-    def fingerprint(self, secret: str) -> str:
+    def fingerprints(self, secret: str) -> list[str]:
+        """The secret's fingerprint under the service's key, then under each key it used
+        before a rotation."""
         request = audit_pb2.FingerprintSecretRequest(secret=secret)
-        return str(self._call(self._api.FingerprintSecret, request).fingerprint)
+        answer = self._call(self._api.FingerprintSecret, request)
+        return [str(answer.fingerprint), *answer.previous_fingerprints]
 
     def verify(self, since: datetime | None) -> Iterator[Finding | VerifySummary]:
         """The service's verification of its store: findings, then the summary."""
@@ -182,7 +220,7 @@ class ServiceReader:
         if moment is not None:
             request.since.CopyFrom(moment)
         try:
-            for response in self._api.Verify(request):
+            for response in self._api.Verify(request, metadata=self._metadata):
                 if response.HasField("finding"):
                     found = response.finding
                     yield Finding(
@@ -194,7 +232,7 @@ class ServiceReader:
                         **{name: getattr(counts, name) for name in vars(VerifySummary())}
                     )
         except grpc.RpcError as e:
-            raise _error(e) from None
+            raise self._error(e) from None
 
     def checkpoints(self) -> list[str]:
         """The signed checkpoints the service keeps, by tree size and time."""
@@ -210,15 +248,52 @@ class ServiceReader:
 
     def _call(self, method: Any, request: Any) -> Any:
         try:
-            return method(request, timeout=120)
+            return method(request, timeout=120, metadata=self._metadata)
         except grpc.RpcError as e:
-            raise _error(e) from None
+            raise self._error(e) from None
+
+    def _error(self, error: grpc.RpcError) -> TokenotelError:
+        """A connection that failed for TLS says how to fix it; else as ``_error``."""
+        message = error.details() or ""
+        if error.code() == grpc.StatusCode.UNAVAILABLE:
+            if self._tls and _TLS_FAILED.search(message):
+                return PermanentError(
+                    f"TLS with the query API at {self.address} failed ({message}): set "
+                    "server_ca_file to the CA that signed its certificate, and under mutual TLS "
+                    "client_cert_file and client_key_file"
+                )
+            if not self._tls and _PLAINTEXT_REFUSED.search(message):
+                return PermanentError(
+                    f"the query API at {self.address} did not answer in plaintext ({message}): "
+                    "if it serves TLS, set server_ca_file to the CA that signed its certificate"
+                )
+        return _error(error, self._has_credential)
 
 
-def _error(error: grpc.RpcError) -> TokenotelError:
+#: What gRPC says when a server closes the connection at once: a plaintext client met a TLS
+#: server, or (TLS 1.3 settles client certificates after the client's side of the handshake)
+#: a server under mutual TLS refused the client's certificate ...
+_PLAINTEXT_REFUSED = re.compile(r"Socket closed|Connection reset")
+#: ... and when the client refused the server's certificate.
+_TLS_FAILED = re.compile(rf"(?i)handshake|certificate|ssl|{_PLAINTEXT_REFUSED.pattern}")
+
+
+def _error(error: grpc.RpcError, has_credential: bool) -> TokenotelError:
     """The API's status as the error a local read would have raised."""
     message = error.details() or str(error.code())
     code = error.code()
+    if code == grpc.StatusCode.UNAUTHENTICATED:
+        if has_credential:
+            return Unauthenticated(
+                "the service refused the credential of server_credential_file (wrong or "
+                "revoked): put a valid one there (tokenotel auth add --role read)"
+            )
+        return Unauthenticated(
+            "the service requires a credential: set server_credential_file "
+            "(--server-credential-file) to a file holding one with role read or admin"
+        )
+    if code == grpc.StatusCode.PERMISSION_DENIED:
+        return PermissionDenied(message)
     if code == grpc.StatusCode.INVALID_ARGUMENT:
         status = rpc_status.from_call(error)  # type: ignore[arg-type]
         field = ""
@@ -236,9 +311,18 @@ def _error(error: grpc.RpcError) -> TokenotelError:
     return PermanentError(f"the service's query API answered {code.name}: {message}")
 
 
-def record_service(data_dir: Path, api_address: str) -> None:
-    """Notes in the data directory where the running service's query API listens."""
-    record = {"api": api_address, "pid": os.getpid()}
+@dataclass(frozen=True)
+class RunningService:
+    """Where the service that holds a data directory answers its query API."""
+
+    address: str
+    tls: bool
+
+
+def record_service(data_dir: Path, api_address: str, *, tls: bool) -> None:
+    """Notes in the data directory where the running service's query API listens, and whether
+    it serves TLS."""
+    record = {"api": api_address, "pid": os.getpid(), "tls": tls}
     (data_dir / SERVICE_RECORD).write_text(json.dumps(record), encoding="utf-8")
 
 
@@ -247,12 +331,13 @@ def forget_service(data_dir: Path) -> None:
         (data_dir / SERVICE_RECORD).unlink()
 
 
-def running_service(data_dir: Path) -> str | None:
-    """The query API address of the service that holds ``data_dir``, if one runs; a record
-    left by a service that died (its process is gone) is ignored."""
+def running_service(data_dir: Path) -> RunningService | None:
+    """The query API of the service that holds ``data_dir``, if one runs; a record left by a
+    service that died (its process is gone) is ignored."""
     try:
         record = json.loads((data_dir / SERVICE_RECORD).read_text(encoding="utf-8"))
         pid, address = int(record["pid"]), str(record["api"])
+        tls = bool(record.get("tls", False))
     except (OSError, ValueError, KeyError, TypeError):
         return None
     try:
@@ -261,4 +346,4 @@ def running_service(data_dir: Path) -> str | None:
         return None
     except PermissionError:  # alive, another user's
         pass
-    return address
+    return RunningService(address, tls)

@@ -16,6 +16,9 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from tokenotel.errors import INTERNAL_ERROR, TokenotelError, rich_status
 from tokenotel.ingest.consumer import LogsConsumer
 from tokenotel.mapping.decode import PROTOBUF
+from tokenotel.security.access import Access, GrpcAccess
+from tokenotel.security.credentials import Role
+from tokenotel.security.tls import ServerTls
 
 log = logging.getLogger(__name__)
 
@@ -26,32 +29,46 @@ STOP_GRACE_S = 5
 
 
 class OtlpGrpcListener:
-    """Serves OTLP/gRPC on ``host``:``port`` (0: the system picks) for ``consumer``; the health
-    service says SERVING only while the consumer is ready.
+    """Serves OTLP/gRPC on ``host``:``port`` (0: the system picks) for ``consumer``, over TLS
+    when ``tls`` is given; the health service says SERVING only while the consumer is ready.
 
     gRPC applies ``max_request_bytes`` to the decompressed message and answers
     RESOURCE_EXHAUSTED (without RetryInfo) above it, as OTLP asks. SO_REUSEPORT is off so a
-    port already taken is an error, not a silent second listener.
+    port already taken is an error, not a silent second listener. With ``access``, Export needs
+    a credential of role ingest (or admin); health stays open.
     """
 
     name = "OTLP/gRPC"
 
     def __init__(
-        self, host: str, port: int, consumer: LogsConsumer, max_request_bytes: int
+        self,
+        host: str,
+        port: int,
+        consumer: LogsConsumer,
+        max_request_bytes: int,
+        access: Access | None = None,
+        *,
+        tls: ServerTls | None = None,
     ) -> None:
         self.host, self._port = host, port
+        self.tls = tls
         self._consumer = consumer
         self._max_request_bytes = max_request_bytes
+        self._access = access
         self._server: grpc.aio.Server | None = None
         self._health_task: asyncio.Task[None] | None = None
         self.port = 0  # the port it listens on, once started
 
     async def start(self) -> None:
+        interceptors = []
+        if self._access is not None:
+            interceptors.append(GrpcAccess(self._access, self.name, lambda _: Role.INGEST))
         server = grpc.aio.server(
+            interceptors=interceptors,
             options=[
                 ("grpc.max_receive_message_length", self._max_request_bytes),
                 ("grpc.so_reuseport", 0),
-            ]
+            ],
         )
         handler = grpc.method_handlers_generic_handler(
             LOGS_SERVICE,
@@ -67,7 +84,10 @@ class OtlpGrpcListener:
         health_servicer = health.aio.HealthServicer()
         health_pb2_grpc.add_HealthServicer_to_server(health_servicer, server)
         address = f"[{self.host}]:{self._port}" if ":" in self.host else f"{self.host}:{self._port}"
-        port = server.add_insecure_port(address)
+        if self.tls is None:
+            port = server.add_insecure_port(address)
+        else:
+            port = server.add_secure_port(address, self.tls.grpc_credentials())
         if port == 0 and self._port != 0:
             raise OSError(f"cannot listen for gRPC on {address}: the address is taken or invalid")
         await _set_health(health_servicer, serving=False)  # until the store has answered

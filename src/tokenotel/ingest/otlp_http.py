@@ -1,9 +1,11 @@
-"""OTLP/HTTP: POST /v1/logs in protobuf or JSON (gzip accepted), plus /healthz and /readyz."""
+"""OTLP/HTTP: POST /v1/logs in protobuf or JSON (gzip accepted), plus /healthz and /readyz; with
+authentication on, /v1/logs needs a credential of role ingest (the health paths stay open)."""
 
 from __future__ import annotations
 
 import asyncio
 import logging
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from aiohttp import web
@@ -14,31 +16,48 @@ from google.rpc import code_pb2, status_pb2
 from tokenotel.errors import (
     INTERNAL_ERROR,
     MethodNotAllowed,
+    PermissionDenied,
     RequestTooLarge,
     TokenotelError,
+    Unauthenticated,
     UnsupportedContentType,
     client_status,
 )
 from tokenotel.ingest.consumer import LogsConsumer
 from tokenotel.ingest.content_encoding import decompress
 from tokenotel.mapping.decode import JSON, PROTOBUF
+from tokenotel.security.access import Access
+from tokenotel.security.audit import Caller
+from tokenotel.security.credentials import Role
+from tokenotel.security.tls import ServerTls
 
 log = logging.getLogger(__name__)
 
 LOGS_PATH = "/v1/logs"
 _CONTENT_TYPES = (PROTOBUF, JSON)
+#: Probed by load balancers and orchestrators without a credential.
+OPEN_PATHS = frozenset({"/healthz", "/readyz"})
 
 
 class OtlpHttpListener:
-    """Serves OTLP/HTTP and the health endpoints on ``host``:``port`` (0: the system picks)."""
+    """Serves OTLP/HTTP and the health endpoints on ``host``:``port`` (0: the system picks),
+    over TLS (HTTPS) when ``tls`` is given."""
 
     name = "OTLP/HTTP"
 
     def __init__(
-        self, host: str, port: int, consumer: LogsConsumer, max_request_bytes: int
+        self,
+        host: str,
+        port: int,
+        consumer: LogsConsumer,
+        max_request_bytes: int,
+        access: Access | None = None,
+        *,
+        tls: ServerTls | None = None,
     ) -> None:
         self.host, self._port = host, port
-        self._app = build_app(consumer, max_request_bytes)
+        self.tls = tls
+        self._app = build_app(consumer, max_request_bytes, access, self.name)
         self._runner: web.AppRunner | None = None
         self.port = 0  # the port it listens on, once started
 
@@ -46,7 +65,11 @@ class OtlpHttpListener:
         runner = web.AppRunner(self._app, access_log=None, auto_decompress=False)
         await runner.setup()
         try:
-            await web.TCPSite(runner, self.host, self._port, reuse_port=False).start()
+            ssl_context = self.tls.ssl_context() if self.tls is not None else None
+            site = web.TCPSite(
+                runner, self.host, self._port, ssl_context=ssl_context, reuse_port=False
+            )
+            await site.start()
         except BaseException:
             await runner.cleanup()
             raise
@@ -60,7 +83,12 @@ class OtlpHttpListener:
             self._runner = None
 
 
-def build_app(consumer: LogsConsumer, max_request_bytes: int) -> web.Application:
+def build_app(
+    consumer: LogsConsumer,
+    max_request_bytes: int,
+    access: Access | None = None,
+    listener: str = OtlpHttpListener.name,
+) -> web.Application:
     async def logs(request: web.Request) -> web.StreamResponse:
         if request.method != "POST":
             message = f"{request.method} is not allowed on {LOGS_PATH}; use POST"
@@ -100,11 +128,34 @@ def build_app(consumer: LogsConsumer, max_request_bytes: int) -> web.Application
             return web.json_response({"status": "ready"})
         return web.json_response({"status": "store unreachable"}, status=503)
 
-    app = web.Application(client_max_size=max_request_bytes)
+    middlewares = [] if access is None else [_required_credential(access, listener)]
+    app = web.Application(client_max_size=max_request_bytes, middlewares=middlewares)
     app.router.add_route("*", LOGS_PATH, logs)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
     return app
+
+
+Handler = Callable[[web.Request], Awaitable[web.StreamResponse]]
+
+
+def _required_credential(access: Access, listener: str) -> Any:
+    """Middleware: every path but the health ones needs a credential of role ingest, checked
+    before the body is read."""
+
+    @web.middleware
+    async def required_credential(request: web.Request, handler: Handler) -> web.StreamResponse:
+        if request.path not in OPEN_PATHS:
+            caller = Caller(request.remote or "", listener, request.path, request.method)
+            authorization = request.headers.getall("Authorization", [])
+            try:
+                access.check(authorization, Role.INGEST, caller, http=True)
+            except (Unauthenticated, PermissionDenied) as e:
+                content_type = request.content_type
+                return _error(e, content_type if content_type in _CONTENT_TYPES else JSON)
+        return await handler(request)
+
+    return required_credential
 
 
 async def _read(request: web.Request, limit: int) -> bytes:
@@ -128,6 +179,8 @@ def _error(error: TokenotelError, content_type: str) -> web.Response:
     headers = {}
     if isinstance(error, MethodNotAllowed):
         headers["Allow"] = "POST"
+    if isinstance(error, Unauthenticated):
+        headers["WWW-Authenticate"] = "Bearer"  # the scheme to answer with (RFC 6750)
     if status.retry_after_s is not None:  # whole seconds, at least one
         headers["Retry-After"] = str(max(1, round(status.retry_after_s)))
     return _message(

@@ -7,6 +7,7 @@ import hmac
 import logging
 import os
 import secrets
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -40,6 +41,12 @@ class Fingerprinter:
         return f"Fingerprinter(key_id={self.key_id!r})"
 
 
+def load_previous_keys(key_files: Sequence[Path]) -> tuple[Fingerprinter, ...]:
+    """The keys used before a rotation (``previous_fingerprint_key_files``), in order: a
+    search for a secret computes its fingerprint under each too (docs/keys.md)."""
+    return tuple(Fingerprinter(_read_key(path)) for path in key_files)
+
+
 def load_key(key_file: Path | None, data_dir: Path, *, create: bool = True) -> Fingerprinter:
     """The key from ``key_file``; without one, ``<data_dir>/fingerprint.key`` (created if allowed).
 
@@ -55,7 +62,8 @@ def load_key(key_file: Path | None, data_dir: Path, *, create: bool = True) -> F
             f"no fingerprint key in {data_dir}: point --data-dir at the service's data directory "
             "or set TOKENOTEL_FINGERPRINT_KEY_FILE"
         )
-    data_dir.mkdir(parents=True, exist_ok=True)
+    # The user's alone, as the store's data directory (its mode when tokenotel makes it).
+    data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     key = secrets.token_bytes(32)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o600)
     with os.fdopen(fd, "w") as f:

@@ -23,6 +23,7 @@ _PATTERNS = (
     r"\bnpm_[A-Za-z0-9]{36}\b",  # npm
     r"\bsk-(?:proj-)?[A-Za-z0-9_-]{32,}",  # OpenAI-style
     r"\bAIza[0-9A-Za-z_-]{35}",  # Google API key
+    r"\btko_[0-9a-f]{8}_[A-Za-z0-9_-]{43}",  # tokenotel's own credentials (tokenotel auth)
 )
 SECRET_RE = re.compile("|".join(_PATTERNS))
 

@@ -1,5 +1,5 @@
-"""What the reading commands print: events, tokens, a timeline or a summary, as rich tables,
-JSON (lines) or CSV."""
+"""What the reading commands print: events, tokens, a timeline or a summary (and tokenotel's own
+credentials), as rich tables, JSON (lines) or CSV."""
 
 from __future__ import annotations
 
@@ -30,6 +30,13 @@ def write_events(events: list[dict[str, Any]], fmt: Format, out: TextIO = sys.st
 
 def write_tokens(tokens: list[dict[str, Any]], fmt: Format, out: TextIO = sys.stdout) -> None:
     _write_rows(tokens, fmt, out, _tokens_table, "token")
+
+
+def write_credentials(
+    credentials: list[dict[str, Any]], fmt: Format, out: TextIO = sys.stdout
+) -> None:
+    """tokenotel's own credentials (``tokenotel auth list``): never a secret or a hash."""
+    _write_rows(credentials, fmt, out, _credentials_table, "credential")
 
 
 def write_timeline(timeline: dict[str, Any], fmt: Format, out: TextIO = sys.stdout) -> None:
@@ -216,6 +223,22 @@ def _tokens_table(tokens: Iterable[dict[str, Any]], title: str | None) -> Table:
             t["last_ip"],
             str(t["use_count"]),
             str(t["failure_count"]),
+        )
+    return table
+
+
+def _credentials_table(credentials: Iterable[dict[str, Any]], title: str | None) -> Table:
+    table = _table(title, "id", "name", "role", "created", "by", "revoked", "by")
+    for c in credentials:
+        revoked = c["revoked"]
+        table.add_row(
+            c["id"],
+            c["name"],
+            c["role"],
+            _second(c["created"]),
+            c["created_by"],
+            f"[bold red]{_second(revoked)}[/bold red]" if revoked else "",
+            c["revoked_by"],
         )
     return table
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import fcntl
 import logging
 import threading
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -22,8 +23,8 @@ from tokenotel.errors import (
     SchemaOutdated,
     StoreUnavailable,
 )
-from tokenotel.store.migrate import Migration, applied_versions, available, migrate
-from tokenotel.store.retention import apply_retention
+from tokenotel.store.migrate import Migration, exists, migrate, pending
+from tokenotel.store.retention import apply_retention, retention_changes
 
 log = logging.getLogger(__name__)
 
@@ -31,6 +32,11 @@ EVENTS_TABLE = "token_events"
 #: tokenotel drops duplicate events itself before inserting, so ClickHouse need not merge
 #: rows of a ReplacingMergeTree while inserting: that saves about a third of insert CPU.
 INSERT_SETTINGS = {"optimize_on_insert": 0}
+#: A directory of secrets (the fingerprint key, credentials) is the user's alone.
+DATA_DIR_MODE = 0o700
+#: ClickHouse's answers to a statement the user may not run: ACCESS_DENIED, and READONLY for
+#: a user in read-only mode.
+_DENIED = ("ACCESS_DENIED", "Code: 497.", "READONLY", "Code: 164.")
 
 
 class ClickHouseServer:
@@ -58,7 +64,7 @@ class StoreOptions:
     server: ClickHouseServer | None
     database: str
     cluster: str | None  # cluster mode: the schema is managed by `tokenotel migrate --cluster`
-    retention_days: int
+    retention_days: int | None  # None: leave the TTLs as they are (the reading commands)
     retry_after_s: float  # how long clients are asked to wait while the store fails
 
 
@@ -82,6 +88,9 @@ class Store:
         self._thread = threading.local()
         self._readers: list[Client] = []
         self._generation = 0  # closing makes every thread's client one to replace
+        #: Told every statement the store's clients send, before it is sent (tests record
+        #: them to hold the service to the writer role's grants, see store/grants.py).
+        self.on_statement: Callable[[str], None] | None = None
 
     @property
     def target(self) -> str:
@@ -91,7 +100,8 @@ class Store:
         return f"embedded ClickHouse in {self.options.data_dir.resolve()}"
 
     def connect(self) -> Client:
-        """Opens the connection and applies pending migrations; raises StoreUnavailable."""
+        """Opens the connection and brings the schema up to date where it is behind (see
+        _prepare_schema); raises StoreUnavailable, or SchemaOutdated when this user may not."""
         with self._lock:
             if self._client is None:
                 self._client = self._open()
@@ -101,22 +111,30 @@ class Store:
         options = self.options
         try:
             if options.server is None:
-                options.data_dir.mkdir(parents=True, exist_ok=True)
-                dsn = f"chdb://{options.data_dir.resolve()}"
-                bootstrap = clickhouse_connect.get_client(dsn=dsn)
-                bootstrap.command(f"CREATE DATABASE IF NOT EXISTS {options.database}")
-                client = clickhouse_connect.get_client(dsn=dsn, database=options.database)
+                options.data_dir.mkdir(mode=DATA_DIR_MODE, parents=True, exist_ok=True)
+            bootstrap = self._new_client(None)
+            try:
+                if not exists(bootstrap, f"DATABASE {options.database}"):
+                    if options.cluster is not None:
+                        raise SchemaOutdated(
+                            f"cluster {options.cluster} has no database {options.database}: "
+                            f"run `tokenotel migrate --cluster {options.cluster}` first"
+                        )
+                    create = f"CREATE DATABASE IF NOT EXISTS {options.database}"
+                    self._change_schema(
+                        f"has no database {options.database}", lambda: bootstrap.command(create)
+                    )
+            finally:
                 bootstrap.close()
-            else:
-                bootstrap = server_client(options.server)
-                bootstrap.command(f"CREATE DATABASE IF NOT EXISTS {options.database}")
-                client = server_client(options.server, options.database)
-                bootstrap.close()
-            if options.cluster is None:
-                self.applied_migrations = migrate(client)
-                apply_retention(client, options.retention_days)
-            else:
-                _check_cluster_schema(client, options.cluster)
+            client = self._new_client(options.database)
+            try:
+                if options.cluster is None:
+                    self._prepare_schema(client)
+                else:
+                    _check_cluster_schema(client, options.cluster)
+            except BaseException:
+                client.close()  # (an embedded engine stays open while a client does)
+                raise
         except PermanentError:
             raise
         except Exception as e:
@@ -128,6 +146,61 @@ class Store:
                 ) from None
             raise self._unavailable(f"cannot reach {self.target}", e) from None
         log.info("store ready: %s", self.target)
+        return client
+
+    def _prepare_schema(self, client: Client) -> None:
+        """Checks the schema with SELECTs and changes it only where it is behind: a service
+        running as the writer role (no DDL, docs/least-privilege.md) starts on a current schema
+        without sending a single DDL statement."""
+        behind = pending(client)
+        if behind:
+            first = behind[0]
+            self.applied_migrations = self._change_schema(
+                f"lacks migration {first.version:04d}_{first.name}", lambda: migrate(client)
+            )
+        days = self.options.retention_days
+        if days is None:
+            return
+        tables = retention_changes(client, days)
+        if not tables:
+            return
+        try:
+            apply_retention(client, days, tables)
+        except Exception as e:
+            if not _denied(e):
+                raise
+            # The trail goes on being written: how long it is kept is the migrator's to change.
+            log.warning(
+                "retention of %s on %s is not %d days (retention_days), and this user may not "
+                "change it: run `tokenotel migrate` with the same retention_days as the "
+                "migrator (docs/least-privilege.md)",
+                ", ".join(tables),
+                self.target,
+                days,
+            )
+
+    def _change_schema(self, lack: str, change: Callable[[], Any]) -> Any:
+        """Runs ``change`` (DDL); a user that may not run it gets the command that can."""
+        try:
+            return change()
+        except Exception as e:
+            if not _denied(e):
+                raise
+            raise SchemaOutdated(
+                f"the schema in {self.target} {lack}, and this user may not change it: run "
+                "`tokenotel migrate --clickhouse-url …` as the migrator user first "
+                "(docs/least-privilege.md)"
+            ) from None
+
+    def _new_client(self, database: str | None) -> Client:
+        """A client of the embedded store or the server, on ``database`` (None: none)."""
+        if self.options.server is None:
+            dsn = f"chdb://{self.options.data_dir.resolve()}"
+            client = clickhouse_connect.get_client(dsn=dsn, database=database)
+        else:
+            client = server_client(self.options.server, database)
+        if self.on_statement is not None:
+            _announce(client, self.on_statement)
         return client
 
     def ready(self) -> bool:
@@ -194,11 +267,7 @@ class Store:
         if held is not None and held[0] == self._generation:
             return held[1]
         try:
-            if self.options.server is None:
-                dsn = f"chdb://{self.options.data_dir.resolve()}"
-                client = clickhouse_connect.get_client(dsn=dsn, database=self.options.database)
-            else:
-                client = server_client(self.options.server, self.options.database)
+            client = self._new_client(self.options.database)
         except Exception as e:
             raise self._unavailable(f"cannot reach {self.target}", e) from None
         with self._lock:
@@ -254,9 +323,39 @@ def _first_line(message: str) -> str:
 
 def _check_cluster_schema(client: Client, cluster: str) -> None:
     """In cluster mode the service never changes the schema: it must be up to date already."""
-    missing = [m for m in available() if m.version not in applied_versions(client)]
+    missing = pending(client)
     if missing:
         raise SchemaOutdated(
             f"the schema on cluster {cluster} lacks migration {missing[0].version:04d}_"
             f"{missing[0].name}: run `tokenotel migrate --cluster {cluster}` first"
         )
+
+
+def _denied(error: Exception) -> bool:
+    """Whether ClickHouse refused ``error``'s statement for the user's lack of rights."""
+    return any(mark in str(error) for mark in _DENIED)
+
+
+def _announce(client: Client, on_statement: Callable[[str], None]) -> None:
+    """Makes ``client`` tell ``on_statement`` each statement before sending it (an insert as
+    ``INSERT INTO <table> FORMAT …``)."""
+
+    def statement_first(method: Callable[..., Any]) -> Callable[..., Any]:
+        def call(sql: str, *args: Any, **kwargs: Any) -> Any:
+            on_statement(sql)
+            return method(sql, *args, **kwargs)
+
+        return call
+
+    def insert_first(method: Callable[..., Any], data_format: str) -> Callable[..., Any]:
+        def call(table: str, *args: Any, **kwargs: Any) -> Any:
+            on_statement(f"INSERT INTO {table} FORMAT {data_format}")
+            return method(table, *args, **kwargs)
+
+        return call
+
+    # Instance attributes, so only this client reports; its own calls stay as they are.
+    setattr(client, "query", statement_first(client.query))  # noqa: B010
+    setattr(client, "command", statement_first(client.command))  # noqa: B010
+    setattr(client, "insert", insert_first(client.insert, "Native"))  # noqa: B010
+    setattr(client, "insert_arrow", insert_first(client.insert_arrow, "Arrow"))  # noqa: B010

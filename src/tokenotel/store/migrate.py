@@ -114,13 +114,20 @@ def available() -> list[Migration]:
 
 def applied_versions(client: Client) -> set[int]:
     """Versions recorded as applied (none when the migrations table does not exist yet)."""
-    if not _exists(client, f"TABLE {MIGRATIONS_TABLE}"):
+    if not exists(client, f"TABLE {MIGRATIONS_TABLE}"):
         return set()
     return {row[0] for row in client.query(f"SELECT version FROM {MIGRATIONS_TABLE}").result_rows}
 
 
-def _exists(client: Client, what: str) -> bool:
-    """``EXISTS <what>`` (a table or view) as a truth value."""
+def pending(client: Client) -> list[Migration]:
+    """The migrations not yet recorded, in order: read with SELECTs only, so any user that
+    may read the schema can tell whether it is current."""
+    done = applied_versions(client)
+    return [m for m in available() if m.version not in done]
+
+
+def exists(client: Client, what: str) -> bool:
+    """``EXISTS <what>`` (a database, table or view) as a truth value."""
     return client.command(f"EXISTS {what}") in (1, "1")
 
 
@@ -141,7 +148,7 @@ def migrate(client: Client, up_to: int | None = None) -> list[Migration]:
         log.info("applying migration %04d_%s", migration.version, migration.name)
         for statement in migration.statements():
             backfill = backfill_of(statement)
-            existed = backfill is not None and _exists(client, backfill.view)
+            existed = backfill is not None and exists(client, backfill.view)
             client.command(statement)
             if backfill is not None and not existed:
                 client.command(backfill.sql())

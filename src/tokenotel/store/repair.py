@@ -95,7 +95,11 @@ class InsertJournal:
 
 def recount_rollups(store: Store, scope: InsertScope) -> list[str]:
     """Rebuilds, from the events, every rollup row that an insert of ``scope`` may have
-    touched; returns the rollups recounted. Nothing else may write meanwhile."""
+    touched; returns the rollups recounted. Nothing else may write meanwhile.
+
+    The embedded store's alone (the writer is given no journal for a server): it drops
+    partitions, deletes rows and creates a table, which the writer role of a server may not
+    (docs/least-privilege.md); a server finishes or fails an insert without the service."""
     views = store.query(VIEWS_SQL).result_rows
     targets = sorted({target for _, _, target in views})
     tables = {

@@ -30,27 +30,29 @@ WHERE database = currentDatabase() AND name IN {tables:Array(String)}
 """
 
 
-def apply_retention(client: Client, days: int) -> list[str]:
-    """Sets the TTL of every retained table to ``days`` where it differs; returns those changed.
+def retention_changes(client: Client, days: int) -> list[str]:
+    """The retained tables whose TTL is not ``days`` yet (read from system.tables only)."""
+    result = client.query(ENGINE_SQL, parameters={"tables": list(RETAINED)})
+    engines: dict[str, str] = {name: engine for name, engine in result.result_rows}
+    return [
+        table
+        for table, expression in RETAINED.items()
+        if f"TTL {expression} + toIntervalDay({days})" not in engines.get(table, "")
+        or "ttl_only_drop_parts = 1" not in engines.get(table, "")
+    ]
+
+
+def apply_retention(client: Client, days: int, tables: list[str]) -> None:
+    """Sets the TTL of ``tables`` (retained tables, see retention_changes) to ``days``.
 
     Existing parts are not rewritten (materialize_ttl_after_modify = 0): with
     ttl_only_drop_parts, whole monthly partitions are dropped once all their rows expire.
     """
-    result = client.query(ENGINE_SQL, parameters={"tables": list(RETAINED)})
-    engines: dict[str, str] = {name: engine for name, engine in result.result_rows}
-    changed = []
-    for table, expression in RETAINED.items():
-        engine = engines.get(table, "")
-        if f"TTL {expression} + toIntervalDay({days})" in engine and (
-            "ttl_only_drop_parts = 1" in engine
-        ):
-            continue
+    for table in tables:
         client.command(
-            f"ALTER TABLE {table} MODIFY TTL {expression} + INTERVAL {days} DAY",
+            f"ALTER TABLE {table} MODIFY TTL {RETAINED[table]} + INTERVAL {days} DAY",
             settings={"materialize_ttl_after_modify": 0},
         )
         client.command(f"ALTER TABLE {table} MODIFY SETTING ttl_only_drop_parts = 1")
-        changed.append(table)
-    if changed:
-        log.info("retention set to %d days on %s", days, ", ".join(changed))
-    return changed
+    if tables:
+        log.info("retention set to %d days on %s", days, ", ".join(tables))

@@ -393,12 +393,14 @@ class FingerprintSecretRequest(_message.Message):
     def __init__(self, secret: _Optional[str] = ...) -> None: ...
 
 class FingerprintSecretResponse(_message.Message):
-    __slots__ = ("fingerprint", "key_id")
+    __slots__ = ("fingerprint", "key_id", "previous_fingerprints")
     FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
     KEY_ID_FIELD_NUMBER: _ClassVar[int]
+    PREVIOUS_FINGERPRINTS_FIELD_NUMBER: _ClassVar[int]
     fingerprint: str
     key_id: str
-    def __init__(self, fingerprint: _Optional[str] = ..., key_id: _Optional[str] = ...) -> None: ...
+    previous_fingerprints: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, fingerprint: _Optional[str] = ..., key_id: _Optional[str] = ..., previous_fingerprints: _Optional[_Iterable[str]] = ...) -> None: ...
 
 class VerifyRequest(_message.Message):
     __slots__ = ("since",)

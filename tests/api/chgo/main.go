@@ -2,13 +2,16 @@
 // data source (v4.x, pkg/plugin/driver.go) sets, and prints each result as JSON: the tests
 // compare it with the same query run directly on the store.
 //
-// Usage: chgo -addr 127.0.0.1:8123 -user grafana -password-file FILE -database tokenotel QUERIES.json
-// where QUERIES.json is [{"name": "...", "sql": "..."}, ...]; prints [{"name", "columns",
+// Usage: chgo -addr 127.0.0.1:8123 -user grafana -password-file FILE -database tokenotel [-ca-file CA.crt] QUERIES.json
+// (-ca-file: over HTTPS, trusting only the CA certificates in that PEM file, as the data source
+// does with "TLS/SSL Auth Details" and a CA certificate set) where QUERIES.json is [{"name": "...", "sql": "..."}, ...]; prints [{"name", "columns",
 // "rows", "error"}, ...].
 package main
 
 import (
 	"context"
+	"crypto/tls"
+	"crypto/x509"
 	"database/sql"
 	"encoding/json"
 	"flag"
@@ -46,6 +49,7 @@ func main() {
 	user := flag.String("user", "grafana", "user name")
 	passwordFile := flag.String("password-file", "", "file holding the password")
 	database := flag.String("database", "tokenotel", "default database")
+	caFile := flag.String("ca-file", "", "PEM CA certificates: connect over HTTPS trusting only these")
 	flag.Parse()
 	if flag.NArg() != 1 || *passwordFile == "" {
 		fmt.Fprintln(os.Stderr, "usage: chgo -addr HOST:PORT -user NAME -password-file FILE [-database DB] QUERIES.json")
@@ -57,9 +61,19 @@ func main() {
 	fail(err)
 	var queries []query
 	fail(json.Unmarshal(text, &queries))
+	var tlsConfig *tls.Config // nil: plain HTTP
+	if *caFile != "" {
+		pem, err := os.ReadFile(*caFile)
+		fail(err)
+		roots := x509.NewCertPool()
+		if !roots.AppendCertsFromPEM(pem) {
+			fail(fmt.Errorf("no PEM certificate in %s", *caFile))
+		}
+		tlsConfig = &tls.Config{RootCAs: roots, MinVersion: tls.VersionTLS12}
+	}
 
 	// As the plugin's Connect does for protocol http (dialTimeout 10, queryTimeout 60, the
-	// defaults our data source file sets; no custom settings, no TLS).
+	// defaults our data source file sets; no custom settings; TLS only with -ca-file).
 	dialTimeout, queryTimeout := 10*time.Second, 60*time.Second
 	db := clickhouse.OpenDB(&clickhouse.Options{
 		Addr: []string{*addr},
@@ -78,6 +92,7 @@ func main() {
 		Protocol:    clickhouse.HTTP,
 		ReadTimeout: queryTimeout,
 		Settings:    clickhouse.Settings{},
+		TLS:         tlsConfig,
 	})
 	defer db.Close()
 	// The plugin's pool defaults (connMaxLifetime 5 min, maxIdleConns 25, maxOpenConns 50).
