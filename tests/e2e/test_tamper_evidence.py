@@ -17,7 +17,7 @@ from opentelemetry.sdk._logs.export import LogRecordExportResult
 from inprocess import embedded_store
 from otel_sdk import CheckedExporter, logger_provider
 from otlp_builders import RECENT_NS
-from processes import ServeProcess, clean_env, run_cli, start_serve
+from processes import ServeProcess, clean_env, run_cli
 from tokenotel.store.ledger import JOURNAL_FILE
 
 pytestmark = pytest.mark.e2e  # starts tokenotel processes
@@ -51,9 +51,11 @@ def verify(data_dir: Path, *args: str) -> tuple[int, str]:
     return result.returncode, result.stdout
 
 
-def test_verify_after_a_service_stopped_and_after_a_row_changed(tmp_path: Path) -> None:
+def test_verify_after_a_service_stopped_and_after_a_row_changed(
+    tmp_path: Path, serve_factory: Callable[..., ServeProcess]
+) -> None:
     data, published = tmp_path / "data", tmp_path / "published"
-    serve = start_serve(data, "--checkpoint-dir", str(published))
+    serve = serve_factory("--checkpoint-dir", str(published), data_dir=data)
     send(serve, "tok_a", 3)
     send(serve, "tok_b", 2)
     assert serve.stop() == 0, serve.output()
@@ -83,11 +85,13 @@ def test_verify_after_a_service_stopped_and_after_a_row_changed(tmp_path: Path) 
     assert "4/5 inserts valid" in out
 
 
-def test_events_after_the_newest_checkpoint_are_not_yet_covered(tmp_path: Path) -> None:
+def test_events_after_the_newest_checkpoint_are_not_yet_covered(
+    tmp_path: Path, serve_factory: Callable[..., ServeProcess]
+) -> None:
     """A service killed before its next checkpoint: what it wrote since is valid, and not yet
     covered by anything signed."""
     data = tmp_path / "data"
-    serve = start_serve(data, env=clean_env(TOKENOTEL_CHECKPOINT_INTERVAL_S="3600"))
+    serve = serve_factory(data_dir=data, env=clean_env(TOKENOTEL_CHECKPOINT_INTERVAL_S="3600"))
     send(serve, "tok_a", 4)
     journal = data / JOURNAL_FILE  # gone once every insert is sealed
     wait_until(lambda: not journal.exists(), 30, "the inserts to be sealed")
@@ -104,13 +108,15 @@ def test_events_after_the_newest_checkpoint_are_not_yet_covered(tmp_path: Path) 
     assert re.search(r"^insert 3 \(1 event at .*\): not yet covered$", out, re.M)
 
 
-def test_verify_through_the_query_api_checks_published_checkpoints_here(tmp_path: Path) -> None:
+def test_verify_through_the_query_api_checks_published_checkpoints_here(
+    tmp_path: Path, serve_factory: Callable[..., ServeProcess]
+) -> None:
     """The service checks its store; this machine checks the service's checkpoints with its own
     public key and its own published copies by consistency proofs. Deleting the newest insert
     with its leaf and checkpoints shows against the copies."""
     data, published = tmp_path / "data", tmp_path / "published"
     every_second = clean_env(TOKENOTEL_CHECKPOINT_INTERVAL_S="1")
-    serve = start_serve(data, "--checkpoint-dir", str(published), env=every_second)
+    serve = serve_factory("--checkpoint-dir", str(published), data_dir=data, env=every_second)
     send(serve, "tok_a", 3)
     wait_until(lambda: any(published.rglob("000000000003-*.checkpoint")), 30, "a checkpoint")
     code, out = verify(data, "--server", serve.api_target, "--checkpoints", str(published))
@@ -132,7 +138,9 @@ def test_verify_through_the_query_api_checks_published_checkpoints_here(tmp_path
     finally:
         store.close()
     elsewhere = tmp_path / "elsewhere"
-    serve = start_serve(data, "--checkpoint-dir", str(elsewhere), env=every_second, ports=ports)
+    serve = serve_factory(
+        "--checkpoint-dir", str(elsewhere), data_dir=data, env=every_second, ports=ports
+    )
     try:  # once it signed what it holds now
         wait_until(lambda: any(elsewhere.rglob("000000000002-*.checkpoint")), 30, "a checkpoint")
         code, out = verify(data, "--server", serve.api_target, "--checkpoints", str(published))

@@ -28,10 +28,12 @@ import queue
 import struct
 import threading
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
+from functools import partial
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import numpy as np
 import pyarrow as pa
@@ -43,6 +45,7 @@ from tokenotel.store.client import EVENTS_TABLE, Store
 from tokenotel.store.row_digest import DIGEST_COLUMNS, rows_digest
 
 log = logging.getLogger(__name__)
+T = TypeVar("T")
 
 LEDGER_TABLE = "ledger"
 #: In the data directory: the stamps of inserts begun and not sealed yet, one a line.
@@ -97,6 +100,10 @@ ORDER BY stamp, partition
 READ_ROWS = 500_000
 #: Committed inserts waiting to be sealed before the writer waits for the ledger.
 QUEUED = 8
+#: Leaves are written at most this often (each write costs a few ms of the store's CPU).
+WRITE_EVERY_S = 1.0
+_FLUSH = (-1, None)  # a queue item: write the leaves now
+_EPOCH = datetime(1970, 1, 1, tzinfo=UTC)
 
 
 @dataclass(frozen=True)
@@ -141,17 +148,30 @@ class Leaf:
         return merkle.leaf_hash(self.to_bytes())
 
 
+class _Skipped(Exception):
+    """Sealing failed for a reason other than the store (a bug, logged)."""
+
+
 def seal_rows(table: pa.Table) -> list[Sealed]:
     """The rows of one insert, a ``Sealed`` for each month of event time, months in order."""
-    times = table.column("event_time")
-    months = pc.add(pc.multiply(pc.year(times), 100), pc.month(times))
-    found = sorted(pc.unique(months).to_pylist())
+    times = table.column("event_time").cast(pa.int64())
+    low, high = (value.as_py() for value in pc.min_max(times).values())
+    if _month(low) == _month(high):  # nearly always: no month to find row by row
+        return [Sealed(_month(low), table.num_rows, low, high, rows_digest(table))]
+    stamps = table.column("event_time")
+    months = pc.add(pc.multiply(pc.year(stamps), 100), pc.month(stamps))
     sealed = []
-    for month in found:
-        rows = table if len(found) == 1 else table.filter(pc.equal(months, month))
+    for month in sorted(pc.unique(months).to_pylist()):
+        rows = table.filter(pc.equal(months, month))
         low, high = pc.min_max(rows.column("event_time").cast(pa.int64())).values()
         sealed.append(Sealed(month, rows.num_rows, low.as_py(), high.as_py(), rows_digest(rows)))
     return sealed
+
+
+def _month(ns: int) -> int:
+    """YYYYMM of a time in ns since the epoch (UTC), as ClickHouse's toYYYYMM."""
+    moment = _EPOCH + timedelta(microseconds=ns // 1000)
+    return moment.year * 100 + moment.month
 
 
 @dataclass(frozen=True)
@@ -179,7 +199,8 @@ class Ledger:
         self._sealed_now = threading.Condition(self._lock)
         #: Stamps begun and not sealed yet, oldest first (what the journal holds).
         self._pending: list[int] = []
-        self._queue: queue.Queue[tuple[int, pa.Table | None] | None] = queue.Queue(QUEUED)
+        self._queue: queue.Queue[tuple[int, pa.Table | None] | None] = queue.Queue()
+        self._room = threading.Semaphore(QUEUED)  # for committed inserts' rows, not failures
         self._thread: threading.Thread | None = None
         self._closing = threading.Event()
         self.loaded = False
@@ -228,7 +249,9 @@ class Ledger:
             self._write_journal()
 
     def committed(self, stamp: int, batch: pa.Table) -> None:
-        """Hands over a committed insert's rows (as inserted) to be sealed."""
+        """Hands over a committed insert's rows (as inserted) to be sealed; waits while
+        QUEUED inserts' rows wait already."""
+        self._room.acquire()
         self._queue.put((stamp, batch))
 
     def failed(self, stamp: int) -> None:
@@ -237,7 +260,9 @@ class Ledger:
         self._queue.put((stamp, None))
 
     def wait_sealed(self, timeout_s: float) -> bool:
-        """Until every insert begun so far is sealed (or ``timeout_s`` passed)."""
+        """Writes the leaves of what was handed over, and waits until every insert begun so
+        far is sealed (or ``timeout_s`` passed)."""
+        self._queue.put(_FLUSH)
         with self._sealed_now:
             return self._sealed_now.wait_for(lambda: not self._pending, timeout_s)
 
@@ -255,48 +280,63 @@ class Ledger:
     # -- the ledger's thread -----------------------------------------------------------------
 
     def _seal_all(self) -> None:
+        """Digests each insert as it comes, and writes the leaves of those sealed so far every
+        WRITE_EVERY_S, when asked (``wait_sealed``) and when closing."""
+        unwritten: list[tuple[int, list[Sealed], bool]] = []
+        last_write = time.monotonic()
         while True:
-            item = self._queue.get()
-            items = [item]
-            while item is not None and len(items) < QUEUED:  # what else waits: one write
+            wait = max(0.0, last_write + WRITE_EVERY_S - time.monotonic()) if unwritten else None
+            try:
+                item = self._queue.get(timeout=wait)
+            except queue.Empty:
+                item = _FLUSH
+            if item is not None and item is not _FLUSH:
+                stamp, batch = item
                 try:
-                    item = self._queue.get_nowait()
-                except queue.Empty:
-                    break
-                items.append(item)
-            work = [i for i in items if i is not None]
-            if work and not self._seal_batch(work):
-                return  # stopping with the store down: the journal keeps the rest
-            if items[-1] is None:
+                    sealed = self._retrying(partial(self._sealed, stamp, batch))
+                except _Skipped:
+                    continue
+                finally:
+                    if batch is not None:
+                        self._room.release()  # its rows may go: only the digests are kept
+                if sealed is None:
+                    return  # closing while the store is down: the journal keeps the rest
+                unwritten.append(sealed)
+                if time.monotonic() - last_write < WRITE_EVERY_S:
+                    continue
+            if unwritten or item is _FLUSH:
+                try:
+                    if self._retrying(partial(self._append, unwritten)) is None:
+                        return
+                    done = {stamp for stamp, _, _ in unwritten}
+                except _Skipped:
+                    done = set()
+                with self._lock:
+                    self._pending = [stamp for stamp in self._pending if stamp not in done]
+                    self._write_journal()
+                    self._sealed_now.notify_all()
+                unwritten, last_write = [], time.monotonic()
+            if item is None:
                 return
 
-    def _seal_batch(self, work: list[tuple[int, pa.Table | None]]) -> bool:
-        """Digests and appends the leaves of inserts, retrying while the store fails; False
-        when stopping before it answers."""
-        sealed: list[tuple[int, list[Sealed], bool]] = []
+    def _retrying(self, step: Callable[[], T]) -> T | None:
+        """``step``, again while the store fails; None when closing before it answers. A bug
+        is logged and raises _Skipped: what it was sealing stays in the journal, for the next
+        start."""
         warned = False
         while True:
             try:
-                if not sealed:
-                    sealed = [self._sealed(stamp, batch) for stamp, batch in work]
-                self._append([s for s in sealed if s[1]])
-                break
+                return step()
             except StoreUnavailable as e:
                 if self._closing.is_set():
-                    return False
+                    return None
                 if not warned:
                     log.warning("cannot seal inserts yet, trying again: %s", e)
                     warned = True
                 time.sleep(self._retry_after_s)
-            except Exception:  # a bug: logged; the journal keeps the stamps for the next start
-                log.exception("sealing inserts failed")
-                return False
-        with self._lock:
-            done = {stamp for stamp, _ in work}
-            self._pending = [stamp for stamp in self._pending if stamp not in done]
-            self._write_journal()
-            self._sealed_now.notify_all()
-        return True
+            except Exception:
+                log.exception("sealing inserts failed: they are sealed at the next start")
+                raise _Skipped from None
 
     def _sealed(self, stamp: int, batch: pa.Table | None) -> tuple[int, list[Sealed], bool]:
         """(stamp, what it wrote per month, recovered): from its rows as inserted, or from
