@@ -1,0 +1,13 @@
+"""Vendors' own records (Vault, GitHub, CloudTrail, Okta, GitLab, Kubernetes, and the Kong,
+nginx and Envoy access logs) mapped onto token events: one mapping per source, the same for
+records that arrive live through the collector and for files imported later."""
+
+from __future__ import annotations
+
+from tokenotel.sources.record import RawRecord, Source, TokenRecord
+from tokenotel.sources.vault import Vault
+
+#: Every source by its name (``tokenotel.source`` on a live record, ``import --source``).
+SOURCES: dict[str, Source] = {source.name: source for source in (Vault(),)}
+
+__all__ = ["SOURCES", "RawRecord", "Source", "TokenRecord"]
