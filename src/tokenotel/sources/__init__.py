@@ -5,9 +5,10 @@ records that arrive live through the collector and for files imported later."""
 from __future__ import annotations
 
 from tokenotel.sources.record import RawRecord, Source, TokenRecord
+from tokenotel.sources.github import GitHub
 from tokenotel.sources.vault import Vault
 
 #: Every source by its name (``tokenotel.source`` on a live record, ``import --source``).
-SOURCES: dict[str, Source] = {source.name: source for source in (Vault(),)}
+SOURCES: dict[str, Source] = {source.name: source for source in (Vault(), GitHub())}
 
 __all__ = ["SOURCES", "RawRecord", "Source", "TokenRecord"]

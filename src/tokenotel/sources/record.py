@@ -142,6 +142,13 @@ def text_field(value: Any) -> str:
     return compact_json(value)
 
 
+def put(attributes: dict[str, AttributeValue], key: str, value: Any) -> None:
+    """Sets ``attributes[key]`` to ``value`` as text, unless the source gave none (null or
+    empty)."""
+    if value is not None and value != "":
+        attributes[key] = value if type(value) is str else text_field(value)
+
+
 def string_list(value: Any) -> list[str]:
     """A list of texts from a JSON array (nulls and empty texts left out), or from one text
     separated by spaces or commas."""

@@ -19,6 +19,7 @@ from tokenotel.sources.record import (
     iso_to_ns,
     json_object,
     kept_record,
+    put,
     string_list,
 )
 
@@ -72,13 +73,13 @@ def _map(
         "token.source": NAME,
         "token.request.id": request["id"],
     }
-    _put(attributes, "client.address", request.get("remote_address"))
-    _put(attributes, "url.path", path)
-    _put(attributes, "vault.operation", request.get("operation"))
+    put(attributes, "client.address", request.get("remote_address"))
+    put(attributes, "url.path", path)
+    put(attributes, "vault.operation", request.get("operation"))
     namespace = request.get("namespace")
     if isinstance(namespace, dict):
-        _put(attributes, "token.tenant", namespace.get("path") or namespace.get("id"))
-    _put(attributes, "user_agent.original", _header(request, "user-agent"))
+        put(attributes, "token.tenant", namespace.get("path") or namespace.get("id"))
+    put(attributes, "user_agent.original", _header(request, "user-agent"))
     requester = auth.get("entity_id") or auth.get("display_name")
     secrets: list[str] = []
 
@@ -93,7 +94,7 @@ def _map(
         event = "token.created"
         if not _describe(attributes, issued, secrets):
             return []
-        _put(attributes, "token.actor.id", requester or issued.get("entity_id"))
+        put(attributes, "token.actor.id", requester or issued.get("entity_id"))
         attributes["token.issued_at"] = time_ns // 1_000_000
         _expiry(attributes, issued, time_ns)
     elif path.startswith(_RENEW):
@@ -104,7 +105,7 @@ def _map(
             target = {"accessor": data.get("accessor")} if path.endswith("-accessor") else auth
         if not _describe(attributes, target, secrets):
             return []
-        _put(attributes, "token.actor.id", requester)
+        put(attributes, "token.actor.id", requester)
         _expiry(attributes, issued, time_ns)
     elif path.startswith(_REVOKE):
         event = "token.revoked"
@@ -117,12 +118,12 @@ def _map(
             target = {"client_token": data.get("token")}
         if not _describe(attributes, target, secrets):
             return []
-        _put(attributes, "token.actor.id", requester)
+        put(attributes, "token.actor.id", requester)
     else:
         event = "token.used"
         if not _describe(attributes, auth, secrets):
             return []
-        _put(attributes, "token.issued_at", auth.get("token_issue_time"))
+        put(attributes, "token.issued_at", auth.get("token_issue_time"))
     attributes["vault.record"] = kept_record(entry, secrets)
     return [TokenRecord(event, time_ns, attributes)]
 
@@ -173,8 +174,8 @@ def _describe(
         attributes["token.id"] = client_token
     elif "token.value" not in attributes:
         return False
-    _put(attributes, "user.id", auth.get("entity_id") or auth.get("display_name"))
-    _put(attributes, "token.name", auth.get("display_name"))
+    put(attributes, "user.id", auth.get("entity_id") or auth.get("display_name"))
+    put(attributes, "token.name", auth.get("display_name"))
     token_type = auth.get("token_type")
     if token_type:
         attributes["token.type"] = f"vault_{token_type}"
@@ -198,8 +199,3 @@ def _header(request: dict[str, Any], name: str) -> Any:
         if isinstance(value, list) and value:
             return value[0]
     return None
-
-
-def _put(attributes: dict[str, AttributeValue], key: str, value: Any) -> None:
-    if value is not None and value != "":
-        attributes[key] = value if isinstance(value, str | int) else str(value)
