@@ -27,6 +27,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "pipeline": {"model", "errors", "config", "ingest", "mapping", "store"},
     "api": {"model", "errors", "config", "mapping", "query", "security", "store", "v1"},
     "v1": set(),  # generated from proto/tokenotel/v1/audit.proto
+    "history": {"model", "errors", "config", "ingest", "mapping", "pipeline", "api", "security"},
     "service": {"model", "errors", "config", "ingest", "pipeline", "api", "security", "v1"},
     "demo": {"model", "errors", "config", "query", "service", "store"},
     "cli": {
@@ -39,6 +40,8 @@ MAY_IMPORT: dict[str, set[str]] = {
         "store",
         "demo",
         "api",
+        "history",
+        "sources",
         "security",
         "v1",
     },

@@ -1,5 +1,5 @@
 """The ``tokenotel`` command: serve; query, tokens, timeline, summary, tail; fingerprint;
-auth add|list|revoke; migrate; demo."""
+auth add|list|revoke; migrate; import; demo."""
 
 from __future__ import annotations
 
@@ -768,6 +768,76 @@ def _migrate_cluster(settings: Settings, print_only: bool) -> None:
             f"{len(backfills)} back-fill statements fill rollups from events already stored; on "
             "a cluster that holds events, run them on one replica of each shard (see --print)"
         )
+
+
+@app.command("import")
+def import_(
+    paths: Annotated[
+        list[str],
+        typer.Argument(
+            help="Files, directories (read recursively) and globs (quoted; ** for any depth); "
+            "gzip files (.gz) are read decompressed.",
+            show_default=False,
+        ),
+    ],
+    source: Annotated[
+        str, typer.Option("--source", help="The source the files come from.", show_default=False)
+    ],
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    clickhouse_url: UrlOpt = None,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            "--server",
+            help="Send to a running tokenotel's OTLP/gRPC address (HOST:PORT, its grpc_listen) "
+            "instead (default: the service that holds the data directory, else the data "
+            "directory's store itself).",
+            show_default=False,
+        ),
+    ] = None,
+    server_ca_file: ServerCaOpt = None,
+    client_cert_file: ClientCertOpt = None,
+    client_key_file: ClientKeyOpt = None,
+    server_credential_file: CredentialOpt = None,
+    log_level: Annotated[str | None, _flag("log_level")] = None,
+) -> None:
+    """Import a source's records from files (history, backfill): the same mapping as the
+    collector's live records; resumable after an interruption (run it again), and what was
+    stored before is not stored again."""
+    from tokenotel.history import cli_run
+    from tokenotel.sources import SOURCES
+
+    if source not in SOURCES:
+        _fail(f"--source {source!r}: one of {', '.join(sorted(SOURCES))}")
+    settings = _settings(
+        config,
+        data_dir=data_dir,
+        clickhouse_url=clickhouse_url,
+        server_credential_file=server_credential_file,
+        log_level=log_level or "warning",
+        **_client_tls(server_ca_file, client_cert_file, client_key_file),
+    )
+    _logging(settings.log_level)
+    if server is None and settings.clickhouse_url is None:
+        found = running_service(settings.data_dir)
+        if found is not None:
+            if found.otlp is None:
+                _fail(
+                    f"a service holds {settings.data_dir} but did not note its OTLP address: "
+                    "give it with --server HOST:PORT"
+                )
+            if found.tls and settings.server_ca_file is None:
+                _fail(
+                    f"the service that holds {settings.data_dir} serves TLS: set "
+                    "--server-ca-file (server_ca_file) to the CA that signed its certificate"
+                )
+            server = found.otlp
+    try:
+        code = cli_run.run(settings, source, paths, server, err)
+    except TokenotelError as e:
+        _fail(str(e), code=2 if isinstance(e, PermanentError) else 1)
+    raise typer.Exit(code)
 
 
 @app.command()
