@@ -95,7 +95,7 @@ class Progress:
             for key, p in self._files.items()
         }
         temporary = self.path.with_name(self.path.name + ".new")
-        with temporary.open("w", encoding="utf-8") as f:
+        with open(os.open(temporary, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600), "w") as f:
             json.dump({"v": _VERSION, "sources": sources}, f)
             f.flush()
             os.fsync(f.fileno())

@@ -87,12 +87,17 @@ class ServiceSink:
         tls: grpc.ChannelCredentials | None = None,
     ) -> None:
         self.address = address
-        self._channel = (
-            grpc.aio.secure_channel(address, tls)
-            if tls is not None
-            else grpc.aio.insecure_channel(address)
-        )
+        self._credential = credential
+        self._tls = tls
         self._metadata = (("authorization", f"Bearer {credential}"),) if credential else ()
+
+    async def start(self) -> None:
+        """Opens the channel (in the event loop that will use it)."""
+        self._channel = (
+            grpc.aio.secure_channel(self.address, self._tls)
+            if self._tls is not None
+            else grpc.aio.insecure_channel(self.address)
+        )
         self._export: grpc.aio.UnaryUnaryMultiCallable[bytes, ExportLogsServiceResponse] = (
             self._channel.unary_unary(
                 _EXPORT,
@@ -100,9 +105,6 @@ class ServiceSink:
                 response_deserializer=ExportLogsServiceResponse.FromString,
             )
         )
-
-    async def start(self) -> None:
-        pass
 
     async def export(self, body: bytes) -> ExportResult:
         try:
