@@ -167,7 +167,7 @@ def test_live_and_imported_records_give_the_same_rows(source: str, tmp_path: Pat
     settings = {variable: glob} | {
         name: f"127.0.0.1:{free_port()}" for name in LISTENERS.get(source, ())
     }
-    with serve_behind_collector(tmp_path, f"sources/{source}.yaml", **settings) as (serve, _):
+    with serve_behind_collector(tmp_path, f"sources/{source}.yaml", **settings) as _:
         wait_until(
             lambda: _count(tmp_path / "data") >= expected,
             DELIVERY_TIMEOUT_S,
