@@ -4,8 +4,8 @@ records that arrive live through the collector and for files imported later."""
 
 from __future__ import annotations
 
-from tokenotel.sources.record import RawRecord, Source, TokenRecord
 from tokenotel.sources.github import GitHub
+from tokenotel.sources.record import RawRecord, Source, TokenRecord
 from tokenotel.sources.vault import Vault
 
 #: Every source by its name (``tokenotel.source`` on a live record, ``import --source``).
