@@ -329,7 +329,8 @@ ALICE = "arn:aws:iam::111122223333:user/alice"
 OWN_EXPECTED = [
     # 1 GetSessionToken: alice's key used, a session key issued (expiring in an hour).
     ("token.used", ns("2024-05-02T09:00:00Z"),
-     {"log.record.uid": uid(1, ":used"), **ALICE_KEY, **own(1, "GetSessionToken", "sts.amazonaws.com")}),
+     {"log.record.uid": uid(1, ":used"), **ALICE_KEY,
+      **own(1, "GetSessionToken", "sts.amazonaws.com")}),
     ("token.created", ns("2024-05-02T09:00:00Z"),
      {"token.id": "ASIAEXAMPLESESSION01", "token.type": "aws_session", "user.id": "alice",
       "token.expires_at": 1714644000000, "log.record.uid": uid(1), "token.actor.id": ALICE,
@@ -339,10 +340,12 @@ OWN_EXPECTED = [
      {"log.record.uid": uid(2), **SESSION_KEY, **own(2, "ListBuckets", "s3.amazonaws.com")}),
     # 3 UpdateAccessKey to Active: bob's key enabled.
     ("token.used", ns("2024-05-02T09:10:00Z"),
-     {"log.record.uid": uid(3, ":used"), **ALICE_KEY, **own(3, "UpdateAccessKey", "iam.amazonaws.com")}),
+     {"log.record.uid": uid(3, ":used"), **ALICE_KEY,
+      **own(3, "UpdateAccessKey", "iam.amazonaws.com")}),
     ("token.enabled", ns("2024-05-02T09:10:00Z"),
      {"token.id": "AKIAEXAMPLEBOB000001", "token.type": "aws_access_key", "user.id": "bob",
-      "log.record.uid": uid(3), "token.actor.id": ALICE, **own(3, "UpdateAccessKey", "iam.amazonaws.com")}),
+      "log.record.uid": uid(3), "token.actor.id": ALICE,
+      **own(3, "UpdateAccessKey", "iam.amazonaws.com")}),
     # 4 a key AWS does not know.
     ("token.auth_failed", ns("2024-05-02T09:15:00Z"),
      {"log.record.uid": uid(4), "token.id": "AKIAEXAMPLEUNKNOWN01", "token.type": "aws_access_key",
@@ -361,13 +364,16 @@ OWN_EXPECTED = [
      {"log.record.uid": uid(7), **SESSION_KEY, "token.outcome": "failure",
       "cloudtrail.error_message": "User: arn:aws:iam::111122223333:user/alice is not authorized "
       "to perform: iam:CreateAccessKey on resource: user bob",
-      "token.failure_reason": "permission_denied", **own(7, "CreateAccessKey", "iam.amazonaws.com")}),
+      "token.failure_reason": "permission_denied",
+      **own(7, "CreateAccessKey", "iam.amazonaws.com")}),
     # 8 CreateAccessKey without userName: a key of the caller's own.
     ("token.used", ns("2024-05-02T12:00:00Z"),
-     {"log.record.uid": uid(8, ":used"), **ALICE_KEY, **own(8, "CreateAccessKey", "iam.amazonaws.com")}),
+     {"log.record.uid": uid(8, ":used"), **ALICE_KEY,
+      **own(8, "CreateAccessKey", "iam.amazonaws.com")}),
     ("token.created", ns("2024-05-02T12:00:00Z"),
      {"token.id": "AKIAEXAMPLEALICE0002", "token.type": "aws_access_key", "user.id": "alice",
-      "log.record.uid": uid(8), "token.actor.id": ALICE, **own(8, "CreateAccessKey", "iam.amazonaws.com")}),
+      "log.record.uid": uid(8), "token.actor.id": ALICE,
+      **own(8, "CreateAccessKey", "iam.amazonaws.com")}),
 ]  # fmt: skip
 
 
