@@ -352,7 +352,8 @@ OWN_EXPECTED = [
       "token.principal.type": "IAMUser", "token.outcome": "failure",
       "cloudtrail.error_message": "The security token included in the request is invalid.",
       "token.failure_reason": "unknown",
-      **own(4, "GetCallerIdentity", "sts.amazonaws.com", "203.0.113.66", "python-requests/2.31.0")}),
+      **own(4, "GetCallerIdentity", "sts.amazonaws.com", "203.0.113.66",
+            "python-requests/2.31.0")}),
     # 5 the session key after it expired.
     ("token.auth_failed", ns("2024-05-02T10:30:00Z"),
      {"log.record.uid": uid(5), **SESSION_KEY, "token.outcome": "failure",
