@@ -27,7 +27,7 @@ from tokenotel.api.readers import (
 )
 from tokenotel.config import Settings, load_settings, setting_help
 from tokenotel.errors import PermanentError, TokenotelError
-from tokenotel.mapping.fingerprint import load_key, load_previous_keys
+from tokenotel.mapping.fingerprint import github_hashed_token, load_key, load_previous_keys
 from tokenotel.model import Outcome, TokenStatus
 from tokenotel.query.output import (
     Format,
@@ -349,6 +349,7 @@ def query(
         if secret is not None:
             service = reader if isinstance(reader, ServiceReader) else None
             event_filter.tokens += _fingerprints(settings, secret, service)
+            event_filter.tokens.append(github_hashed_token(secret))
         write_events(reader.events(event_filter, limit), fmt)
 
     _read(settings, read)
@@ -540,7 +541,8 @@ def fingerprint(
 ) -> None:
     """Print the fingerprint of a token read from standard input (never from the command line),
     with the key in the data directory, or asked of a running service (--server); then, one a
-    line, its fingerprint under each key used before a rotation."""
+    line, its fingerprint under each key used before a rotation; last, the hash GitHub's audit
+    log keeps of it (hashed_token: base64 of its SHA-256)."""
     settings = _settings(
         config,
         data_dir=data_dir,
@@ -554,11 +556,12 @@ def fingerprint(
     if settings.server is not None:  # the service's keys: never on this machine
         service = _service_reader(settings, settings.server)
         try:
-            typer.echo("\n".join(_fingerprints(settings, secret, service)))
+            fingerprints = _fingerprints(settings, secret, service)
         finally:
             service.close()
-        return
-    typer.echo("\n".join(_fingerprints(settings, secret, None)))
+    else:
+        fingerprints = _fingerprints(settings, secret, None)
+    typer.echo("\n".join([*fingerprints, github_hashed_token(secret)]))
 
 
 def _read_secret() -> str:

@@ -4,11 +4,12 @@ records that arrive live through the collector and for files imported later."""
 
 from __future__ import annotations
 
+from tokenotel.sources.cloudtrail import CloudTrail
 from tokenotel.sources.github import GitHub
 from tokenotel.sources.record import RawRecord, Source, TokenRecord
 from tokenotel.sources.vault import Vault
 
 #: Every source by its name (``tokenotel.source`` on a live record, ``import --source``).
-SOURCES: dict[str, Source] = {source.name: source for source in (Vault(), GitHub())}
+SOURCES: dict[str, Source] = {source.name: source for source in (Vault(), GitHub(), CloudTrail())}
 
 __all__ = ["SOURCES", "RawRecord", "Source", "TokenRecord"]
