@@ -25,7 +25,7 @@ from tokenotel.mapping.expand import (
     source_of,
     units,
 )
-from tokenotel.mapping.redact import SECRET_RE, redact
+from tokenotel.mapping.redact import may_hold_secret, redact, secrets_in
 from tokenotel.mapping.values import to_epoch_ms, to_ip, to_python, to_string_list, to_text
 from tokenotel.model import (
     COLUMN_BY_NAME,
@@ -185,7 +185,7 @@ class Mapper:
         """``text`` with secrets replaced; texts seen clean before skip the regex."""
         if len(text) < _MIN_SECRET_LEN or text in self._clean_texts:
             return text
-        if SECRET_RE.search(text) is None:
+        if not may_hold_secret(text) or not secrets_in(text):
             if len(text) <= _MAX_REMEMBERED_BYTES:
                 if len(self._clean_texts) >= _CLEAN_CACHE_SIZE:
                     self._clean_texts.clear()
