@@ -68,7 +68,7 @@ def cloudtrail_lines(count: int, rng: random.Random) -> list[bytes]:
             if not line.strip():
                 continue
             value = orjson.loads(line)
-            templates += value["Records"] if "Records" in value else [value]
+            templates += value.get("Records", [value])
     lines = []
     for i in range(count):
         record: dict[str, Any] = orjson.loads(orjson.dumps(templates[i % len(templates)]))
@@ -109,8 +109,17 @@ def run_import(source: str, data_dir: Path, files: Path) -> tuple[int, float, in
     """Stored events, wall seconds and peak RSS of one `tokenotel import`."""
     started = time.perf_counter()
     proc = subprocess.Popen(
-        [sys.executable, "-m", "tokenotel", "import", "--source", source, "--data-dir",
-         str(data_dir), str(files)],
+        [
+            sys.executable,
+            "-m",
+            "tokenotel",
+            "import",
+            "--source",
+            source,
+            "--data-dir",
+            str(data_dir),
+            str(files),
+        ],
         stdout=subprocess.PIPE,
         stderr=subprocess.PIPE,
         text=True,
