@@ -96,13 +96,22 @@ SOURCE_CONFIGS = sorted(p.name for p in (CONFIG_DIR / "sources").glob("*.yaml"))
 
 
 def test_every_source_has_its_collector_config() -> None:
-    assert SOURCE_CONFIGS == [
+    assert [
         f"{source}.yaml"
         for source in sorted(
-            ["vault", "github", "cloudtrail", "okta", "gitlab", "kubernetes", "kong", "nginx"]
-            + ["envoy"]
+            [
+                "vault",
+                "github",
+                "cloudtrail",
+                "okta",
+                "gitlab",
+                "kubernetes",
+                "kong",
+                "nginx",
+                "envoy",
+            ]
         )
-    ]
+    ] == SOURCE_CONFIGS
 
 
 @pytest.mark.parametrize("config", SOURCE_CONFIGS)

@@ -78,7 +78,6 @@ _MAX_REMEMBERED_BYTES = 1024
 # Effects on a row other than setting a column (see Mapper._attribute).
 _EXTRA, _OUTCOME_OF_RECORD, _AUTHORIZATION, _SKIP, _RECORD_UID = -1, -2, -3, -4, -5
 _SKIP_EFFECT = (_SKIP, None)
-_KNOWN_NAMES = frozenset(SOURCES)
 # Latest time a DateTime64(9) column holds (2262-04-11), in ns since the epoch.
 _MAX_TIME_NS = 2**63 - 1
 
@@ -338,9 +337,10 @@ class Mapper:
         (their attributes, name and time; the raw record's resource and scope). A record that
         cannot be read is rejected, with a message naming it; one that holds no token event is
         ignored. Never raises: one bad record does not fail its request."""
-        tally = batch.sources.get(name)
+        key = name if name in SOURCES else "(unknown)"
+        tally = batch.sources.get(key)
         if tally is None:
-            tally = batch.sources[name if name in _KNOWN_NAMES else "(unknown)"] = [0, 0, 0, 0]
+            tally = batch.sources[key] = [0, 0, 0, 0]
         problems: list[str] = []
         try:
             source = source_of(name)
