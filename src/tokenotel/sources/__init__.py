@@ -6,10 +6,13 @@ from __future__ import annotations
 
 from tokenotel.sources.cloudtrail import CloudTrail
 from tokenotel.sources.github import GitHub
+from tokenotel.sources.okta import Okta
 from tokenotel.sources.record import RawRecord, Source, TokenRecord
 from tokenotel.sources.vault import Vault
 
 #: Every source by its name (``tokenotel.source`` on a live record, ``import --source``).
-SOURCES: dict[str, Source] = {source.name: source for source in (Vault(), GitHub(), CloudTrail())}
+SOURCES: dict[str, Source] = {
+    source.name: source for source in (Vault(), GitHub(), CloudTrail(), Okta())
+}
 
 __all__ = ["SOURCES", "RawRecord", "Source", "TokenRecord"]
