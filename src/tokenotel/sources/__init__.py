@@ -6,13 +6,14 @@ from __future__ import annotations
 
 from tokenotel.sources.cloudtrail import CloudTrail
 from tokenotel.sources.github import GitHub
+from tokenotel.sources.gitlab import GitLab
 from tokenotel.sources.okta import Okta
 from tokenotel.sources.record import RawRecord, Source, TokenRecord
 from tokenotel.sources.vault import Vault
 
 #: Every source by its name (``tokenotel.source`` on a live record, ``import --source``).
 SOURCES: dict[str, Source] = {
-    source.name: source for source in (Vault(), GitHub(), CloudTrail(), Okta())
+    source.name: source for source in (Vault(), GitHub(), CloudTrail(), Okta(), GitLab())
 }
 
 __all__ = ["SOURCES", "RawRecord", "Source", "TokenRecord"]

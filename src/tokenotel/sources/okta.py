@@ -47,6 +47,13 @@ _ISSUED = {
     "refreshtoken": "oauth_refresh",
     "idtoken": "id_token",
 }
+#: A lifecycle action that failed: the token is as it was (a revoked event would mark it
+#: revoked), so the event says the attempt failed.
+_FAILED = {
+    "token.created": "token.create_failed",
+    "token.updated": "token.update_failed",
+    "token.revoked": "token.revoke_failed",
+}
 #: outcome.result → token.outcome.
 _OUTCOMES = {
     "SUCCESS": "success",
@@ -93,6 +100,7 @@ class Okta:
             attributes["token.outcome"] = result
             if result == "failure":
                 put(attributes, "token.failure_reason", outcome.get("reason") or "unknown")
+                event = _FAILED.get(event, event)
         attributes["okta.record"] = kept_record(entry, [])
         return [TokenRecord(event, time_ns, attributes)]
 
