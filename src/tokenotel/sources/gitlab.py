@@ -101,14 +101,13 @@ def _token_event(
         put(attributes, "gitlab.protocol", message.get("protocol"))
         put(attributes, "gitlab.git_action", message.get("action"))
         return "token.used"
-    for prefix, token_type in _KINDS.items():
-        if event_type.startswith(prefix + "_"):
-            event = _ACTIONS.get(event_type[len(prefix) + 1 :])
-            break
-    else:
+    prefix = next((p for p in _KINDS if event_type.startswith(p + "_")), None)
+    if prefix is None:
         return None
+    event = _ACTIONS.get(event_type[len(prefix) + 1 :])
     if event is None:
         return None
+    token_type = _KINDS[prefix]
     message = text_field(details.get("custom_message") or "")
     token_id = _token_id(entry, details, message)
     if token_id is None:
