@@ -97,9 +97,9 @@ def _token_event(
         attributes["token.type"] = credential
         attributes["token.name"] = str(author)
         put(attributes, "user.id", entry.get("entity_path"))
-        message = as_object(details.get("custom_message"))
-        put(attributes, "gitlab.protocol", message.get("protocol"))
-        put(attributes, "gitlab.git_action", message.get("action"))
+        operation = as_object(details.get("custom_message"))
+        put(attributes, "gitlab.protocol", operation.get("protocol"))
+        put(attributes, "gitlab.git_action", operation.get("action"))
         return "token.used"
     prefix = next((p for p in _KINDS if event_type.startswith(p + "_")), None)
     if prefix is None:
