@@ -7,13 +7,15 @@ from __future__ import annotations
 from tokenotel.sources.cloudtrail import CloudTrail
 from tokenotel.sources.github import GitHub
 from tokenotel.sources.gitlab import GitLab
+from tokenotel.sources.kubernetes import Kubernetes
 from tokenotel.sources.okta import Okta
 from tokenotel.sources.record import RawRecord, Source, TokenRecord
 from tokenotel.sources.vault import Vault
 
 #: Every source by its name (``tokenotel.source`` on a live record, ``import --source``).
 SOURCES: dict[str, Source] = {
-    source.name: source for source in (Vault(), GitHub(), CloudTrail(), Okta(), GitLab())
+    source.name: source
+    for source in (Vault(), GitHub(), CloudTrail(), Okta(), GitLab(), Kubernetes())
 }
 
 __all__ = ["SOURCES", "RawRecord", "Source", "TokenRecord"]
