@@ -112,10 +112,12 @@ class Kubernetes:
 def _without_prefix(raw: RawRecord) -> RawRecord:
     """A line as ``oc adm node-logs`` prints it starts with the node's name: the Event is
     what follows it."""
-    if isinstance(raw, str | bytes) and raw[:1] not in ("{", b"{"):
-        start = raw.find("{" if isinstance(raw, str) else b"{")
-        if start > 0:
-            return raw[start:]
+    if isinstance(raw, str) and not raw.startswith("{"):
+        start = raw.find("{")
+        return raw[start:] if start > 0 else raw
+    if isinstance(raw, bytes) and not raw.startswith(b"{"):
+        start = raw.find(b"{")
+        return raw[start:] if start > 0 else raw
     return raw
 
 
