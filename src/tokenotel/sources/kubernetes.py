@@ -79,13 +79,10 @@ class Kubernetes:
             attributes = {"log.record.uid": f"kubernetes:{audit_id}", **used}
             put(attributes, "user.id", username)
             event_name = "token.used"
-            if not ok:
+            if code == 403:  # (other failures are the request's, not the token's)
+                event_name = "token.access_denied"
                 attributes["token.outcome"] = "failure"
-                if code == 403:
-                    event_name = "token.access_denied"
-                    attributes["token.failure_reason"] = "permission_denied"
-                else:
-                    put(attributes, "token.failure_reason", status.get("reason") or str(code))
+                attributes["token.failure_reason"] = "permission_denied"
             events.append((event_name, attributes))
         ref = as_object(event.get("objectRef"))
         if (
