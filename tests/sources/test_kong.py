@@ -112,7 +112,8 @@ OWN_EXPECTED = [
                 "token.source": "kong",
                 "token.id": "0a1b2c3d-4e5f-4a6b-8c7d-9e0f1a2b3c4d",
                 **BILLING,
-                "token.value": "eyJhbGciOiJIUzI1NiJ9.eyJpc3MiOiJmYWtlLWlzc3VlciJ9.ZmFrZS1zaWduYXR1cmU",
+                "token.value": "eyJhbGciOiJIUzI1NiJ9.eyJpc3MiOiJmYWtlLWlzc3VlciJ9."
+                "ZmFrZS1zaWduYXR1cmU",
                 "token.type": "bearer",
                 "client.address": "198.51.100.80",
                 "user_agent.original": "curl/8.5.0",
