@@ -14,7 +14,10 @@ from tokenotel.sources.record import TokenRecord
 #: Each source's records: vendor sample files, and the project's own fixture files.
 RECORDS = {
     "vault": (["vault-audit.jsonl"], ["audit.jsonl"]),
-    "github": (["github-audit.jsonl", "github-ghes-audit-syslog.log"], ["audit-log.jsonl", "ghes-syslog.log"]),
+    "github": (
+        ["github-audit.jsonl", "github-ghes-audit-syslog.log"],
+        ["audit-log.jsonl", "ghes-syslog.log"],
+    ),
     "cloudtrail": (["cloudtrail.jsonl", "cloudtrail.elastic-thirdparty.jsonl"], ["log-file.json"]),
     "okta": (["okta-system-log.jsonl"], ["system-log.jsonl"]),
     "gitlab": (["gitlab-audit.jsonl"], ["audit-events.jsonl"]),
