@@ -18,7 +18,7 @@ OWN_EXPECTED = [
     [
         (
             "token.used",
-            1714644000000000000,
+            1714644000123000000,  # $msec
             {
                 "log.record.uid": "nginx:7f3c9a1b2d4e6f8091a2b3c4d5e6f708",
                 "token.source": "nginx",
@@ -38,7 +38,7 @@ OWN_EXPECTED = [
     [
         (
             "token.auth_failed",
-            1714644060000000000,
+            1714644060500000000,
             {
                 "log.record.uid": "nginx:8a4d0b2c3e5f7a9102b3c4d5e6f7a819",
                 "token.source": "nginx",
@@ -126,6 +126,7 @@ def test_what_is_kept_of_each_line() -> None:
     [
         ("GET / HTTP/1.1", "nginx line is neither JSON nor in the combined format"),
         ('{"request_uri": "/"}', "nginx record has no time"),
+        ('{"msec": "12.3e4"}', "nginx record has no valid time in msec"),
         (
             '1.2.3.4 - bob [31/Foo/2024:10:00:00 +0000] "GET / HTTP/1.1" 200 1 "-" "x"',
             "nginx line has no valid time",

@@ -56,15 +56,12 @@ class Nginx:
 def _json(entry: dict[str, Any]) -> list[TokenRecord]:
     """A line of the JSON log_format (docs/sources.md, "nginx"); "-" and "" are unset."""
     values = {k: v for k, v in entry.items() if v not in ("", "-", None)}
-    if "time" in values:
+    if "msec" in values:  # (to the millisecond: $time_iso8601 has whole seconds)
+        time_ns = _msec(values["msec"])
+    elif "time" in values:
         time_ns = iso_to_ns(values["time"], NAME, "time")
-    elif "msec" in values:
-        try:
-            time_ns = round(float(values["msec"]) * 1e9)
-        except (TypeError, ValueError):
-            raise SourceRecordError("nginx record has no valid time in msec") from None
     else:
-        raise SourceRecordError("nginx record has no time (time or msec)")
+        raise SourceRecordError("nginx record has no time (msec or time)")
     request_id = values.get("request_id")
     attributes: dict[str, AttributeValue] = {
         "log.record.uid": f"nginx:{request_id}" if request_id else content_uid(NAME, entry),
@@ -139,6 +136,15 @@ def _request(
                     attributes["token.value"] = value
                     attributes.setdefault("token.type", "api_key")
     put(attributes, "token.request.id", values.get("request_id"))
+
+
+def _msec(value: Any) -> int:
+    """nginx's $msec ("1714644000.123", seconds with milliseconds) as ns, without the
+    rounding of a float."""
+    seconds, _, fraction = str(value).partition(".")
+    if not seconds.isdigit() or not (fraction.isdigit() or fraction == ""):
+        raise SourceRecordError("nginx record has no valid time in msec")
+    return int(seconds) * 1_000_000_000 + int(fraction[:9].ljust(9, "0"))
 
 
 def _time_local(text: str) -> int:
