@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint format proto collector telemetrygen grpcurl chgo fuzz fuzz-merge bench-ingest bench-query bench-overload clean
+.PHONY: demo test test-fast lint format proto collector telemetrygen grpcurl chgo fuzz fuzz-merge bench-ingest bench-query bench-overload bench-import clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -70,6 +70,10 @@ bench-ingest: $(STAMP)
 
 bench-query: $(STAMP)
 	$(BIN)/python bench/query.py
+
+# tokenotel import of gzip JSON-lines files (Vault, CloudTrail) into a fresh data directory.
+bench-import: $(STAMP)
+	$(BIN)/python bench/import.py
 
 bench-overload: $(STAMP) collector
 	$(BIN)/python bench/overload.py

@@ -253,6 +253,7 @@ EMPTY_EVENT: dict[str, Any] = {
     "failure_reason": "",
     "token_id": "",
     "token_fingerprint": "",
+    "token_hash": "",
     "token_type": "",
     "token_name": "",
     "token_hint": "",

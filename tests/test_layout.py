@@ -11,12 +11,14 @@ ROOT = Path(__file__).parents[1]
 PACKAGE = ROOT / "src" / "tokenotel"
 
 #: What each part may import besides itself. The leaves (model, errors) import nothing of
-#: ours; mapping and the store know only the leaves (mapping never knows ClickHouse, the store
-#: never knows OTLP); the edges hand requests to mapping; the wiring sits on top.
+#: ours; the source mappings know only the leaves; mapping knows them and the sources, the store
+#: only the leaves (mapping never knows ClickHouse, the store never knows OTLP); the edges hand
+#: requests to mapping; the wiring sits on top.
 MAY_IMPORT: dict[str, set[str]] = {
     "model": set(),
     "errors": set(),
-    "mapping": {"model", "errors"},
+    "mapping": {"model", "errors", "sources"},
+    "sources": {"model", "errors"},
     "store": {"model", "errors"},
     "security": {"model", "errors"},
     "ingest": {"model", "errors", "mapping", "security"},
@@ -36,6 +38,7 @@ MAY_IMPORT: dict[str, set[str]] = {
         "v1",
     },
     "v1": set(),  # generated from proto/tokenotel/v1/audit.proto
+    "history": {"model", "errors", "config", "ingest", "mapping", "pipeline", "api", "security"},
     "service": {
         "model",
         "errors",
@@ -59,6 +62,8 @@ MAY_IMPORT: dict[str, set[str]] = {
         "demo",
         "api",
         "integrity",
+        "history",
+        "sources",
         "security",
         "v1",
     },

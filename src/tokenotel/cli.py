@@ -1,5 +1,5 @@
 """The ``tokenotel`` command: serve; query, tokens, timeline, summary, tail; fingerprint;
-verify; auth add|list|revoke; migrate; demo."""
+verify; auth add|list|revoke; migrate; import; demo."""
 
 from __future__ import annotations
 
@@ -37,7 +37,7 @@ from tokenotel.integrity.verify import (
     Verification,
     compare_published,
 )
-from tokenotel.mapping.fingerprint import load_key, load_previous_keys
+from tokenotel.mapping.fingerprint import github_hashed_token, load_key, load_previous_keys
 from tokenotel.model import Outcome, TokenStatus
 from tokenotel.query.output import (
     Format,
@@ -369,6 +369,7 @@ def query(
         if secret is not None:
             service = reader if isinstance(reader, ServiceReader) else None
             event_filter.tokens += _fingerprints(settings, secret, service)
+            event_filter.tokens.append(github_hashed_token(secret))
         write_events(reader.events(event_filter, limit), fmt)
 
     _read(settings, read)
@@ -560,7 +561,8 @@ def fingerprint(
 ) -> None:
     """Print the fingerprint of a token read from standard input (never from the command line),
     with the key in the data directory, or asked of a running service (--server); then, one a
-    line, its fingerprint under each key used before a rotation."""
+    line, its fingerprint under each key used before a rotation; last, the hash GitHub's audit
+    log keeps of it (hashed_token: base64 of its SHA-256)."""
     settings = _settings(
         config,
         data_dir=data_dir,
@@ -574,11 +576,12 @@ def fingerprint(
     if settings.server is not None:  # the service's keys: never on this machine
         service = _service_reader(settings, settings.server)
         try:
-            typer.echo("\n".join(_fingerprints(settings, secret, service)))
+            fingerprints = _fingerprints(settings, secret, service)
         finally:
             service.close()
-        return
-    typer.echo("\n".join(_fingerprints(settings, secret, None)))
+    else:
+        fingerprints = _fingerprints(settings, secret, None)
+    typer.echo("\n".join([*fingerprints, github_hashed_token(secret)]))
 
 
 def _read_secret() -> str:
@@ -955,6 +958,76 @@ def _migrate_cluster(settings: Settings, print_only: bool) -> None:
             f"{len(backfills)} back-fill statements fill rollups from events already stored; on "
             "a cluster that holds events, run them on one replica of each shard (see --print)"
         )
+
+
+@app.command("import")
+def import_(
+    paths: Annotated[
+        list[str],
+        typer.Argument(
+            help="Files, directories (read recursively) and globs (quoted; ** for any depth); "
+            "gzip files (.gz) are read decompressed.",
+            show_default=False,
+        ),
+    ],
+    source: Annotated[
+        str, typer.Option("--source", help="The source the files come from.", show_default=False)
+    ],
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    clickhouse_url: UrlOpt = None,
+    server: Annotated[
+        str | None,
+        typer.Option(
+            "--server",
+            help="Send to a running tokenotel's OTLP/gRPC address (HOST:PORT, its grpc_listen) "
+            "instead (default: the service that holds the data directory, else the data "
+            "directory's store itself).",
+            show_default=False,
+        ),
+    ] = None,
+    server_ca_file: ServerCaOpt = None,
+    client_cert_file: ClientCertOpt = None,
+    client_key_file: ClientKeyOpt = None,
+    server_credential_file: CredentialOpt = None,
+    log_level: Annotated[str | None, _flag("log_level")] = None,
+) -> None:
+    """Import a source's records from files (history, backfill): the same mapping as the
+    collector's live records; resumable after an interruption (run it again), and what was
+    stored before is not stored again."""
+    from tokenotel.history import cli_run
+    from tokenotel.sources import SOURCES
+
+    if source not in SOURCES:
+        _fail(f"--source {source!r}: one of {', '.join(sorted(SOURCES))}")
+    settings = _settings(
+        config,
+        data_dir=data_dir,
+        clickhouse_url=clickhouse_url,
+        server_credential_file=server_credential_file,
+        log_level=log_level or "warning",
+        **_client_tls(server_ca_file, client_cert_file, client_key_file),
+    )
+    _logging(settings.log_level)
+    if server is None and settings.clickhouse_url is None:
+        found = running_service(settings.data_dir)
+        if found is not None:
+            if found.otlp is None:
+                _fail(
+                    f"a service holds {settings.data_dir} but did not note its OTLP address: "
+                    "give it with --server HOST:PORT"
+                )
+            if found.tls and settings.server_ca_file is None:
+                _fail(
+                    f"the service that holds {settings.data_dir} serves TLS: set "
+                    "--server-ca-file (server_ca_file) to the CA that signed its certificate"
+                )
+            server = found.otlp
+    try:
+        code = cli_run.run(settings, source, paths, server, err)
+    except TokenotelError as e:
+        _fail(str(e), code=2 if isinstance(e, PermanentError) else 1)
+    raise typer.Exit(code)
 
 
 @app.command()

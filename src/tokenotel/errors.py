@@ -94,6 +94,11 @@ class MigrationFailed(PermanentError):
     """A schema change on a cluster failed; the message says why."""
 
 
+class SourceRecordError(PermanentError):
+    """A vendor's record (Vault, GitHub, CloudTrail …) cannot be read as that source's record;
+    the message says what is wrong, never quoting a secret."""
+
+
 # -- retryable -------------------------------------------------------------------------------
 
 

@@ -205,6 +205,13 @@ COLUMNS: tuple[Column, ...] = (
         read=Read.SECRET,
     ),
     _attribute("token_id", "String", "token.id", "Non-secret token id (key id, accessor, PAT id)."),
+    _attribute(
+        "token_hash",
+        "String",
+        "token.hash",
+        "The source's own hash of the secret (GitHub's hashed_token, base64 of SHA-256; "
+        "Vault's HMAC'd token): --token finds its events.",
+    ),
     Column(
         "token_key",
         "String",

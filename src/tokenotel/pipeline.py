@@ -28,6 +28,7 @@ from tokenotel.integrity.publish import (
 )
 from tokenotel.integrity.signing import default_key_name, load_signing_key
 from tokenotel.mapping.fingerprint import load_key, load_previous_keys
+from tokenotel.mapping.mapper import EVENTS, NOT_TOKEN_EVENTS, RECORDS, REJECTED
 from tokenotel.mapping.workers import MappingPool
 from tokenotel.store import ledger
 from tokenotel.store.client import Store
@@ -37,6 +38,8 @@ from tokenotel.store.writer import BatchWriter
 log = logging.getLogger(__name__)
 #: In the data directory: the insert in progress (see store/repair.py).
 JOURNAL_FILE = "insert-in-progress.json"
+#: How often (at most) the service logs what came of each source's raw records, in seconds.
+SOURCE_LOG_INTERVAL_S = 60.0
 
 
 @dataclass
@@ -47,6 +50,55 @@ class IngestStats:
     records_rejected: int = 0
     records_already_stored: int = 0  # sent again: a retried request (docs/event-identity.md)
     requests_refused: int = 0  # overloaded: the client was asked to slow down
+
+
+class SourceTallies:
+    """What came of each source's raw records (``tokenotel.source``): token events, records
+    that hold none, records rejected. Logged for each source when its first records come, then
+    at most every ``interval_s`` (a warning when some were rejected, naming the first problem),
+    and in total when the service stops: where to look when a source's events do not show up."""
+
+    def __init__(self, interval_s: float = SOURCE_LOG_INTERVAL_S) -> None:
+        self.interval_s = interval_s
+        self.total: dict[str, list[int]] = {}
+        self._since: dict[str, list[int]] = {}
+        self._problem: dict[str, str] = {}
+        self._logged_at: dict[str, float] = {}
+
+    def add(self, sources: dict[str, list[int]], errors: list[str]) -> None:
+        now = time.monotonic()
+        for name, counts in sources.items():
+            total = self.total.setdefault(name, [0, 0, 0, 0])
+            since = self._since.setdefault(name, [0, 0, 0, 0])
+            for i, count in enumerate(counts):
+                total[i] += count
+                since[i] += count
+            if counts[REJECTED] and name not in self._problem and errors:
+                self._problem[name] = errors[0]
+            if now - self._logged_at.get(name, -self.interval_s) >= self.interval_s:
+                self._log(name, now)
+
+    def flush(self) -> None:
+        now = time.monotonic()
+        for name, since in self._since.items():
+            if since[RECORDS]:
+                self._log(name, now)
+
+    def _log(self, name: str, now: float) -> None:
+        since = self._since[name]
+        problem = self._problem.pop(name, "")
+        log.log(
+            logging.WARNING if since[REJECTED] else logging.INFO,
+            "source %s: %d records -> %d token events, %d without a token event, %d rejected%s",
+            name,
+            since[RECORDS],
+            since[EVENTS],
+            since[NOT_TOKEN_EVENTS],
+            since[REJECTED],
+            f" (first: {problem})" if problem else "",
+        )
+        self._since[name] = [0, 0, 0, 0]
+        self._logged_at[name] = now
 
 
 class Pipeline:
@@ -83,6 +135,7 @@ class Pipeline:
         )
         self.checkpointer = _checkpointer(settings, self.ledger, self.store)
         self.stats = IngestStats()
+        self.sources = SourceTallies()
         self.budget = BodyBudget(settings.max_pending_bytes, settings.retry_after_s)
 
     async def start(self) -> None:
@@ -118,15 +171,22 @@ class Pipeline:
         self.stats.records_already_stored += again
         self.stats.records_ignored += mapped.ignored
         self.stats.records_rejected += mapped.rejected
+        if mapped.sources:
+            self.sources.add(mapped.sources, mapped.errors)
         problems = list(mapped.errors)
         if again:
             # Not silent, and not an error: a retry is answered as its first attempt was. The
             # OTLP specification lets a server warn in partial_success with nothing rejected.
             log.info("%d token events of a request were stored before: taken for a retry", again)
             problems.insert(0, _already_stored(again))
-        if problems:
-            return ExportResult(mapped.rejected, error_summary(problems))
-        return ExportResult()
+        return ExportResult(
+            mapped.rejected,
+            error_summary(problems) if problems else "",
+            stored=stored,
+            again=again,
+            ignored=mapped.ignored,
+            errors=tuple(mapped.errors),
+        )
 
     def hold(self, size: int) -> AbstractContextManager[Resize]:
         """Counts a request's ``size`` bytes while an edge reads and exports it; raises
@@ -140,6 +200,7 @@ class Pipeline:
     async def stop(self) -> None:
         """Writes what is pending, then stops the mapping and closes the store."""
         await self._stop_stages()
+        self.sources.flush()
         log.info(
             "tokenotel stopped: %d requests (%d asked to slow down), %d token events stored in %d "
             "inserts, %d sent again (retries, not stored twice), %d other records ignored, "

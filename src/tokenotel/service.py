@@ -124,7 +124,10 @@ class Service:
             raise
         if self._record_in is not None:
             record_service(
-                self._record_in, f"{self.api.host}:{self.api.port}", tls=self.api.tls is not None
+                self._record_in,
+                f"{self.api.host}:{self.api.port}",
+                tls=self.api.tls is not None,
+                otlp_address=f"{self.otlp_grpc.host}:{self.otlp_grpc.port}",
             )
         gc.freeze()  # what start-up loaded stays: later collections need not scan it again
         log.info(

@@ -90,3 +90,41 @@ def test_validate_rejects_a_broken_config(collector_validate: Validate, tmp_path
     result = collector_validate(str(broken))
     assert result.returncode != 0
     assert "IsMatchh" in result.stdout + result.stderr
+
+
+SOURCE_CONFIGS = sorted(p.name for p in (CONFIG_DIR / "sources").glob("*.yaml"))
+
+
+def test_every_source_has_its_collector_config() -> None:
+    assert [
+        f"{source}.yaml"
+        for source in sorted(
+            [
+                "vault",
+                "github",
+                "cloudtrail",
+                "okta",
+                "gitlab",
+                "kubernetes",
+                "kong",
+                "nginx",
+                "envoy",
+            ]
+        )
+    ] == SOURCE_CONFIGS
+
+
+@pytest.mark.parametrize("config", SOURCE_CONFIGS)
+def test_validate_accepts_each_source_config(
+    collector_validate: Validate, tmp_path: Path, config: str
+) -> None:
+    result = collector_validate(f"sources/{config}", TOKENOTEL_ENDPOINT=f"127.0.0.1:{free_port()}")
+    assert result.returncode == 0, result.stdout + result.stderr
+    assert "error" not in (result.stdout + result.stderr).lower()
+
+
+def test_validate_accepts_several_source_configs_in_one_collector(
+    collector_validate: Validate,
+) -> None:
+    merged = collector_validate(*(f"sources/{config}" for config in SOURCE_CONFIGS))
+    assert merged.returncode == 0, merged.stdout + merged.stderr

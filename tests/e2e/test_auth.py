@@ -482,7 +482,7 @@ def test_the_service_audits_its_own_credentials_in_its_own_trail(tmp_path: Path)
     used = [e for e in of("token.used") if e["token_id"] == ids["ingest"]]
     assert 1 <= len(used) < 20
     assert {(e["client_ip"], e["token_fingerprint"]) for e in used} == {
-        ("127.0.0.1", fingerprint.stdout.strip())
+        ("127.0.0.1", fingerprint.stdout.splitlines()[0])
     }
     # Failed: every attempt, with why (which the caller was not told).
     failed = {(e["failure_reason"], e["token_id"]) for e in of("token.auth_failed")}

@@ -14,6 +14,7 @@ from tokenotel.errors import FingerprintKeyError
 from tokenotel.mapping.fingerprint import (
     KEY_FILE_NAME,
     Fingerprinter,
+    github_hashed_token,
     load_key,
     load_previous_keys,
 )
@@ -112,3 +113,10 @@ def test_previous_keys_fingerprint_a_secret_as_they_did_before_a_rotation(tmp_pa
 def test_a_bad_previous_key_is_an_error_naming_its_file(tmp_path: Path) -> None:
     with pytest.raises(FingerprintKeyError, match=r"missing\.key"):
         load_previous_keys([tmp_path / "missing.key"])
+
+
+def test_github_hashed_token_is_what_githubs_audit_log_keeps() -> None:
+    # GitHub's documentation: echo -n TOKEN | openssl dgst -sha256 -binary | base64 (the value
+    # below is what that prints for this made-up token).
+    token = "ghp_FakeClassicTokenForTokenotelTests0000"
+    assert github_hashed_token(token) == "9eGCnSLh7SLfgAygUnAUGOLNWLa0PLmaXhE1InCkE8E="

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import random
+
 import pytest
 
 from tokenotel.mapping.fingerprint import Fingerprinter
-from tokenotel.mapping.redact import redact
+from tokenotel.mapping.redact import SECRET_RE, may_hold_secret, redact, secrets_in
 
 fingerprint = Fingerprinter(bytes(range(32)))
 
@@ -70,3 +72,33 @@ def test_every_secret_in_a_text_is_replaced_and_the_first_is_reported() -> None:
 )
 def test_text_without_secrets_is_unchanged(text: str) -> None:
     assert redact(text, fingerprint) == (text, None)
+
+
+def test_secrets_are_found_where_the_whole_pattern_finds_them() -> None:
+    # secrets_in tries the pattern only where a secret's fixed start is (fast on long texts
+    # such as a vendor's whole record): it must find exactly what a search of every position
+    # finds, secrets next to each other, overlapping starts and word boundaries included.
+    rng = random.Random(14)
+    pieces = [
+        *SECRETS.values(),
+        "Bearer abcdefgh12345678",
+        "BASIC dXNlcjpwYXNz",
+        "sk_live_",
+        "rk_test_" + "a" * 16,
+        "eyJ-eyJ-eyJ",
+        "xAKIAABCDEFGHIJKLMNOP",
+        "AKIAABCDEFGHIJKLMNO",
+        '{"accessKeyId":"',
+        " ",
+        "-",
+        "_",
+        '"',
+        "hvs.",
+        "tko_",
+        "word",
+    ]
+    for _ in range(3000):
+        text = "".join(rng.choice(pieces) for _ in range(rng.randint(1, 8)))
+        expected = [(m.start(), m.end()) for m in SECRET_RE.finditer(text)]
+        assert [(m.start(), m.end()) for m in secrets_in(text)] == expected, text
+        assert may_hold_secret(text) or not expected

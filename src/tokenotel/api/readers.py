@@ -317,12 +317,16 @@ class RunningService:
 
     address: str
     tls: bool
+    #: Where it takes OTLP/gRPC (``tokenotel import`` sends there); None from older versions.
+    otlp: str | None = None
 
 
-def record_service(data_dir: Path, api_address: str, *, tls: bool) -> None:
-    """Notes in the data directory where the running service's query API listens, and whether
-    it serves TLS."""
-    record = {"api": api_address, "pid": os.getpid(), "tls": tls}
+def record_service(
+    data_dir: Path, api_address: str, *, tls: bool, otlp_address: str | None = None
+) -> None:
+    """Notes in the data directory where the running service's query API listens, whether it
+    serves TLS, and where it takes OTLP/gRPC."""
+    record = {"api": api_address, "pid": os.getpid(), "tls": tls, "otlp": otlp_address}
     (data_dir / SERVICE_RECORD).write_text(json.dumps(record), encoding="utf-8")
 
 
@@ -338,6 +342,7 @@ def running_service(data_dir: Path) -> RunningService | None:
         record = json.loads((data_dir / SERVICE_RECORD).read_text(encoding="utf-8"))
         pid, address = int(record["pid"]), str(record["api"])
         tls = bool(record.get("tls", False))
+        otlp = record.get("otlp")
     except (OSError, ValueError, KeyError, TypeError):
         return None
     try:
@@ -346,4 +351,4 @@ def running_service(data_dir: Path) -> RunningService | None:
         return None
     except PermissionError:  # alive, another user's
         pass
-    return RunningService(address, tls)
+    return RunningService(address, tls, str(otlp) if otlp else None)

@@ -17,6 +17,12 @@ from tokenotel.errors import Overloaded
 class ExportResult:
     rejected: int = 0
     message: str = ""
+    #: For a caller in this process (``tokenotel import``), not the OTLP answer: token events
+    #: stored, stored before (not again), records ignored (no token event), every problem.
+    stored: int = 0
+    again: int = 0
+    ignored: int = 0
+    errors: tuple[str, ...] = ()
 
     def response(self) -> ExportLogsServiceResponse:
         """Full success leaves ``partial_success`` unset, as the OTLP specification asks."""

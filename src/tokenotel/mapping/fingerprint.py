@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import base64
 import hashlib
 import hmac
 import logging
@@ -39,6 +40,13 @@ class Fingerprinter:
 
     def __repr__(self) -> str:  # never show the key
         return f"Fingerprinter(key_id={self.key_id!r})"
+
+
+def github_hashed_token(secret: str) -> str:
+    """The hash GitHub's audit log keeps of a token (``hashed_token``): base64 of its SHA-256.
+    Not keyed, so anyone holding the token can compute it; stored as the source sent it
+    (``token_hash``), it lets a search by the secret find GitHub's events of that token."""
+    return base64.b64encode(hashlib.sha256(secret.encode("utf-8")).digest()).decode("ascii")
 
 
 def load_previous_keys(key_files: Sequence[Path]) -> tuple[Fingerprinter, ...]:

@@ -7,6 +7,7 @@ no per-record allocation beyond the row itself.
 from __future__ import annotations
 
 import hashlib
+import logging
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -15,8 +16,16 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, InstrumentationScope, KeyValue
 from opentelemetry.proto.resource.v1.resource_pb2 import Resource
 
+from tokenotel.errors import SourceRecordError
 from tokenotel.mapping import wire
-from tokenotel.mapping.redact import SECRET_RE, redact
+from tokenotel.mapping.expand import (
+    SOURCE_ATTRIBUTE,
+    SOURCE_ATTRIBUTE_PREFIX,
+    expanded_id,
+    source_of,
+    units,
+)
+from tokenotel.mapping.redact import may_hold_secret, redact, secrets_in
 from tokenotel.mapping.values import to_epoch_ms, to_ip, to_python, to_string_list, to_text
 from tokenotel.model import (
     COLUMN_BY_NAME,
@@ -28,6 +37,9 @@ from tokenotel.model import (
     Read,
     default_outcome,
 )
+from tokenotel.sources import SOURCES, TokenRecord
+
+log = logging.getLogger(__name__)
 
 _I = {name: i for i, name in enumerate(ROW_COLUMNS)}
 
@@ -78,6 +90,13 @@ class MappedBatch:
     ignored: int = 0
     rejected: int = 0
     errors: list[str] = field(default_factory=list)
+    #: Raw records of each source (``tokenotel.source``): what came of them (SourceTally).
+    sources: dict[str, list[int]] = field(default_factory=dict)
+
+
+#: The places of a source's tally: raw records, token events mapped from them, records that
+#: hold no token event, records rejected (malformed, or of an unknown source).
+RECORDS, EVENTS, NOT_TOKEN_EVENTS, REJECTED = range(4)
 
 
 class Mapper:
@@ -87,6 +106,8 @@ class Mapper:
         self._fingerprint = fingerprint
         self._clean_texts: set[str] = set()
         self._effects: dict[bytes, tuple[int, Any]] = {}
+        #: The same for the attributes of source mappings' token events, by key and value.
+        self._value_effects: dict[tuple[str, type, Any], tuple[int, Any]] = {}
         self._redactions = 0  # how many secrets were found: a changed count means "forget"
 
     def map(self, request: ExportLogsServiceRequest, received_ns: int) -> MappedBatch:
@@ -108,7 +129,22 @@ class Mapper:
                                 event_name = KeyValue.FromString(encoded).value.string_value
                                 break
                     if not event_name.startswith(EVENT_PREFIX):
-                        batch.ignored += 1
+                        for encoded in record.attributes:
+                            if encoded.startswith(SOURCE_ATTRIBUTE_PREFIX):
+                                source = KeyValue.FromString(encoded).value.string_value
+                                self._expand(
+                                    batch,
+                                    source,
+                                    record,
+                                    index,
+                                    request_key,
+                                    received_ns,
+                                    scope_name,
+                                    resource_values,
+                                )
+                                break
+                        else:
+                            batch.ignored += 1
                         continue
                     if max(record.time_unix_nano, record.observed_time_unix_nano) > _MAX_TIME_NS:
                         batch.rejected += 1
@@ -148,7 +184,7 @@ class Mapper:
         """``text`` with secrets replaced; texts seen clean before skip the regex."""
         if len(text) < _MIN_SECRET_LEN or text in self._clean_texts:
             return text
-        if SECRET_RE.search(text) is None:
+        if not may_hold_secret(text) or not secrets_in(text):
             if len(text) <= _MAX_REMEMBERED_BYTES:
                 if len(self._clean_texts) >= _CLEAN_CACHE_SIZE:
                     self._clean_texts.clear()
@@ -164,7 +200,7 @@ class Mapper:
         in them: no secret is kept in memory longer than its request."""
         redactions = self._redactions
         kv = KeyValue.FromString(encoded)
-        effect = self._effect(kv.key, kv.value)
+        effect = self._effect(kv.key, to_python(kv.value))
         # (An authorization with a secret counts as a redaction too; a record's own id is
         # unique, and so is a long attribute most likely: remembering them would only push
         # out what repeats.)
@@ -178,10 +214,10 @@ class Mapper:
             self._effects[encoded] = effect
         return effect
 
-    def _effect(self, key: str, any_value: Any) -> tuple[int, Any]:
+    def _effect(self, key: str, value: Any) -> tuple[int, Any]:
+        """What an attribute ``key`` with ``value`` (as ``to_python`` gives it) does to a row."""
         clean = self._clean
         claimed = _CLAIMED.get(key)
-        value = to_python(any_value)
         if claimed is None:
             if key == "event.name":
                 return _SKIP_EFFECT
@@ -283,6 +319,152 @@ class Mapper:
         if extra:
             row[_ATTRIBUTES] = extra
         return row
+
+    # -- raw records of a source (mapping/expand.py) -------------------------------------------
+
+    def _expand(
+        self,
+        batch: MappedBatch,
+        name: str,
+        record: wire.LogRecord,
+        index: int,
+        request_key: bytes,
+        received_ns: int,
+        scope_name: str,
+        resource_values: list[tuple[int, Any]],
+    ) -> None:
+        """Maps the token events of one raw record of source ``name`` like records an SDK sent
+        (their attributes, name and time; the raw record's resource and scope). A record that
+        cannot be read is rejected, with a message naming it; one that holds no token event is
+        ignored. Never raises: one bad record does not fail its request."""
+        key = name if name in SOURCES else "(unknown)"
+        tally = batch.sources.get(key)
+        if tally is None:
+            tally = batch.sources[key] = [0, 0, 0, 0]
+        problems: list[str] = []
+        try:
+            source = source_of(name)
+            body = None if record.body is None else to_python(AnyValue.FromString(record.body))
+            raws = units(name, body)
+        except SourceRecordError as e:
+            tally[RECORDS] += 1
+            tally[REJECTED] += 1
+            batch.rejected += 1
+            batch.errors.append(f"log record {index} ({SOURCE_ATTRIBUTE} {name[:40]!r}): {e}")
+            return
+        observed = record.observed_time_unix_nano or received_ns
+        sub = 0
+        for number, raw in enumerate(raws):
+            where = f"log record {index}" + (f", {name} record {number}" if len(raws) > 1 else "")
+            tally[RECORDS] += 1
+            try:
+                token_records = source.records(raw)
+            except SourceRecordError as e:
+                problems.append(f"{where}: {e}")
+                tally[REJECTED] += 1
+                continue
+            except Exception as e:  # a mapping's bug: this record is lost, not the request
+                log.warning(
+                    "the %s mapping failed on a record (%s): rejected", name, type(e).__name__
+                )
+                problems.append(
+                    f"{where}: the {name} mapping failed on this record ({type(e).__name__})"
+                )
+                tally[REJECTED] += 1
+                continue
+            if not token_records:
+                tally[NOT_TOKEN_EVENTS] += 1
+                continue
+            for token in token_records:
+                if token.time_unix_nano > _MAX_TIME_NS or not token.event_name.startswith(
+                    EVENT_PREFIX
+                ):
+                    problems.append(
+                        f"{where}: the {name} mapping gave an event with a time after 2262 or "
+                        f"a name outside token.* ({token.event_name[:40]!r})"
+                    )
+                    continue
+                row = self._token_row(token, observed, scope_name, resource_values)
+                if not row[_TOKEN_ID] and not row[_FINGERPRINT]:
+                    problems.append(f"{where} ({token.event_name}) has no token identity")
+                    continue
+                if not row[_EVENT_ID]:
+                    row[_EVENT_ID] = expanded_id(request_key, index, sub)
+                sub += 1
+                batch.rows.append(row)
+                tally[EVENTS] += 1
+        if problems:
+            batch.rejected += 1  # (a log record: the OTLP count is of the request's records)
+            batch.errors += problems
+        elif not sub:
+            batch.ignored += 1
+
+    def _token_row(
+        self,
+        token: TokenRecord,
+        observed: int,
+        scope_name: str,
+        resource_values: list[tuple[int, Any]],
+    ) -> list[Any]:
+        """A source mapping's token event as the row of the record an SDK would have sent:
+        the same columns from the same attributes (see ``_row``)."""
+        row = _TEMPLATE.copy()
+        for column, value in resource_values:
+            row[column] = value
+        event_time = token.time_unix_nano or observed
+        row[_EVENT_TIME] = event_time
+        row[_OBSERVED_DELAY] = observed - event_time
+        row[_EVENT_NAME] = token.event_name
+        row[_SCOPE_NAME] = scope_name
+        auth_fingerprint: str | None = None
+        outcome: str | None = None
+        extra: list[tuple[str, str]] = []
+        effects = self._value_effects
+        for key, value in token.attributes.items():
+            kind = type(value)
+            try:
+                cache_key = (key, kind, tuple(value) if isinstance(value, list) else value)
+                effect = effects.get(cache_key)
+            except TypeError:  # an unhashable value: not remembered
+                cache_key, effect = None, None
+            if effect is None:
+                effect = self._value_effect(key, value, cache_key)
+            target, mapped = effect
+            if target >= 0:
+                row[target] = mapped
+            elif target == _EXTRA:
+                extra.append(mapped)
+            elif target == _OUTCOME_OF_RECORD:
+                outcome = mapped
+            elif target == _AUTHORIZATION:
+                extra.append(mapped[0])
+                if auth_fingerprint is None:
+                    auth_fingerprint = mapped[1]
+            elif target == _RECORD_UID:
+                row[_EVENT_ID] = mapped
+        row[_OUTCOME] = outcome or _DEFAULT_OUTCOMES.get(token.event_name, _UNKNOWN)
+        if auth_fingerprint and not row[_FINGERPRINT]:
+            row[_FINGERPRINT] = auth_fingerprint
+        if extra:
+            row[_ATTRIBUTES] = extra
+        return row
+
+    def _value_effect(
+        self, key: str, value: Any, cache_key: tuple[str, type, Any] | None
+    ) -> tuple[int, Any]:
+        """``_attribute`` for a value not encoded: remembered under ``cache_key`` likewise."""
+        redactions = self._redactions
+        effect = self._effect(key, value)
+        if (
+            cache_key is not None
+            and self._redactions == redactions
+            and effect[0] != _RECORD_UID
+            and not (type(value) is str and len(value) > _MAX_REMEMBERED_BYTES)
+        ):
+            if len(self._value_effects) >= _EFFECT_CACHE_SIZE:
+                self._value_effects.clear()
+            self._value_effects[cache_key] = effect
+        return effect
 
 
 def _to_int(value: Any) -> int | None:

@@ -26,6 +26,78 @@ _PATTERNS = (
     r"\btko_[0-9a-f]{8}_[A-Za-z0-9_-]{43}",  # tokenotel's own credentials (tokenotel auth)
 )
 SECRET_RE = re.compile("|".join(_PATTERNS))
+#: Text that every match of SECRET_RE starts with (bearer and basic in any case; Stripe's keys
+#: one character before theirs): a text without any holds no secret, and one with some holds
+#: them only where these are. Finding fixed text is some fifty times faster than the pattern's
+#: search, which tries every alternative at every character: a vendor's whole record, kept in
+#: an attribute, is thousands of them.
+_MARKS = (
+    "eyJ",
+    "ghp_",
+    "gho_",
+    "ghu_",
+    "ghs_",
+    "ghr_",
+    "github_pat_",
+    "glpat-",
+    "xox",
+    "AKIA",
+    "ASIA",
+    "hvs.",
+    "hvb.",
+    "hvr.",
+    "npm_",
+    "sk-",
+    "AIza",
+    "tko_",
+)
+_MARKS_AFTER_ONE = ("k_live_", "k_test_")  # [sr]k_live_…
+_CASELESS_MARKS = ("bearer", "basic")
+
+
+def may_hold_secret(text: str) -> bool:
+    """False when ``text`` certainly holds no match of SECRET_RE (True: search it)."""
+    for mark in _MARKS:
+        if mark in text:
+            return True
+    for mark in _MARKS_AFTER_ONE:
+        if mark in text:
+            return True
+    lower = text.lower()
+    return "bearer" in lower or "basic" in lower
+
+
+def _starts(text: str) -> list[int]:
+    """Every place a match of SECRET_RE may start, in order."""
+    starts: set[int] = set()
+    lower = text.lower()
+    for marks, within, shift in (
+        (_MARKS, text, 0),
+        (_MARKS_AFTER_ONE, text, 1),
+        (_CASELESS_MARKS, lower, 0),
+    ):
+        for mark in marks:
+            at = within.find(mark)
+            while at >= 0:
+                if at >= shift:
+                    starts.add(at - shift)
+                at = within.find(mark, at + 1)
+    return sorted(starts)
+
+
+def secrets_in(text: str) -> list[re.Match[str]]:
+    """The matches of SECRET_RE in ``text``, as ``SECRET_RE.finditer`` finds them (leftmost
+    first, none overlapping), trying the pattern only where one may start."""
+    found: list[re.Match[str]] = []
+    end = 0
+    for start in _starts(text):
+        if start < end:
+            continue
+        match = SECRET_RE.match(text, start)
+        if match is not None and match.end() > match.start():
+            found.append(match)
+            end = match.end()
+    return found
 
 
 def redact(text: str, fingerprint: Callable[[str], str]) -> tuple[str, str | None]:
@@ -44,5 +116,14 @@ def redact(text: str, fingerprint: Callable[[str], str]) -> tuple[str, str | Non
         whole = match.group(0)
         return whole[: match.start("auth") - match.start()] + fp if match.group("auth") else fp
 
-    redacted = SECRET_RE.sub(replace, text)
-    return redacted, (first[0] if first else None)
+    matches = secrets_in(text)
+    if not matches:
+        return text, None
+    parts = []
+    last = 0
+    for match in matches:
+        parts.append(text[last : match.start()])
+        parts.append(replace(match))
+        last = match.end()
+    parts.append(text[last:])
+    return "".join(parts), (first[0] if first else None)

@@ -43,22 +43,38 @@ class MappedTable:
     ignored: int = 0
     rejected: int = 0
     errors: list[str] = field(default_factory=list)
+    #: Raw records of each source and what came of them (see mapper.RECORDS ...).
+    sources: dict[str, list[int]] = field(default_factory=dict)
 
     def __reduce__(self) -> tuple[Any, ...]:
         sink = pa.BufferOutputStream()
         with pa.ipc.new_stream(sink, self.table.schema) as writer:
             writer.write_table(self.table)
-        return _from_stream, (sink.getvalue(), self.ignored, self.rejected, self.errors)
+        return _from_stream, (
+            sink.getvalue(),
+            self.ignored,
+            self.rejected,
+            self.errors,
+            self.sources,
+        )
 
 
-def _from_stream(stream: pa.Buffer, ignored: int, rejected: int, errors: list[str]) -> MappedTable:
-    return MappedTable(pa.ipc.open_stream(stream).read_all(), ignored, rejected, errors)
+def _from_stream(
+    stream: pa.Buffer,
+    ignored: int,
+    rejected: int,
+    errors: list[str],
+    sources: dict[str, list[int]],
+) -> MappedTable:
+    return MappedTable(pa.ipc.open_stream(stream).read_all(), ignored, rejected, errors, sources)
 
 
 def decode_and_map(mapper: Mapper, body: bytes, content_type: str, received_ns: int) -> MappedTable:
     """Raises MalformedRequest for a body that is not an OTLP logs request."""
     batch = mapper.map(decode(body, content_type), received_ns)
-    return MappedTable(rows_to_arrow(batch.rows), batch.ignored, batch.rejected, batch.errors)
+    return MappedTable(
+        rows_to_arrow(batch.rows), batch.ignored, batch.rejected, batch.errors, batch.sources
+    )
 
 
 class MappingPool:

@@ -19,7 +19,7 @@ EVENT_COLUMNS = """
     toUnixTimestamp64Nano(event_time) AS time,
     toUnixTimestamp64Nano(observed_time) AS observed_time,
     event_name, outcome, token_status, failure_reason,
-    token_id, token_fingerprint, token_type, token_name, token_hint, previous_token_id,
+    token_id, token_fingerprint, token_hash, token_type, token_name, token_hint, previous_token_id,
     principal_id, principal_type, actor_id, tenant,
     toString(client_ip) AS client_address, user_agent, country, asn,
     scopes, scopes_added, scopes_removed,
@@ -76,7 +76,8 @@ class EventFilter:
             conditions.append(
                 "token_key IN (SELECT arrayJoin({tokens:Array(String)}) UNION ALL "
                 "SELECT DISTINCT token_key FROM token_events "
-                "WHERE token_fingerprint IN {tokens:Array(String)})"
+                "WHERE token_fingerprint IN {tokens:Array(String)} "
+                "OR token_hash IN {tokens:Array(String)})"
             )
             params["tokens"] = self.tokens
         if self.principal:

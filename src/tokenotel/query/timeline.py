@@ -15,6 +15,7 @@ from tokenotel.store.client import EVENTS_TABLE, Store
 KEY_SQL = f"""
 SELECT token_key FROM {EVENTS_TABLE}
 WHERE token_key = {{token:String}} OR token_fingerprint = {{token:String}}
+   OR token_hash = {{token:String}}
 LIMIT 1
 """
 #: Events that changed what the token is. A rotation names the old token as previous id.

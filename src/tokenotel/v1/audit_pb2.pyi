@@ -11,7 +11,7 @@ from typing import ClassVar as _ClassVar, Optional as _Optional, Union as _Union
 DESCRIPTOR: _descriptor.FileDescriptor
 
 class Event(_message.Message):
-    __slots__ = ("time", "observed_time", "event_name", "outcome", "token_status", "failure_reason", "token_id", "token_fingerprint", "token_type", "token_name", "token_hint", "previous_token_id", "principal_id", "principal_type", "actor_id", "tenant", "client_ip", "user_agent", "country", "asn", "scopes", "scopes_added", "scopes_removed", "expires_at", "issued_at", "http_method", "http_route", "url_path", "http_status", "request_id", "reason", "source", "service_name", "environment", "scope_name", "trace_id", "span_id", "severity_text", "severity_number", "body", "attributes", "resource_attributes")
+    __slots__ = ("time", "observed_time", "event_name", "outcome", "token_status", "failure_reason", "token_id", "token_fingerprint", "token_hash", "token_type", "token_name", "token_hint", "previous_token_id", "principal_id", "principal_type", "actor_id", "tenant", "client_ip", "user_agent", "country", "asn", "scopes", "scopes_added", "scopes_removed", "expires_at", "issued_at", "http_method", "http_route", "url_path", "http_status", "request_id", "reason", "source", "service_name", "environment", "scope_name", "trace_id", "span_id", "severity_text", "severity_number", "body", "attributes", "resource_attributes")
     class AttributesEntry(_message.Message):
         __slots__ = ("key", "value")
         KEY_FIELD_NUMBER: _ClassVar[int]
@@ -34,6 +34,7 @@ class Event(_message.Message):
     FAILURE_REASON_FIELD_NUMBER: _ClassVar[int]
     TOKEN_ID_FIELD_NUMBER: _ClassVar[int]
     TOKEN_FINGERPRINT_FIELD_NUMBER: _ClassVar[int]
+    TOKEN_HASH_FIELD_NUMBER: _ClassVar[int]
     TOKEN_TYPE_FIELD_NUMBER: _ClassVar[int]
     TOKEN_NAME_FIELD_NUMBER: _ClassVar[int]
     TOKEN_HINT_FIELD_NUMBER: _ClassVar[int]
@@ -76,6 +77,7 @@ class Event(_message.Message):
     failure_reason: str
     token_id: str
     token_fingerprint: str
+    token_hash: str
     token_type: str
     token_name: str
     token_hint: str
@@ -110,7 +112,7 @@ class Event(_message.Message):
     body: str
     attributes: _containers.ScalarMap[str, str]
     resource_attributes: _containers.ScalarMap[str, str]
-    def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., observed_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., event_name: _Optional[str] = ..., outcome: _Optional[str] = ..., token_status: _Optional[str] = ..., failure_reason: _Optional[str] = ..., token_id: _Optional[str] = ..., token_fingerprint: _Optional[str] = ..., token_type: _Optional[str] = ..., token_name: _Optional[str] = ..., token_hint: _Optional[str] = ..., previous_token_id: _Optional[str] = ..., principal_id: _Optional[str] = ..., principal_type: _Optional[str] = ..., actor_id: _Optional[str] = ..., tenant: _Optional[str] = ..., client_ip: _Optional[str] = ..., user_agent: _Optional[str] = ..., country: _Optional[str] = ..., asn: _Optional[int] = ..., scopes: _Optional[_Iterable[str]] = ..., scopes_added: _Optional[_Iterable[str]] = ..., scopes_removed: _Optional[_Iterable[str]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., issued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., http_method: _Optional[str] = ..., http_route: _Optional[str] = ..., url_path: _Optional[str] = ..., http_status: _Optional[int] = ..., request_id: _Optional[str] = ..., reason: _Optional[str] = ..., source: _Optional[str] = ..., service_name: _Optional[str] = ..., environment: _Optional[str] = ..., scope_name: _Optional[str] = ..., trace_id: _Optional[str] = ..., span_id: _Optional[str] = ..., severity_text: _Optional[str] = ..., severity_number: _Optional[int] = ..., body: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ..., resource_attributes: _Optional[_Mapping[str, str]] = ...) -> None: ...
+    def __init__(self, time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., observed_time: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., event_name: _Optional[str] = ..., outcome: _Optional[str] = ..., token_status: _Optional[str] = ..., failure_reason: _Optional[str] = ..., token_id: _Optional[str] = ..., token_fingerprint: _Optional[str] = ..., token_hash: _Optional[str] = ..., token_type: _Optional[str] = ..., token_name: _Optional[str] = ..., token_hint: _Optional[str] = ..., previous_token_id: _Optional[str] = ..., principal_id: _Optional[str] = ..., principal_type: _Optional[str] = ..., actor_id: _Optional[str] = ..., tenant: _Optional[str] = ..., client_ip: _Optional[str] = ..., user_agent: _Optional[str] = ..., country: _Optional[str] = ..., asn: _Optional[int] = ..., scopes: _Optional[_Iterable[str]] = ..., scopes_added: _Optional[_Iterable[str]] = ..., scopes_removed: _Optional[_Iterable[str]] = ..., expires_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., issued_at: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ..., http_method: _Optional[str] = ..., http_route: _Optional[str] = ..., url_path: _Optional[str] = ..., http_status: _Optional[int] = ..., request_id: _Optional[str] = ..., reason: _Optional[str] = ..., source: _Optional[str] = ..., service_name: _Optional[str] = ..., environment: _Optional[str] = ..., scope_name: _Optional[str] = ..., trace_id: _Optional[str] = ..., span_id: _Optional[str] = ..., severity_text: _Optional[str] = ..., severity_number: _Optional[int] = ..., body: _Optional[str] = ..., attributes: _Optional[_Mapping[str, str]] = ..., resource_attributes: _Optional[_Mapping[str, str]] = ...) -> None: ...
 
 class EventFilter(_message.Message):
     __slots__ = ("tokens", "principal", "ip", "event_names", "outcome", "token_statuses", "since", "until")

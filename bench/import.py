@@ -1,0 +1,165 @@
+"""Import benchmark: `tokenotel import` of gzip JSON-lines files into a fresh data directory.
+
+Makes ``--files`` gzip files for each of Vault (audit device entries) and CloudTrail (one
+record a line), from the project's fixtures with their ids and times varied, so every line is
+an event of its own; then imports each source's files (two runs of `tokenotel import`, one a
+source) and times them. Prints events/s (stored events over the wall time of both imports) and
+the peak RSS of the import's processes (with its mapping workers); the last line is
+machine-readable: ``events_per_s=<n> peak_rss_mb=<n>``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import gzip
+import random
+import shutil
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+import uuid
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+
+import orjson
+import psutil
+
+ROOT = Path(__file__).resolve().parents[1]
+FIXTURES = ROOT / "tests" / "sources" / "fixtures"
+START = datetime(2026, 1, 1, tzinfo=UTC)
+
+
+def _time(i: int) -> str:
+    return (START + timedelta(milliseconds=37 * i)).strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def _hex(rng: random.Random) -> str:
+    return "hmac-sha256:" + rng.randbytes(32).hex()
+
+
+def vault_lines(count: int, rng: random.Random) -> list[bytes]:
+    """Vault response entries (every one an event): the fixtures' responses, each with its own
+    request id, time and token."""
+    templates = [
+        orjson.loads(line)
+        for line in (FIXTURES / "vault" / "audit.jsonl").read_text().splitlines()
+        if '"type":"response"' in line
+    ]
+    lines = []
+    for i in range(count):
+        entry: dict[str, Any] = orjson.loads(orjson.dumps(templates[i % len(templates)]))
+        entry["time"] = _time(i)
+        entry["request"]["id"] = str(uuid.UUID(int=rng.getrandbits(128)))
+        token = entry.get("auth") or {}
+        if "accessor" in token:
+            token["accessor"] = _hex(rng) if i % 5 == 0 else token["accessor"]
+        lines.append(orjson.dumps(entry))
+    return lines
+
+
+def cloudtrail_lines(count: int, rng: random.Random) -> list[bytes]:
+    """CloudTrail records, one a line, each with its own eventID and time."""
+    templates = []
+    for path in sorted((FIXTURES / "cloudtrail").glob("*.json*")):
+        for line in path.read_text().splitlines():
+            if not line.strip():
+                continue
+            value = orjson.loads(line)
+            templates += value.get("Records", [value])
+    lines = []
+    for i in range(count):
+        record: dict[str, Any] = orjson.loads(orjson.dumps(templates[i % len(templates)]))
+        record["eventID"] = str(uuid.UUID(int=rng.getrandbits(128)))
+        record["eventTime"] = _time(i)[:19] + "Z"
+        lines.append(orjson.dumps(record))
+    return lines
+
+
+def write_files(directory: Path, lines: list[bytes], files: int) -> None:
+    directory.mkdir(parents=True)
+    per_file = len(lines) // files
+    for n in range(files):
+        chunk = lines[n * per_file : (n + 1) * per_file]
+        (directory / f"part-{n:03d}.jsonl.gz").write_bytes(
+            gzip.compress(b"\n".join(chunk) + b"\n", compresslevel=6)
+        )
+
+
+def watch_rss(pid: int, peak: list[int], stop: threading.Event) -> None:
+    """The largest total RSS of ``pid`` and its children, sampled every 50 ms."""
+    try:
+        process = psutil.Process(pid)
+    except psutil.NoSuchProcess:
+        return
+    while not stop.is_set():
+        total = 0
+        try:
+            for p in [process, *process.children(recursive=True)]:
+                total += p.memory_info().rss
+        except psutil.NoSuchProcess:
+            pass
+        peak[0] = max(peak[0], total)
+        stop.wait(0.05)
+
+
+def run_import(source: str, data_dir: Path, files: Path) -> tuple[int, float, int]:
+    """Stored events, wall seconds and peak RSS of one `tokenotel import`."""
+    started = time.perf_counter()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "tokenotel",
+            "import",
+            "--source",
+            source,
+            "--data-dir",
+            str(data_dir),
+            str(files),
+        ],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+        text=True,
+    )
+    peak = [0]
+    stop = threading.Event()
+    watcher = threading.Thread(target=watch_rss, args=(proc.pid, peak, stop), daemon=True)
+    watcher.start()
+    out, err = proc.communicate()
+    elapsed = time.perf_counter() - started
+    stop.set()
+    watcher.join()
+    if proc.returncode != 0:
+        sys.exit(f"import failed ({proc.returncode}):\n{out}\n{err}")
+    print(f"{source}: {out.strip()} in {elapsed:.1f} s", file=sys.stderr)
+    stored = int(out.split(" events stored")[0].rsplit(", ", 1)[1].replace(",", ""))
+    return stored, elapsed, peak[0]
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__)
+    parser.add_argument("--events", type=int, default=200_000, help="events per source")
+    parser.add_argument("--files", type=int, default=8, help="files per source")
+    args = parser.parse_args()
+    rng = random.Random(14)
+    workdir = Path(tempfile.mkdtemp(prefix="tokenotel-bench-import-"))
+    try:
+        write_files(workdir / "vault", vault_lines(args.events, rng), args.files)
+        write_files(workdir / "cloudtrail", cloudtrail_lines(args.events, rng), args.files)
+        total_events = total_s = 0.0
+        peak = 0
+        for source in ("vault", "cloudtrail"):
+            stored, elapsed, rss = run_import(source, workdir / "data", workdir / source)
+            total_events += stored
+            total_s += elapsed
+            peak = max(peak, rss)
+        print(f"events_per_s={total_events / total_s:.0f} peak_rss_mb={peak / 2**20:.0f}")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+
+
+if __name__ == "__main__":
+    main()
