@@ -276,7 +276,7 @@ def test_the_signing_key_is_in_no_log_output_or_other_file(ingested: Ingested) -
     """The checkpoints' signing key (docs/tamper-evidence.md): its file holds it, the log names
     the file and the public key only."""
     key_file = ingested.data_dir / "signing.key"
-    encoded = key_file.read_text().strip().rsplit("+", 1)[1]  # base64(0x01 || 32-byte seed)
+    encoded = key_file.read_text().strip().split("+", 4)[4]  # base64(0x01 || 32-byte seed)
     seed = base64.b64decode(encoded)[1:]
     assert len(seed) == 32
     assert "no signing key configured: created one in" in ingested.server_output
