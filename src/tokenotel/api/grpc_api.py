@@ -45,8 +45,10 @@ SERVICE = audit_pb2.DESCRIPTOR.services_by_name["TokenAudit"].full_name
 DEFAULT_PAGE, MOST_PAGE = 100, 1_000
 DEFAULT_TIMELINE, MOST_TIMELINE = 1_000, 10_000
 DEFAULT_TOP, MOST_TOP = 5, 100
-#: How many events one tail message carries at most.
-TAIL_BATCH = 1_000
+#: How many events one tail message carries at most (a message well under gRPC's 4 MB).
+TAIL_MESSAGE = 1_000
+#: How many a tail reads at once: a whole insert under load, most often.
+TAIL_READ = 20_000
 #: A tail looks for new events this often when no commit wakes it (another writer's inserts).
 TAIL_POLL_S = 1.0
 R = TypeVar("R", bound=Message)
@@ -116,18 +118,24 @@ class TokenAuditService(audit_pb2_grpc.TokenAuditServicer):
                 )
             while True:
                 up_to = await self._up_to()
-                events, after_these = await asyncio.to_thread(
-                    committed, self._store, event_filter, after, up_to, limit=TAIL_BATCH
+                read = await asyncio.to_thread(
+                    committed, self._store, event_filter, after, up_to, limit=TAIL_READ
                 )
-                if events or after_these != after:
+                for start in range(0, len(read.events), TAIL_MESSAGE):
+                    end = min(start + TAIL_MESSAGE, len(read.events))
+                    after = read.cursor(end)
                     response = audit_pb2.TailEventsResponse(
-                        cursor=paging.cursor_token(request.filter, after_these)
+                        cursor=paging.cursor_token(request.filter, after)
                     )
-                    for event in events:
+                    for event in read.events[start:end]:
                         to_message(event, response.events.add())
                     yield response
-                    after = after_these
-                if len(events) < TAIL_BATCH:
+                if read.cursor(len(read.events)) != after:  # nothing matched: the cursor moves
+                    after = read.cursor(len(read.events))
+                    yield audit_pb2.TailEventsResponse(
+                        cursor=paging.cursor_token(request.filter, after)
+                    )
+                if read.complete:
                     await self._commits.wait_for_commit(TAIL_POLL_S)
         except TokenotelError as e:
             await _abort(context, e)

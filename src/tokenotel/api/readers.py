@@ -106,9 +106,10 @@ class StoreReader:
         up_to = newest_stamp(self._store)
         after = paging.read_cursor(cursor, criteria) if cursor else Cursor(up_to)
         while True:
-            events, after = committed(self._store, event_filter, after, up_to, limit=PAGE)
-            yield events, paging.cursor_token(criteria, after)
-            if len(events) < PAGE:
+            read = committed(self._store, event_filter, after, up_to, limit=PAGE)
+            after = read.cursor(len(read.events))
+            yield read.events, paging.cursor_token(criteria, after)
+            if read.complete:
                 return
 
     def close(self) -> None:

@@ -98,6 +98,8 @@ ORDER BY stamp, partition
 """
 #: Most rows read back at once to seal or verify inserts.
 READ_ROWS = 500_000
+#: How often sealing the inserts of an older version reports how far it is.
+PROGRESS_EVERY_S = 10.0
 #: Committed inserts waiting to be sealed before the writer waits for the ledger.
 QUEUED = 8
 #: Leaves are written at most this often (each write costs a few ms of the store's CPU).
@@ -397,14 +399,20 @@ class Ledger:
         stored = self._store.query(STORED_INSERTS_SQL, {"since": 0}).result_rows
         if not stored:
             return
+        inserts = len({stamp for stamp, _, _ in stored})
         log.warning(
-            "sealing %d inserts stored before tamper evidence was on (marked recovered)",
-            len({stamp for stamp, _, _ in stored}),
+            "sealing %d inserts stored before tamper evidence was on (marked recovered); the "
+            "listeners open once they are sealed (docs/tamper-evidence.md)",
+            inserts,
         )
         groups: dict[int, list[tuple[int, Sealed]]] = {}
+        reported = time.monotonic()
         for first, last in _ranges(stored):
             for (stamp, partition), sealed in _sealed_groups(self._store, first, last):
                 groups.setdefault(stamp, []).append((partition, sealed))
+            if time.monotonic() - reported >= PROGRESS_EVERY_S:
+                log.info("sealed %d of %d inserts stored before", len(groups), inserts)
+                reported = time.monotonic()
         self._append(
             [(stamp, [s for _, s in sorted(groups[stamp])], True) for stamp in sorted(groups)]
         )
