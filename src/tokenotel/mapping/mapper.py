@@ -25,7 +25,7 @@ from tokenotel.mapping.expand import (
     source_of,
     units,
 )
-from tokenotel.mapping.redact import may_hold_secret, redact, secrets_in
+from tokenotel.mapping.redact import redact
 from tokenotel.mapping.values import to_epoch_ms, to_ip, to_python, to_string_list, to_text
 from tokenotel.model import (
     COLUMN_BY_NAME,
@@ -109,8 +109,18 @@ class Mapper:
         #: The same for the attributes of source mappings' token events, by key and value.
         self._value_effects: dict[tuple[str, type, Any], tuple[int, Any]] = {}
         self._redactions = 0  # how many secrets were found: a changed count means "forget"
+        #: Texts with secrets redacted in this request: a source's record is kept whole in each
+        #: of its events (a CloudTrail call with a key and the key it created: two), and found
+        #: again here. Forgotten when the request is mapped: no secret outlives its request.
+        self._redacted_in_request: dict[str, str] = {}
 
     def map(self, request: ExportLogsServiceRequest, received_ns: int) -> MappedBatch:
+        try:
+            return self._map(request, received_ns)
+        finally:
+            self._redacted_in_request.clear()
+
+    def _map(self, request: ExportLogsServiceRequest, received_ns: int) -> MappedBatch:
         batch = MappedBatch()
         index = -1
         data = request.SerializeToString()
@@ -184,14 +194,18 @@ class Mapper:
         """``text`` with secrets replaced; texts seen clean before skip the regex."""
         if len(text) < _MIN_SECRET_LEN or text in self._clean_texts:
             return text
-        if not may_hold_secret(text) or not secrets_in(text):
-            if len(text) <= _MAX_REMEMBERED_BYTES:
-                if len(self._clean_texts) >= _CLEAN_CACHE_SIZE:
-                    self._clean_texts.clear()
-                self._clean_texts.add(text)
-            return text
+        redacted = self._redacted_in_request.get(text)
+        if redacted is None:
+            redacted, first = redact(text, self._fingerprint)
+            if first is None:
+                if len(text) <= _MAX_REMEMBERED_BYTES:
+                    if len(self._clean_texts) >= _CLEAN_CACHE_SIZE:
+                        self._clean_texts.clear()
+                    self._clean_texts.add(text)
+                return text
+            self._redacted_in_request[text] = redacted
         self._redactions += 1
-        return redact(text, self._fingerprint)[0]
+        return redacted
 
     def _attribute(self, encoded: bytes) -> tuple[int, Any]:
         """What one attribute does to its row: (column, value), or (_EXTRA, (key, text)),
