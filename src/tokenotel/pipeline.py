@@ -19,7 +19,7 @@ from tokenotel.errors import Overloaded, StoreUnavailable
 from tokenotel.ingest.consumer import BodyBudget, ExportResult, Resize, error_summary
 from tokenotel.mapping.fingerprint import load_key, load_previous_keys
 from tokenotel.mapping.mapper import EVENTS, NOT_TOKEN_EVENTS, RECORDS, REJECTED
-from tokenotel.mapping.workers import MappingPool
+from tokenotel.mapping.workers import MappedTable, MappingPool
 from tokenotel.store.client import Store
 from tokenotel.store.repair import InsertJournal
 from tokenotel.store.writer import BatchWriter
@@ -137,7 +137,16 @@ class Pipeline:
         """One request: decode and map it (in a worker), store its token events, and report
         what was left out. Answers only once the rows are committed."""
         self.stats.requests += 1
-        mapped = await self.mapping.map(body, content_type, time.time_ns())
+        return await self._store(await self.mapping.map(body, content_type, time.time_ns()))
+
+    async def export_lines(self, source: str, lines: list[bytes]) -> ExportResult:
+        """Lines of a source's files (``tokenotel import``), stored as if each had come as the
+        body of a log record with ``tokenotel.source`` (see ``export``; records are numbered by
+        line in the problems)."""
+        self.stats.requests += 1
+        return await self._store(await self.mapping.map_lines(source, lines, time.time_ns()))
+
+    async def _store(self, mapped: MappedTable) -> ExportResult:
         try:
             stored = await self.writer.write(mapped.table)  # new rows only
         except Overloaded:
