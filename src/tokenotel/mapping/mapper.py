@@ -79,6 +79,12 @@ _MAX_REMEMBERED_BYTES = 1024
 # Effects on a row other than setting a column (see Mapper._attribute).
 _EXTRA, _OUTCOME_OF_RECORD, _AUTHORIZATION, _SKIP, _RECORD_UID = -1, -2, -3, -4, -5
 _SKIP_EFFECT = (_SKIP, None)
+# Attributes of a source's token event that are its record's own (its id, its request's id, the
+# record itself, ~1 KB): each comes once, so it is neither looked up nor remembered (a text a
+# cache never finds again only costs hashing it and pushes out what does repeat).
+_RECORD_OWN_KEYS = frozenset(
+    {"log.record.uid", "token.request.id", *(f"{name}.record" for name in SOURCES)}
+)
 # Latest time a DateTime64(9) column holds (2262-04-11), in ns since the epoch.
 _MAX_TIME_NS = 2**63 - 1
 
@@ -212,15 +218,16 @@ class Mapper:
             values.append((_RESOURCE_ATTRIBUTES, extra))
         return values
 
-    def _clean(self, text: str) -> str:
-        """``text`` with secrets replaced; texts seen clean before skip the regex."""
+    def _clean(self, text: str, remember: bool = True) -> str:
+        """``text`` with secrets replaced; texts seen clean before skip the regex (and this
+        one is remembered clean, unless ``remember`` is False: it will not come again)."""
         if len(text) < _MIN_SECRET_LEN or text in self._clean_texts:
             return text
         redacted = self._redacted_in_request.get(text)
         if redacted is None:
             redacted, first = redact(text, self._fingerprint)
             if first is None:
-                if len(text) <= _MAX_REMEMBERED_BYTES:
+                if remember and len(text) <= _MAX_REMEMBERED_BYTES:
                     if len(self._clean_texts) >= _CLEAN_CACHE_SIZE:
                         self._clean_texts.clear()
                     self._clean_texts.add(text)
@@ -250,9 +257,15 @@ class Mapper:
             self._effects[encoded] = effect
         return effect
 
-    def _effect(self, key: str, value: Any) -> tuple[int, Any]:
-        """What an attribute ``key`` with ``value`` (as ``to_python`` gives it) does to a row."""
-        clean = self._clean
+    def _clean_once(self, text: str) -> str:
+        return self._clean(text, remember=False)
+
+    def _effect(
+        self, key: str, value: Any, clean: Callable[[str], str] | None = None
+    ) -> tuple[int, Any]:
+        """What an attribute ``key`` with ``value`` (as ``to_python`` gives it) does to a row;
+        ``clean``: how its texts are cleaned (``_clean``)."""
+        clean = clean or self._clean
         claimed = _CLAIMED.get(key)
         if claimed is None:
             if key == "event.name":
@@ -474,14 +487,16 @@ class Mapper:
         extra: list[tuple[str, str]] = []
         effects = self._value_effects
         for key, value in token.attributes.items():
-            kind = type(value)
-            try:
-                cache_key = (key, kind, tuple(value) if isinstance(value, list) else value)
-                effect = effects.get(cache_key)
-            except TypeError:  # an unhashable value: not remembered
-                cache_key, effect = None, None
-            if effect is None:
-                effect = self._value_effect(key, value, cache_key)
+            if key in _RECORD_OWN_KEYS:
+                effect = self._effect(key, value, self._clean_once)
+            else:
+                try:
+                    cache_key = (key, type(value), tuple(value) if type(value) is list else value)
+                    effect = effects.get(cache_key)
+                except TypeError:  # an unhashable value: not remembered
+                    cache_key, effect = None, None
+                if effect is None:
+                    effect = self._value_effect(key, value, cache_key)
             target, mapped = effect
             if target >= 0:
                 row[target] = mapped
