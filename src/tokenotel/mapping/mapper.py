@@ -488,7 +488,7 @@ class Mapper:
         effects = self._value_effects
         for key, value in token.attributes.items():
             if key in _RECORD_OWN_KEYS:
-                effect = self._effect(key, value, self._clean_once)
+                target, mapped = self._effect(key, value, self._clean_once)
             else:
                 try:
                     cache_key = (key, type(value), tuple(value) if type(value) is list else value)
@@ -497,7 +497,7 @@ class Mapper:
                     cache_key, effect = None, None
                 if effect is None:
                     effect = self._value_effect(key, value, cache_key)
-            target, mapped = effect
+                target, mapped = effect
             if target >= 0:
                 row[target] = mapped
             elif target == _EXTRA:
