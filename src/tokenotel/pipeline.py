@@ -123,15 +123,24 @@ class Pipeline:
         """Starts every stage; the store may still be unreachable (requests are then answered
         retryable until it is back). A start that fails stops what it started."""
         try:
-            try:
-                await asyncio.to_thread(self.store.connect)
-            except StoreUnavailable as e:
-                log.warning("%s; starting anyway, clients will be asked to retry", e)
+            # The mapping workers start (import their modules) while the store opens: each
+            # takes a few tenths of a second, which an import of a few files waits for.
+            started = await asyncio.gather(
+                self._connect(), self.mapping.start(), return_exceptions=True
+            )
+            for outcome in started:
+                if isinstance(outcome, BaseException):
+                    raise outcome
             self.writer.start()
-            await self.mapping.start()
         except BaseException:
             await self._stop_stages()
             raise
+
+    async def _connect(self) -> None:
+        try:
+            await asyncio.to_thread(self.store.connect)
+        except StoreUnavailable as e:
+            log.warning("%s; starting anyway, clients will be asked to retry", e)
 
     async def export(self, body: bytes, content_type: str) -> ExportResult:
         """One request: decode and map it (in a worker), store its token events, and report
