@@ -120,12 +120,15 @@ class Mapper:
         #: of its events (a CloudTrail call with a key and the key it created: two), and found
         #: again here. Forgotten when the request is mapped: no secret outlives its request.
         self._redacted_in_request: dict[str, str] = {}
+        #: The same for fingerprints: a key id or a token comes back in many records of a
+        #: request (CloudTrail names its access keys in every record: an HMAC each, 1 µs).
+        self._fingerprints_in_request: dict[str, str] = {}
 
     def map(self, request: ExportLogsServiceRequest, received_ns: int) -> MappedBatch:
         try:
             return self._map(request, received_ns)
         finally:
-            self._redacted_in_request.clear()
+            self._forget_request()
 
     def map_lines(self, name: str, lines: Sequence[bytes], received_ns: int) -> MappedBatch:
         """The token events in lines of source ``name`` read from files (``tokenotel import``):
@@ -145,7 +148,7 @@ class Mapper:
                     batch, name, _line_body(line), index, received_ns, request_key, "", []
                 )
         finally:
-            self._redacted_in_request.clear()
+            self._forget_request()
         return batch
 
     def _map(self, request: ExportLogsServiceRequest, received_ns: int) -> MappedBatch:
@@ -218,6 +221,16 @@ class Mapper:
             values.append((_RESOURCE_ATTRIBUTES, extra))
         return values
 
+    def _forget_request(self) -> None:
+        self._redacted_in_request.clear()
+        self._fingerprints_in_request.clear()
+
+    def _fingerprint_of(self, secret: str) -> str:
+        fingerprint = self._fingerprints_in_request.get(secret)
+        if fingerprint is None:
+            fingerprint = self._fingerprints_in_request[secret] = self._fingerprint(secret)
+        return fingerprint
+
     def _clean(self, text: str, remember: bool = True) -> str:
         """``text`` with secrets replaced; texts seen clean before skip the regex (and this
         one is remembered clean, unless ``remember`` is False: it will not come again)."""
@@ -225,7 +238,7 @@ class Mapper:
             return text
         redacted = self._redacted_in_request.get(text)
         if redacted is None:
-            redacted, first = redact(text, self._fingerprint)
+            redacted, first = redact(text, self._fingerprint_of)
             if first is None:
                 if remember and len(text) <= _MAX_REMEMBERED_BYTES:
                     if len(self._clean_texts) >= _CLEAN_CACHE_SIZE:
@@ -272,7 +285,7 @@ class Mapper:
                 return _SKIP_EFFECT
             text = value if type(value) is str else to_text(value)
             if "authorization" in key.lower():
-                text, fingerprint = redact(text, self._fingerprint)
+                text, fingerprint = redact(text, self._fingerprint_of)
                 if fingerprint is not None:
                     self._redactions += 1
                     return _AUTHORIZATION, ((key, text), fingerprint)
@@ -283,7 +296,7 @@ class Mapper:
             return column, clean(value if type(value) is str else to_text(value))
         if read is Read.SECRET:
             self._redactions += 1  # the fingerprint of a secret: never remembered
-            return (column, self._fingerprint(to_text(value))) if value else _SKIP_EFFECT
+            return (column, self._fingerprint_of(to_text(value))) if value else _SKIP_EFFECT
         if read is Read.SCOPES:
             scopes = value if type(value) is list else to_string_list(value)
             return column, tuple(clean(to_text(s)) for s in scopes if s is not None and s != "")
