@@ -155,6 +155,11 @@ class Pipeline:
         self.stats.requests += 1
         return await self._store(await self.mapping.map_lines(source, lines, time.time_ns()))
 
+    def stop_waiting(self) -> None:
+        """No more requests will come but those under way: each is stored as soon as it is
+        mapped (the writer waits no longer for others to share its insert)."""
+        self.writer.stop_waiting()
+
     async def _store(self, mapped: MappedTable) -> ExportResult:
         try:
             stored = await self.writer.write(mapped.table)  # new rows only

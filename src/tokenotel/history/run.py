@@ -56,6 +56,10 @@ class Sink(Protocol):
         """Raises StoreUnavailable or Overloaded when to be sent again later."""
         ...
 
+    def all_sent(self) -> None:
+        """Every request has been sent: what is still under way need not wait for more."""
+        ...
+
     async def stop(self) -> None: ...
 
     #: Whether results count stored events (a pipeline here) or only rejected records.
@@ -75,6 +79,9 @@ class PipelineSink:
 
     async def export(self, source: str, lines: list[bytes]) -> ExportResult:
         return await self._pipeline.export_lines(source, lines)
+
+    def all_sent(self) -> None:
+        self._pipeline.stop_waiting()
 
     async def stop(self) -> None:
         await self._pipeline.stop()
@@ -133,6 +140,9 @@ class ServiceSink:
         message = partial.error_message
         errors = tuple(message.split("; ")) if message else ()
         return ExportResult(partial.rejected_log_records, message, errors=errors)
+
+    def all_sent(self) -> None:
+        pass  # (the service's writer waits only its short batch delay)
 
     async def stop(self) -> None:
         await self._channel.close()
@@ -195,6 +205,7 @@ class Importer:
                 tasks.add(task)
                 task.add_done_callback(tasks.discard)
                 await asyncio.sleep(0)  # let finished requests be noted
+            self.sink.all_sent()
             if tasks:
                 await asyncio.gather(*tasks)
             if failure:
