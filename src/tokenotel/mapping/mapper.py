@@ -434,12 +434,11 @@ class Mapper:
             return
         sub = 0
         for number, raw in enumerate(raws):
-            where = f"log record {index}" + (f", {name} record {number}" if len(raws) > 1 else "")
             tally[RECORDS] += 1
             try:
                 token_records = source.records(raw)
             except SourceRecordError as e:
-                problems.append(f"{where}: {e}")
+                problems.append(f"{_where(index, name, number, raws)}: {e}")
                 tally[REJECTED] += 1
                 continue
             except Exception as e:  # a mapping's bug: this record is lost, not the request
@@ -447,7 +446,8 @@ class Mapper:
                     "the %s mapping failed on a record (%s): rejected", name, type(e).__name__
                 )
                 problems.append(
-                    f"{where}: the {name} mapping failed on this record ({type(e).__name__})"
+                    f"{_where(index, name, number, raws)}: the {name} mapping failed on this "
+                    f"record ({type(e).__name__})"
                 )
                 tally[REJECTED] += 1
                 continue
@@ -459,13 +459,17 @@ class Mapper:
                     EVENT_PREFIX
                 ):
                     problems.append(
-                        f"{where}: the {name} mapping gave an event with a time after 2262 or "
-                        f"a name outside token.* ({token.event_name[:40]!r})"
+                        f"{_where(index, name, number, raws)}: the {name} mapping gave an event "
+                        f"with a time after 2262 or a name outside token.* "
+                        f"({token.event_name[:40]!r})"
                     )
                     continue
                 row = self._token_row(token, observed, scope_name, resource_values)
                 if not row[_TOKEN_ID] and not row[_FINGERPRINT]:
-                    problems.append(f"{where} ({token.event_name}) has no token identity")
+                    problems.append(
+                        f"{_where(index, name, number, raws)} ({token.event_name}) has no token "
+                        "identity"
+                    )
                     continue
                 if not row[_EVENT_ID]:
                     row[_EVENT_ID] = expanded_id(request_key(), index, sub)
@@ -546,6 +550,11 @@ class Mapper:
                 self._value_effects.clear()
             self._value_effects[cache_key] = effect
         return effect
+
+
+def _where(index: int, name: str, number: int, raws: list[Any]) -> str:
+    """Which record a problem is in: the log record, and the record in it when it holds many."""
+    return f"log record {index}" + (f", {name} record {number}" if len(raws) > 1 else "")
 
 
 def _line_body(line: bytes) -> str | bytes:
