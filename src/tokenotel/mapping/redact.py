@@ -86,9 +86,13 @@ def _starts(text: str) -> list[int]:
 def secrets_in(text: str) -> list[re.Match[str]]:
     """The matches of SECRET_RE in ``text``, as ``SECRET_RE.finditer`` finds them (leftmost
     first, none overlapping), trying the pattern only where one may start."""
+    return _matches(text, _starts(text))
+
+
+def _matches(text: str, starts: list[int]) -> list[re.Match[str]]:
     found: list[re.Match[str]] = []
     end = 0
-    for start in _starts(text):
+    for start in starts:
         if start < end:
             continue
         match = SECRET_RE.match(text, start)
@@ -104,24 +108,21 @@ def redact(text: str, fingerprint: Callable[[str], str]) -> tuple[str, str | Non
     The first fingerprint lets the mapping use an Authorization header as the token's identity
     when no ``token.value`` was sent.
     """
-    first: list[str] = []
-
-    def replace(match: re.Match[str]) -> str:
-        secret = match.group("auth") or match.group(0)
-        fp = fingerprint(secret)
-        if not first:
-            first.append(fp)
-        whole = match.group(0)
-        return whole[: match.start("auth") - match.start()] + fp if match.group("auth") else fp
-
-    matches = secrets_in(text)
-    if not matches:
+    starts = _starts(text)
+    if not starts:  # most texts: done with in one call
         return text, None
+    first: str | None = None
     parts = []
     last = 0
-    for match in matches:
+    for match in _matches(text, starts):
+        auth = match.group("auth")
+        fp = fingerprint(auth or match.group(0))
+        if first is None:
+            first = fp
         parts.append(text[last : match.start()])
-        parts.append(replace(match))
+        parts.append(text[match.start() : match.start("auth")] + fp if auth else fp)
         last = match.end()
+    if first is None:
+        return text, None
     parts.append(text[last:])
-    return "".join(parts), (first[0] if first else None)
+    return "".join(parts), first
