@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from processes import clean_env, query_json, run_cli, stored_row_count
+from processes import clean_env, query_json, run_cli, start_serve, stored_row_count
 
 pytestmark = pytest.mark.e2e
 
@@ -188,3 +188,26 @@ def test_raw_tokens_in_imported_lines_are_stored_only_as_fingerprints(tmp_path: 
         if path.is_file():
             content = path.read_bytes()
             assert token.encode() not in content and other.encode() not in content, path
+
+
+def test_an_import_into_a_running_service_stores_its_events_and_reports_bad_lines(
+    tmp_path: Path,
+) -> None:
+    # The service's OTLP/gRPC endpoint gets each line as the body of a log record, as the
+    # collector sends them: the same events, and a bad line named by its file and line.
+    good = vault_responses(12, seed=3)
+    log = tmp_path / "logs" / "audit.log"
+    log.parent.mkdir()
+    log.write_text("\n".join([*good[:6], "not json at all", *good[6:]]) + "\n")
+    data = tmp_path / "data"
+    serve = start_serve(data)
+    try:
+        result = run_cli("import", "--source", "vault", "--server", serve.grpc_target, str(log))
+    finally:
+        serve.stop()
+    assert result.returncode == 0, result.stderr
+    assert summary_of(result.stdout) == (
+        f"imported into the service at {serve.grpc_target}: 1 files, 13 lines read, 1 lines skipped"
+    )
+    assert f"{log}:7: vault record is not JSON" in result.stderr
+    assert stored_row_count(data) == 12
