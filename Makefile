@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint format proto collector telemetrygen grpcurl chgo fuzz fuzz-merge bench-ingest bench-query bench-overload bench-import clean
+.PHONY: demo test test-fast lint format proto collector telemetrygen grpcurl chgo fuzz fuzz-merge bench-ingest bench-query bench-overload bench-import bench-api clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -77,6 +77,9 @@ bench-import: $(STAMP)
 
 bench-overload: $(STAMP) collector
 	$(BIN)/python bench/overload.py
+
+bench-api: $(STAMP)
+	$(BIN)/python bench/api.py
 
 clean:
 	rm -rf $(VENV) .build tokenotel-data tokenotel-demo

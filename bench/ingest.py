@@ -128,6 +128,12 @@ def main() -> None:
         help="requests in flight (the collector's exporter sends with 10 consumers by default)",
     )
     parser.add_argument("--keep", action="store_true", help="keep the data directory")
+    parser.add_argument(
+        "--tamper-evidence",
+        choices=("on", "off"),
+        default="on",
+        help="seal inserts and sign checkpoints (the default), or not: to measure its cost",
+    )
     args = parser.parse_args()
 
     data_dir = Path(tempfile.mkdtemp(prefix="tokenotel-bench-"))
@@ -152,6 +158,7 @@ def main() -> None:
         ],
         stdout=subprocess.DEVNULL,
         stderr=log_path.open("w"),
+        env=os.environ | {"TOKENOTEL_TAMPER_EVIDENCE": str(args.tamper_evidence == "on")},
     )
     try:
         for _ in range(300):
@@ -258,6 +265,7 @@ def main() -> None:
         ("events stored", f"{stored:,}"),
         ("records per request", f"{args.batch:,}"),
         ("requests in flight", str(args.concurrency)),
+        ("tamper evidence", args.tamper_evidence),
         ("elapsed", f"{elapsed:.1f} s"),
         ("sustained events/s", f"{events_per_s:,.0f}"),
         ("Export p50", f"{p50:.1f} ms"),

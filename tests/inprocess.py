@@ -48,6 +48,13 @@ class InProcessIngest:
 
         return self._loop.run_until_complete(all_at_once())
 
+    def checkpoint(self) -> None:
+        """Signs a checkpoint now (as the service does every interval and when it stops), once
+        every insert so far is sealed."""
+        assert self.pipeline.checkpointer is not None and self.pipeline.ledger is not None
+        assert self.pipeline.ledger.wait_sealed(30)
+        self._loop.run_until_complete(self.pipeline.checkpointer.checkpoint())
+
     def run(self, work: Coroutine[Any, Any, T]) -> T:
         """Runs ``work`` on the pipeline's event loop (what else feeds the pipeline)."""
         return self._loop.run_until_complete(work)

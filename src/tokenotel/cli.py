@@ -1,5 +1,5 @@
 """The ``tokenotel`` command: serve; query, tokens, timeline, summary, tail; fingerprint;
-auth add|list|revoke; migrate; import; demo."""
+verify; auth add|list|revoke; migrate; import; demo."""
 
 from __future__ import annotations
 
@@ -27,6 +27,16 @@ from tokenotel.api.readers import (
 )
 from tokenotel.config import Settings, load_settings, setting_help
 from tokenotel.errors import PermanentError, TokenotelError
+from tokenotel.integrity.signing import VerifierKey, load_signing_key, public_path
+from tokenotel.integrity.verify import (
+    Finding,
+    Kind,
+    Status,
+    Summary,
+    Trust,
+    Verification,
+    compare_published,
+)
 from tokenotel.mapping.fingerprint import github_hashed_token, load_key, load_previous_keys
 from tokenotel.model import Outcome, TokenStatus
 from tokenotel.query.output import (
@@ -50,6 +60,7 @@ from tokenotel.security.tls import channel_credentials
 from tokenotel.store.client import Store
 from tokenotel.store.cluster import apply_cluster, cluster_statements
 from tokenotel.store.grants import grant_script, script_text
+from tokenotel.store.ledger import JOURNAL_FILE, unsealed_stamps
 
 app = typer.Typer(
     name="tokenotel",
@@ -142,6 +153,7 @@ def serve(
     data_dir: DataDirOpt = None,
     clickhouse_url: UrlOpt = None,
     max_request_bytes: Annotated[int | None, _flag("max_request_bytes")] = None,
+    checkpoint_dir: Annotated[Path | None, _flag("checkpoint_dir")] = None,
     log_level: Annotated[str | None, _flag("log_level")] = None,
 ) -> None:
     """Receive OTLP logs (gRPC and HTTP), store every token event, and answer the query API
@@ -164,6 +176,7 @@ def serve(
         data_dir=data_dir,
         clickhouse_url=clickhouse_url,
         max_request_bytes=max_request_bytes,
+        checkpoint_dir=checkpoint_dir,
         log_level=log_level,
     )
     _logging(settings.log_level)
@@ -226,6 +239,15 @@ def _client_tls(
 def _reader(settings: Settings) -> Reader:
     """The service's query API when one is given, or runs on the data directory; else the
     store itself (a stopped data directory, or a ClickHouse server)."""
+    address = _service_address(settings)
+    if address is not None:
+        return _service_reader(settings, address)
+    return StoreReader(_open_store(settings))
+
+
+def _service_address(settings: Settings) -> str | None:
+    """The query API to read through: the one given, else that of the service that holds the
+    data directory, if one runs."""
     address = settings.server
     if address is None and settings.clickhouse_url is None:
         found = running_service(settings.data_dir)
@@ -235,9 +257,7 @@ def _reader(settings: Settings) -> Reader:
                 "set --server-ca-file (server_ca_file) to the CA that signed its certificate"
             )
         address = found.address if found is not None else None
-    if address is not None:
-        return _service_reader(settings, address)
-    return StoreReader(_open_store(settings))
+    return address
 
 
 def _service_reader(settings: Settings, address: str) -> ServiceReader:
@@ -690,6 +710,173 @@ def auth_revoke(
         typer.echo(f"revoked credential {record.id} ({record.name}, role {record.role})")
     else:
         typer.echo(f"credential {record.id} ({record.name}) was already revoked at {when}")
+
+
+@app.command()
+def verify(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    clickhouse_url: UrlOpt = None,
+    server: ServerOpt = None,
+    server_ca_file: ServerCaOpt = None,
+    client_cert_file: ClientCertOpt = None,
+    client_key_file: ClientKeyOpt = None,
+    server_credential_file: CredentialOpt = None,
+    since: Annotated[
+        str | None,
+        typer.Option(help="Only checkpoints and inserts from then on (ISO 8601, 30m, 7d ...)."),
+    ] = None,
+    checkpoints: Annotated[
+        Path | None,
+        typer.Option(
+            "--checkpoints",
+            help="Directory of published checkpoints to check the store against (default: "
+            "checkpoint_dir).",
+        ),
+    ] = None,
+    public_key: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--public-key",
+            help="File of a trusted public key (the .pub beside the signing key; repeatable, "
+            "for rotated keys). Default: the one on this machine.",
+        ),
+    ] = None,
+    verbose: Annotated[
+        bool, typer.Option("--verbose", help="Print every insert, the valid ones too.")
+    ] = False,
+) -> None:
+    """Check the trail against its ledger and signed checkpoints, interval by interval: valid
+    or INVALID with the reason, then a summary. Exit status 0 when everything checked is valid,
+    1 when something is INVALID, 2 when it could not check."""
+    settings = _settings(
+        config,
+        data_dir=data_dir,
+        clickhouse_url=clickhouse_url,
+        server=server,
+        **_client_tls(server_ca_file, client_cert_file, client_key_file),
+        server_credential_file=server_credential_file,
+    )
+    trust = Trust(_trusted_keys(settings, public_key), checkpoints or settings.checkpoint_dir)
+    if trust.checkpoint_dir is not None and not trust.checkpoint_dir.is_dir():
+        _fail(f"--checkpoints: {trust.checkpoint_dir} is not a directory")
+    since_ms = None
+    if (moment := _when(since, "--since")) is not None:
+        since_ms = int(moment.timestamp() * 1000)
+    address = _service_address(settings)
+    try:
+        if address is not None:
+            ok = _verify_service(_service_reader(settings, address), trust, moment, verbose)
+        else:
+            ok = _verify_store(settings, trust, since_ms or 0, verbose)
+    except TokenotelError as e:  # 2, not 1: nothing was found INVALID, nothing was checked
+        _fail(str(e), code=2)
+    raise typer.Exit(0 if ok else 1)
+
+
+def _trusted_keys(settings: Settings, files: list[Path] | None) -> list[VerifierKey]:
+    """The public keys given, else the one beside the signing key on this machine."""
+    if not files:
+        local = public_path(settings.signing_key_path)
+        if not local.is_file() and not settings.signing_key_path.is_file():
+            _fail(
+                f"no public key to verify with: give --public-key FILE (the {local.name} written "
+                "beside the signing key when it was created)"
+            )
+        err.print(
+            f"trusting the public key on this machine ({local}); give --public-key with a copy "
+            "kept elsewhere to rule out a replaced key",
+            highlight=False,
+            soft_wrap=True,
+        )
+        if not local.is_file():
+            try:
+                return [load_signing_key(settings.signing_key_path, "", create=False).verifier]
+            except TokenotelError as e:
+                _fail(str(e))
+        files = [local]
+    keys = []
+    for path in files:
+        try:
+            lines = path.read_text(encoding="utf-8").split()
+        except (OSError, UnicodeDecodeError) as e:
+            _fail(f"--public-key: cannot read {path}: {e}")
+        for line in lines:
+            try:
+                keys.append(VerifierKey.parse(line))
+            except ValueError as e:
+                _fail(f"--public-key: {path} holds a line that is {e}")
+    return keys
+
+
+def _print(finding: Finding, verbose: bool) -> None:
+    """Checkpoints close each interval; inserts are listed when not valid (or asked for)."""
+    if verbose or finding.kind is not Kind.INSERT or finding.status is not Status.VALID:
+        typer.echo(str(finding))
+
+
+def _verify_store(settings: Settings, trust: Trust, since_ms: int, verbose: bool) -> bool:
+    """Verifies a stopped data directory, or a ClickHouse server's database."""
+    pending: list[int] = []
+    if settings.clickhouse_url is None:
+        pending = unsealed_stamps(settings.data_dir / JOURNAL_FILE)
+    store = _open_store(settings)
+    try:
+        verification = Verification(
+            store,
+            trust.keys,
+            trust.published(),
+            since_ms=since_ms,
+            # A server may have a service writing to it right now.
+            live=settings.clickhouse_url is not None,
+            pending_stamps=frozenset(pending),
+        )
+        for finding in verification.run():
+            _print(finding, verbose)
+    finally:
+        store.close()
+    _results(verification.summary.lines())
+    return verification.summary.ok
+
+
+def _verify_service(
+    reader: ServiceReader, trust: Trust, since: datetime | None, verbose: bool
+) -> bool:
+    """The service verifies its store; this machine checks the service's checkpoints with its
+    own keys, and its own copies of published checkpoints against the service's tree."""
+    summary = Summary()
+    try:
+        for item in reader.verify(since):
+            if isinstance(item, Finding):
+                _print(item, verbose)
+            else:
+                summary = item
+        notes = reader.checkpoints()
+        published = trust.published()
+        local: list[Finding] = []
+        for finding in compare_published(notes, published, trust.keys, reader.consistency_proof):
+            typer.echo(str(finding))
+            local.append(finding)
+    finally:
+        reader.close()
+    unsigned = sum(1 for f in local if f.kind is Kind.SERVICE)
+    consistent = sum(1 for f in local if f.status is Status.VALID)
+    _results(
+        [
+            *summary.lines(),
+            f"{len(notes) - unsigned}/{len(notes)} of the service's checkpoints signed by a "
+            "trusted key (checked here)",
+            f"{consistent}/{len(published)} published checkpoints consistent with the service's "
+            "tree (checked here)",
+        ]
+    )
+    return summary.ok and all(f.status is not Status.INVALID for f in local)
+
+
+def _results(lines: list[str]) -> None:
+    typer.echo("\nResults:")
+    for line in lines:
+        typer.echo(line)
 
 
 @app.command()

@@ -59,6 +59,13 @@ def _check_clickhouse_url(url: str) -> str:
     return url
 
 
+def _check_http_url(url: str) -> str:
+    parts = urlsplit(url)
+    if parts.scheme not in ("http", "https") or not parts.hostname:
+        raise ValueError(f"{url!r} is not an http(s) URL")
+    return url
+
+
 def _check_identifier(name: str) -> str:
     if not _IDENTIFIER.match(name):
         raise ValueError(f"{name!r} is not a plain identifier (letters, digits, underscore)")
@@ -83,6 +90,7 @@ def _split_paths(value: Any) -> Any:
 ListenAddress = Annotated[str, AfterValidator(_check_listen)]
 ReadableFile = Annotated[Path, AfterValidator(_check_readable)]
 ClickHouseUrl = Annotated[str, AfterValidator(_check_clickhouse_url)]
+HttpUrl = Annotated[str, AfterValidator(_check_http_url)]
 PathList = Annotated[list[Path], NoDecode, BeforeValidator(_split_paths)]
 Identifier = Annotated[str, AfterValidator(_check_identifier)]
 
@@ -238,6 +246,37 @@ class Settings(BaseSettings):
         gt=0,
         description="Delay clients are asked to wait when the store is down.",
     )
+    tamper_evidence: bool = _setting(
+        True,
+        description="Seal every insert in a Merkle tree and sign checkpoints of it "
+        "(docs/tamper-evidence.md); off only to measure its cost.",
+    )
+    signing_key_file: Path | None = _setting(
+        shown="unset = <data_dir>/signing.key",
+        description="Ed25519 key that signs checkpoints (created, mode 0600, when absent; its "
+        "public key beside it, .pub).",
+    )
+    checkpoint_every_events: int = _setting(
+        100_000, gt=0, description="A checkpoint once this many events were sealed since the last."
+    )
+    checkpoint_interval_s: float = _setting(
+        60.0,
+        shown="60",
+        gt=0,
+        description="A checkpoint at least this often, also when nothing was written.",
+    )
+    checkpoint_dir: Path | None = _setting(
+        shown="unset",
+        description="Directory every checkpoint is published to (best on another machine).",
+    )
+    checkpoint_webhook_url: HttpUrl | None = _setting(
+        shown="unset", description="URL every checkpoint is POSTed to (text/plain), retried."
+    )
+    checkpoint_otlp_endpoint: HttpUrl | None = _setting(
+        shown="unset",
+        description="OTLP/gRPC endpoint (http://host:4317) every checkpoint is sent to as a "
+        "log record.",
+    )
     log_level: Literal["debug", "info", "warning", "error"] = _setting(
         "info", description="debug, info, warning or error."
     )
@@ -285,6 +324,10 @@ class Settings(BaseSettings):
         if self.clickhouse_url is None:
             return None
         return ClickHouseServer(self.clickhouse_url, self.database)
+
+    @property
+    def signing_key_path(self) -> Path:
+        return self.signing_key_file or self.data_dir / "signing.key"
 
     @property
     def store_options(self) -> StoreOptions:

@@ -81,6 +81,10 @@ class DataDirInUse(PermanentError):
     """Another process (a running ``tokenotel serve``) holds the embedded store."""
 
 
+class SigningKeyError(PermanentError):
+    """The checkpoint signing key file is missing, unreadable or malformed."""
+
+
 class SchemaOutdated(PermanentError):
     """The schema is behind and this user may not change it (or cluster mode, where only
     ``tokenotel migrate --cluster`` does)."""

@@ -1,6 +1,8 @@
 """The ingest pipeline: how an OTLP request becomes rows, and the one lifecycle of its stages.
 
     request bytes ─► mapping pool (decode, map, fingerprint) ─► batching writer ─► store
+                                                                      │ (sealed inserts)
+                                                        ledger ─► signed checkpoints ─► published
 
 The servers (``service.py``), the demo and the tests all drive it through ``start``,
 ``export``, ``ready`` and ``stop``.
@@ -17,9 +19,18 @@ from dataclasses import dataclass
 from tokenotel.config import Settings
 from tokenotel.errors import Overloaded, StoreUnavailable
 from tokenotel.ingest.consumer import BodyBudget, ExportResult, Resize, error_summary
+from tokenotel.integrity.checkpointer import Checkpointer
+from tokenotel.integrity.publish import (
+    DirectoryPublisher,
+    OtlpPublisher,
+    Publisher,
+    WebhookPublisher,
+)
+from tokenotel.integrity.signing import default_key_name, load_signing_key
 from tokenotel.mapping.fingerprint import load_key, load_previous_keys
 from tokenotel.mapping.mapper import EVENTS, NOT_TOKEN_EVENTS, RECORDS, REJECTED
 from tokenotel.mapping.workers import MappedTable, MappingPool
+from tokenotel.store import ledger
 from tokenotel.store.client import Store
 from tokenotel.store.repair import InsertJournal
 from tokenotel.store.writer import BatchWriter
@@ -103,6 +114,12 @@ class Pipeline:
             retry_after_s=settings.retry_after_s,
         )
         self.store = Store(settings.store_options)
+        self.ledger: ledger.Ledger | None = None
+        if settings.tamper_evidence:
+            settings.data_dir.mkdir(parents=True, exist_ok=True)
+            self.ledger = ledger.Ledger(
+                self.store, settings.data_dir / ledger.JOURNAL_FILE, settings.retry_after_s
+            )
         self.writer = BatchWriter(
             self.store,
             max_rows=settings.batch_max_rows,
@@ -114,7 +131,9 @@ class Pipeline:
             journal=InsertJournal(settings.data_dir / JOURNAL_FILE)
             if settings.clickhouse_server is None
             else None,
+            ledger=self.ledger,
         )
+        self.checkpointer = _checkpointer(settings, self.ledger, self.store)
         self.stats = IngestStats()
         self.sources = SourceTallies()
         self.budget = BodyBudget(settings.max_pending_bytes, settings.retry_after_s)
@@ -132,15 +151,20 @@ class Pipeline:
                 if isinstance(outcome, BaseException):
                     raise outcome
             self.writer.start()
+            if self.checkpointer is not None:
+                self.checkpointer.start()
         except BaseException:
             await self._stop_stages()
             raise
 
     async def _connect(self) -> None:
+        """Opens the store and settles what a previous run left (see BatchWriter.settle)."""
         try:
             await asyncio.to_thread(self.store.connect)
         except StoreUnavailable as e:
             log.warning("%s; starting anyway, clients will be asked to retry", e)
+        else:
+            await self.writer.settle()
 
     async def export(self, body: bytes, content_type: str) -> ExportResult:
         """One request: decode and map it (in a worker), store its token events, and report
@@ -217,9 +241,43 @@ class Pipeline:
     async def _stop_stages(self) -> None:
         try:
             await self.writer.stop()
+            if self.checkpointer is not None:  # after the last insert: the final checkpoint
+                await self.checkpointer.stop()
         finally:
             self.mapping.close()
             self.store.close()
+
+
+def _checkpointer(
+    settings: Settings, leaves: ledger.Ledger | None, store: Store
+) -> Checkpointer | None:
+    """Signs and publishes the ledger's tree (docs/tamper-evidence.md); None when off."""
+    if leaves is None:
+        return None
+    if settings.cluster is not None:
+        log.warning(
+            "tamper evidence assumes one writer per database: with several tokenotel replicas "
+            "writing to cluster %s, `tokenotel verify` reports their inserts as conflicting "
+            "(see docs/tamper-evidence.md)",
+            settings.cluster,
+        )
+    key = load_signing_key(settings.signing_key_path, default_key_name(settings.database))
+    publishers: list[Publisher] = []
+    if settings.checkpoint_dir is not None:
+        publishers.append(DirectoryPublisher(settings.checkpoint_dir))
+    if settings.checkpoint_webhook_url is not None:
+        publishers.append(WebhookPublisher(settings.checkpoint_webhook_url))
+    if settings.checkpoint_otlp_endpoint is not None:
+        publishers.append(OtlpPublisher(settings.checkpoint_otlp_endpoint))
+    return Checkpointer(
+        leaves,
+        store,
+        key,
+        publishers,
+        every_events=settings.checkpoint_every_events,
+        interval_s=settings.checkpoint_interval_s,
+        retention_days=settings.retention_days,
+    )
 
 
 def _already_stored(count: int) -> str:

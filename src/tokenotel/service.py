@@ -18,6 +18,7 @@ from tokenotel.api.readers import forget_service, record_service
 from tokenotel.config import Settings, split_listen
 from tokenotel.ingest.otlp_grpc import OtlpGrpcListener
 from tokenotel.ingest.otlp_http import OtlpHttpListener
+from tokenotel.integrity.verify import Trust
 from tokenotel.pipeline import Pipeline
 from tokenotel.security.access import Access
 from tokenotel.security.audit import JOURNAL_FILE, Caller, SelfAudit
@@ -72,6 +73,7 @@ class Service:
         self.otlp_http = OtlpHttpListener(
             *split_listen(settings.http_listen), pipeline, limit, access, tls=tls
         )
+        checkpointer = pipeline.checkpointer
         self.api = TokenAuditListener(
             *split_listen(settings.api_listen),
             pipeline.store,
@@ -80,6 +82,9 @@ class Service:
             pipeline.previous_fingerprints,
             access,
             tls=tls,
+            trust=Trust([checkpointer.key.verifier], settings.checkpoint_dir)
+            if checkpointer
+            else None,
         )
         self.listeners: list[Listener] = [self.otlp_grpc, self.otlp_http, self.api]
         if settings.clickhouse_listen is not None:

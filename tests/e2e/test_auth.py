@@ -299,6 +299,28 @@ def test_the_reading_commands_need_a_read_or_admin_credential(secured: Secured) 
         assert [json.loads(line)["token_id"] for line in found.stdout.splitlines()] == ["read-me"]
 
 
+def test_verify_through_the_query_api_needs_an_admin_credential(secured: Secured) -> None:
+    """Verify, ListCheckpoints and GetConsistencyProof are administrative
+    (docs/tamper-evidence.md)."""
+    public_key = secured.data_dir / "signing.pub"
+
+    def verify_with(role: str) -> subprocess.CompletedProcess[str]:
+        credential_file = secured.file_of(secured.credentials[role])
+        return run_cli(
+            "verify", "--server", secured.serve.api_target, "--public-key", str(public_key),
+            "--server-credential-file", str(credential_file),
+        )  # fmt: skip
+
+    denied = verify_with("read")
+    assert denied.returncode == 2
+    assert "(role read) may not call the query API listener: use one with role admin" in (
+        denied.stderr
+    )
+    allowed = verify_with("admin")
+    assert allowed.returncode == 0, allowed.stdout + allowed.stderr
+    assert "inserts valid" in allowed.stdout
+
+
 def test_grpcurl_reads_the_api_with_a_credential_header_and_reflection_needs_one(
     secured: Secured,
 ) -> None:

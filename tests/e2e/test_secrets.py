@@ -272,9 +272,24 @@ def test_the_fingerprint_key_is_in_no_log_output_or_other_file(ingested: Ingeste
     assert files_containing(ingested.data_dir, bytes.fromhex(key_hex)) == []
 
 
+def test_the_signing_key_is_in_no_log_output_or_other_file(ingested: Ingested) -> None:
+    """The checkpoints' signing key (docs/tamper-evidence.md): its file holds it, the log names
+    the file and the public key only."""
+    key_file = ingested.data_dir / "signing.key"
+    encoded = key_file.read_text().strip().split("+", 4)[4]  # base64(0x01 || 32-byte seed)
+    seed = base64.b64decode(encoded)[1:]
+    assert len(seed) == 32
+    assert "no signing key configured: created one in" in ingested.server_output
+    for output in [ingested.server_output, ingested.json_error, *ingested.cli_output]:
+        assert encoded not in output and seed.hex() not in output.lower()
+    assert files_containing(ingested.data_dir, encoded.encode()) == [key_file]
+    assert files_containing(ingested.data_dir, seed) == []
+
+
 def test_the_key_and_the_data_directory_are_the_users_alone(ingested: Ingested) -> None:
     assert stat.S_IMODE(ingested.data_dir.stat().st_mode) == 0o700
     assert stat.S_IMODE((ingested.data_dir / "fingerprint.key").stat().st_mode) == 0o600
+    assert stat.S_IMODE((ingested.data_dir / "signing.key").stat().st_mode) == 0o600
 
 
 def test_after_a_key_rotation_a_secret_is_found_under_every_key(tmp_path: Path) -> None:

@@ -18,7 +18,15 @@ from grpc_status import rpc_status
 
 from tokenotel.api import paging
 from tokenotel.api.messages import moment, to_message
-from tokenotel.errors import INTERNAL_ERROR, InvalidArgument, TokenotelError, rich_status
+from tokenotel.errors import (
+    INTERNAL_ERROR,
+    InvalidArgument,
+    NotFound,
+    TokenotelError,
+    rich_status,
+)
+from tokenotel.integrity.checkpoint import stored_checkpoints
+from tokenotel.integrity.verify import Trust, Verification, prove_consistency
 from tokenotel.mapping.fingerprint import Fingerprinter
 from tokenotel.model import Outcome, TokenStatus
 from tokenotel.query.search import Cursor, EventFilter, committed, newest_stamp, search
@@ -37,8 +45,10 @@ SERVICE = audit_pb2.DESCRIPTOR.services_by_name["TokenAudit"].full_name
 DEFAULT_PAGE, MOST_PAGE = 100, 1_000
 DEFAULT_TIMELINE, MOST_TIMELINE = 1_000, 10_000
 DEFAULT_TOP, MOST_TOP = 5, 100
-#: How many events one tail message carries at most.
-TAIL_BATCH = 1_000
+#: How many events one tail message carries at most (a message well under gRPC's 4 MB).
+TAIL_MESSAGE = 1_000
+#: How many a tail reads at once: a whole insert under load, most often.
+TAIL_READ = 20_000
 #: A tail looks for new events this often when no commit wakes it (another writer's inserts).
 TAIL_POLL_S = 1.0
 R = TypeVar("R", bound=Message)
@@ -62,11 +72,15 @@ class TokenAuditService(audit_pb2_grpc.TokenAuditServicer):
         fingerprint: Fingerprinter,
         commits: Commits,
         previous_fingerprints: tuple[Fingerprinter, ...] = (),
+        trust: Trust | None = None,
     ) -> None:
+        """``trust``: the service's own public key and checkpoint directory (None: tamper
+        evidence is off)."""
         self._store = store
         self._fingerprint = fingerprint
         self._previous_fingerprints = previous_fingerprints
         self._commits = commits
+        self._trust = trust
 
     async def SearchEvents(
         self, request: audit_pb2.SearchEventsRequest, context: grpc.aio.ServicerContext
@@ -104,18 +118,24 @@ class TokenAuditService(audit_pb2_grpc.TokenAuditServicer):
                 )
             while True:
                 up_to = await self._up_to()
-                events, after_these = await asyncio.to_thread(
-                    committed, self._store, event_filter, after, up_to, limit=TAIL_BATCH
+                read = await asyncio.to_thread(
+                    committed, self._store, event_filter, after, up_to, limit=TAIL_READ
                 )
-                if events or after_these != after:
+                for start in range(0, len(read.events), TAIL_MESSAGE):
+                    end = min(start + TAIL_MESSAGE, len(read.events))
+                    after = read.cursor(end)
                     response = audit_pb2.TailEventsResponse(
-                        cursor=paging.cursor_token(request.filter, after_these)
+                        cursor=paging.cursor_token(request.filter, after)
                     )
-                    for event in events:
+                    for event in read.events[start:end]:
                         to_message(event, response.events.add())
                     yield response
-                    after = after_these
-                if len(events) < TAIL_BATCH:
+                if read.cursor(len(read.events)) != after:  # nothing matched: the cursor moves
+                    after = read.cursor(len(read.events))
+                    yield audit_pb2.TailEventsResponse(
+                        cursor=paging.cursor_token(request.filter, after)
+                    )
+                if read.complete:
                     await self._commits.wait_for_commit(TAIL_POLL_S)
         except TokenotelError as e:
             await _abort(context, e)
@@ -193,6 +213,69 @@ class TokenAuditService(audit_pb2_grpc.TokenAuditServicer):
 
         return await _answer(context, answer)
 
+    async def Verify(
+        self, request: audit_pb2.VerifyRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[audit_pb2.VerifyResponse]:
+        try:
+            trust = self._tamper_evidence()
+            since = moment(request.since, request.HasField("since"))
+            verification = Verification(
+                self._store,
+                trust.keys,
+                await asyncio.to_thread(trust.published),
+                since_ms=int(since.timestamp() * 1000) if since else 0,
+                live=True,
+            )
+            findings = verification.run()
+            while (finding := await asyncio.to_thread(next, findings, None)) is not None:
+                yield audit_pb2.VerifyResponse(
+                    finding=audit_pb2.VerifyFinding(
+                        status=finding.status.value,
+                        subject=finding.subject,
+                        reason=finding.reason,
+                        kind=finding.kind.value,
+                    )
+                )
+            yield audit_pb2.VerifyResponse(
+                summary=audit_pb2.VerifySummary(**vars(verification.summary))
+            )
+        except TokenotelError as e:
+            await _abort(context, e)
+
+    async def ListCheckpoints(
+        self, request: audit_pb2.ListCheckpointsRequest, context: grpc.aio.ServicerContext
+    ) -> audit_pb2.ListCheckpointsResponse:
+        async def answer(_: dict[str, Any]) -> audit_pb2.ListCheckpointsResponse:
+            self._tamper_evidence()
+            since = moment(request.since, request.HasField("since"))
+            since_ms = int(since.timestamp() * 1000) if since else 0
+            notes = await asyncio.to_thread(stored_checkpoints, self._store, since_ms)
+            return audit_pb2.ListCheckpointsResponse(notes=notes)
+
+        return await _answer(context, answer)
+
+    async def GetConsistencyProof(
+        self, request: audit_pb2.GetConsistencyProofRequest, context: grpc.aio.ServicerContext
+    ) -> audit_pb2.ConsistencyProof:
+        async def answer(_: dict[str, Any]) -> audit_pb2.ConsistencyProof:
+            self._tamper_evidence()
+            try:
+                hashes = await asyncio.to_thread(
+                    prove_consistency, self._store, request.old_size, request.new_size
+                )
+            except ValueError as e:
+                raise InvalidArgument(str(e), field="old_size") from None
+            return audit_pb2.ConsistencyProof(hashes=hashes)
+
+        return await _answer(context, answer)
+
+    def _tamper_evidence(self) -> Trust:
+        if self._trust is None:
+            raise NotFound(
+                "this service keeps no ledger: tamper evidence is off (setting tamper_evidence)"
+            )
+        return self._trust
+
     async def _up_to(self) -> int:
         """The last insert every search and tail may read: one that is committed, with none
         committed later before it (see BatchWriter.committed_up_to)."""
@@ -259,11 +342,18 @@ def token_filter_of(message: audit_pb2.ListTokensRequest) -> TokenFilter:
     )
 
 
+#: The administrative calls (docs/tamper-evidence.md): what they tell is for auditors.
+ADMIN_METHODS = frozenset(
+    f"/{SERVICE}/{name}" for name in ("Verify", "ListCheckpoints", "GetConsistencyProof")
+)
+
+
 def need_of(method: str) -> Role:
-    """The role a call of the query API needs: read (admin may do everything). Reflection too:
-    the schema is public (proto/), but a caller without a credential learns nothing about what
-    runs here. Health is open (security.access)."""
-    return Role.READ
+    """The role a call of the query API needs: admin for the administrative calls, read for
+    the others (admin may do everything). Reflection too: the schema is public (proto/), but a
+    caller without a credential learns nothing about what runs here. Health is open
+    (security.access)."""
+    return Role.ADMIN if method in ADMIN_METHODS else Role.READ
 
 
 class TokenAuditListener:
@@ -284,11 +374,12 @@ class TokenAuditListener:
         access: Access | None = None,
         *,
         tls: ServerTls | None = None,
+        trust: Trust | None = None,
     ) -> None:
         self.host, self._port = host, port
         self.tls = tls
         self._access = access
-        self._service = TokenAuditService(store, fingerprint, commits, previous_fingerprints)
+        self._service = TokenAuditService(store, fingerprint, commits, previous_fingerprints, trust)
         self._store = store
         self._server: grpc.aio.Server | None = None
         self._health_task: asyncio.Task[None] | None = None

@@ -31,6 +31,8 @@ from tokenotel.errors import (
     TokenotelError,
     Unauthenticated,
 )
+from tokenotel.integrity.verify import Finding, Kind, Status
+from tokenotel.integrity.verify import Summary as VerifySummary
 from tokenotel.query.search import Cursor, EventFilter, committed, newest_stamp, search
 from tokenotel.query.summary import Summary, summarise
 from tokenotel.query.timeline import timeline
@@ -104,9 +106,10 @@ class StoreReader:
         up_to = newest_stamp(self._store)
         after = paging.read_cursor(cursor, criteria) if cursor else Cursor(up_to)
         while True:
-            events, after = committed(self._store, event_filter, after, up_to, limit=PAGE)
-            yield events, paging.cursor_token(criteria, after)
-            if len(events) < PAGE:
+            read = committed(self._store, event_filter, after, up_to, limit=PAGE)
+            after = read.cursor(len(read.events))
+            yield read.events, paging.cursor_token(criteria, after)
+            if read.complete:
                 return
 
     def close(self) -> None:
@@ -210,6 +213,36 @@ class ServiceReader:
         request = audit_pb2.FingerprintSecretRequest(secret=secret)
         answer = self._call(self._api.FingerprintSecret, request)
         return [str(answer.fingerprint), *answer.previous_fingerprints]
+
+    def verify(self, since: datetime | None) -> Iterator[Finding | VerifySummary]:
+        """The service's verification of its store: findings, then the summary."""
+        request = audit_pb2.VerifyRequest()
+        moment = timestamp(since)
+        if moment is not None:
+            request.since.CopyFrom(moment)
+        try:
+            for response in self._api.Verify(request, metadata=self._metadata):
+                if response.HasField("finding"):
+                    found = response.finding
+                    yield Finding(
+                        Status(found.status), found.subject, found.reason, Kind(found.kind)
+                    )
+                else:
+                    counts = response.summary
+                    yield VerifySummary(
+                        **{name: getattr(counts, name) for name in vars(VerifySummary())}
+                    )
+        except grpc.RpcError as e:
+            raise self._error(e) from None
+
+    def checkpoints(self) -> list[str]:
+        """The signed checkpoints the service keeps, by tree size and time."""
+        response = self._call(self._api.ListCheckpoints, audit_pb2.ListCheckpointsRequest())
+        return list(response.notes)
+
+    def consistency_proof(self, old_size: int, new_size: int) -> list[bytes]:
+        request = audit_pb2.GetConsistencyProofRequest(old_size=old_size, new_size=new_size)
+        return list(self._call(self._api.GetConsistencyProof, request).hashes)
 
     def close(self) -> None:
         self._channel.close()

@@ -3,6 +3,7 @@ time window; a page at a time, and as they are committed (tail)."""
 
 from __future__ import annotations
 
+import bisect
 import ipaddress
 from dataclasses import dataclass, field
 from datetime import datetime
@@ -48,7 +49,7 @@ WHERE ingested_at > fromUnixTimestamp64Milli({{{{after:Int64}}}}, 'UTC')
   AND ingested_at <= fromUnixTimestamp64Milli({{{{up_to:Int64}}}}, 'UTC')
   AND {{where}}
 ORDER BY ingested_at, {EVENT_ORDER}
-LIMIT {{{{limit:UInt64}}}}
+LIMIT {{{{limit:UInt64}}}} OFFSET {{{{skip:UInt64}}}}
 """
 #: The stamp of the newest insert: with the service stopped, everything up to it is committed.
 NEWEST_STAMP_SQL = f"SELECT toUnixTimestamp64Milli(max(ingested_at)) FROM {EVENTS_TABLE}"
@@ -156,6 +157,28 @@ class Cursor:
     skip: int = 0
 
 
+@dataclass
+class Committed:
+    """Events committed after a cursor, in commit order, with the stamp of each: any prefix of
+    them can be handed on with the cursor after it."""
+
+    events: list[dict[str, Any]]
+    stamps: list[int]
+    after: Cursor  # where the read began
+    up_to_stamp: int
+    complete: bool  # everything committed up to up_to_stamp was read
+
+    def cursor(self, n: int) -> Cursor:
+        """The cursor after the first ``n`` events."""
+        if n == len(self.events) and self.complete:
+            return Cursor(self.up_to_stamp) if self.up_to_stamp >= self.after.stamp else self.after
+        if n == 0:
+            return self.after
+        last = self.stamps[n - 1]
+        in_last = n - bisect.bisect_left(self.stamps, last, 0, n)
+        return Cursor(last, in_last + (self.after.skip if last == self.after.stamp else 0))
+
+
 def committed(
     store: Store,
     event_filter: EventFilter,
@@ -164,28 +187,18 @@ def committed(
     *,
     limit: int,
     settings: dict[str, Any] | None = None,
-) -> tuple[list[dict[str, Any]], Cursor]:
+) -> Committed:
     """The events committed after ``after``, by inserts up to ``up_to_stamp``, at most
-    ``limit`` of them, in the order they were committed; and the cursor after the last."""
+    ``limit`` of them, in the order they were committed. The rest of a partly seen insert is
+    skipped by the store (its first ``skip`` events in that order), not read."""
     where, params = event_filter.where()
     params |= {"after": after.stamp - 1 if after.skip else after.stamp, "up_to": up_to_stamp}
-    params["limit"] = limit + after.skip
+    params |= {"limit": limit, "skip": after.skip}
     result = store.query(COMMITTED_SQL.format(where=where), params, settings=settings)
     rows = [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
-    if after.skip:  # the rest of a partly seen insert, then the ones after it
-        seen = [i for i, row in enumerate(rows) if row["stamp"] == after.stamp][: after.skip]
-        rows = [row for i, row in enumerate(rows) if i not in set(seen)]
-    rows = rows[:limit]
-    if not rows:
-        return [], after if after.stamp >= up_to_stamp else Cursor(up_to_stamp)
-    last = rows[-1]["stamp"]
-    in_last = sum(1 for row in rows if row["stamp"] == last)
-    skip = in_last + (after.skip if last == after.stamp else 0)
-    complete = len(rows) < limit  # everything up to up_to_stamp was read
-    cursor = Cursor(up_to_stamp) if complete else Cursor(last, skip)
-    for row in rows:
-        del row["stamp"]
-    return [readable_event(row) for row in rows], cursor
+    stamps = [row.pop("stamp") for row in rows]
+    events = [readable_event(row) for row in rows]
+    return Committed(events, stamps, after, up_to_stamp, complete=len(rows) < limit)
 
 
 def readable_event(event: dict[str, Any]) -> dict[str, Any]:

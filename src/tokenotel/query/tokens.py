@@ -25,10 +25,20 @@ TOKEN_COLUMNS = """
 TOKENS_SQL = f"""
 SELECT {TOKEN_COLUMNS}
 FROM token_inventory
-WHERE {{where}}
+WHERE token_key > {{{{after_key:String}}}} AND token_key <= {{{{last_key:String}}}} AND {{where}}
 ORDER BY token_key
 LIMIT {{{{limit:UInt64}}}}
 """
+#: The next keys of the inventory in key order, read from the key column alone: a page sums up
+#: the state of those tokens only, not of every token.
+NEXT_KEYS_SQL = """
+SELECT DISTINCT token_key FROM token_inventory_state
+WHERE token_key > {after_key:String}
+ORDER BY token_key
+LIMIT {keys:UInt64}
+"""
+#: The most keys one step of a filtered page sums up (the first step takes the page's size).
+MOST_KEYS_A_STEP = 50_000
 #: Times the inventory keeps to the nanosecond (the others, expires_at, to the millisecond).
 _NS_TIMES = ("lifecycle_at", "created_at", "last_used_at", "first_seen", "last_seen")
 
@@ -89,17 +99,35 @@ def list_tokens(
     after_key: str = "",
     settings: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """The tokens matching ``token_filter``, ordered by key, after ``after_key``."""
+    """The tokens matching ``token_filter``, ordered by key, after ``after_key``. Read a range
+    of keys at a time: the page's size first, then more (up to MOST_KEYS_A_STEP) while a
+    filter leaves the page short."""
     where, params = token_filter.where()
-    if after_key:
-        where += " AND token_key > {after_key:String}"
-        params["after_key"] = after_key
-    params["limit"] = limit
-    result = store.query(TOKENS_SQL.format(where=where), params, settings=settings)
-    return [
-        readable_token(dict(zip(result.column_names, row, strict=True)))
-        for row in result.result_rows
-    ]
+    found: list[dict[str, Any]] = []
+    if token_filter.keys is not None:  # named tokens: their state alone, in one read
+        if not token_filter.keys:
+            return []
+        step = params | {"after_key": after_key, "last_key": max(token_filter.keys), "limit": limit}
+        result = store.query(TOKENS_SQL.format(where=where), step, settings=settings)
+        return [
+            readable_token(dict(zip(result.column_names, row, strict=True)))
+            for row in result.result_rows
+        ]
+    keys = limit
+    while len(found) < limit:
+        next_keys = store.query(
+            NEXT_KEYS_SQL, {"after_key": after_key, "keys": keys}, settings=settings
+        ).result_rows
+        if not next_keys:
+            break
+        last_key = next_keys[-1][0]
+        step = params | {"after_key": after_key, "last_key": last_key, "limit": limit - len(found)}
+        result = store.query(TOKENS_SQL.format(where=where), step, settings=settings)
+        found += [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
+        if len(next_keys) < keys:
+            break
+        after_key, keys = last_key, min(keys * 4, MOST_KEYS_A_STEP)
+    return [readable_token(token) for token in found]
 
 
 def readable_token(token: dict[str, Any]) -> dict[str, Any]:

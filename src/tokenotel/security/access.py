@@ -65,9 +65,10 @@ class Access:
                 presented=presented,
                 status=403 if http else 0,
             )
+            roles = "admin" if need is Role.ADMIN else f"{need} or admin"
             raise PermissionDenied(
                 f"this credential (role {credential.role}) may not call the {caller.listener} "
-                f"listener: use one with role {need} or admin"
+                f"listener: use one with role {roles}"
             )
         self._audit.used(credential, presented, caller)
         return credential

@@ -79,6 +79,8 @@ class Store:
         self.options = options
         self._client: Client | None = None
         self._lock = threading.Lock()
+        # The writer's inserts and the checkpoints share the one connection: one at a time.
+        self._write_lock = threading.RLock()
         self.applied_migrations: list[Migration] = []
         # Reads run in many threads beside the writer's inserts, and one chDB handle is one
         # connection: each thread queries through a client of its own (a new embedded handle
@@ -213,7 +215,8 @@ class Store:
         """Inserts and returns once the rows are committed; raises StoreUnavailable."""
         client = self.connect()
         try:
-            client.insert_arrow(table, data, settings=INSERT_SETTINGS)
+            with self._write_lock:
+                client.insert_arrow(table, data, settings=INSERT_SETTINGS)
         except Exception as e:
             raise self._unavailable(f"insert into {self.target} failed", e) from e
 
@@ -236,11 +239,20 @@ class Store:
                 ) from e
             raise self._unavailable(f"query on {self.target} failed", e) from e
 
+    def query_arrow(self, sql: str, parameters: dict[str, Any] | None = None) -> pa.Table:
+        """Runs a SELECT and returns its rows as Arrow columns; raises StoreUnavailable."""
+        client = self._reader()
+        try:
+            return client.query_arrow(sql, parameters=parameters)
+        except Exception as e:
+            raise self._unavailable(f"query on {self.target} failed", e) from e
+
     def command(self, sql: str, parameters: dict[str, Any] | None = None) -> Any:
         """Runs a statement that returns no rows; raises StoreUnavailable."""
         client = self.connect()
         try:
-            return client.command(sql, parameters=parameters)
+            with self._write_lock:
+                return client.command(sql, parameters=parameters)
         except Exception as e:
             raise self._unavailable(f"command on {self.target} failed", e) from e
 

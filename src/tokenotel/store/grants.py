@@ -22,6 +22,7 @@ from dataclasses import dataclass
 from typing import Literal
 
 from tokenotel.store.client import EVENTS_TABLE
+from tokenotel.store.ledger import CHECKPOINTS_TABLE, LEDGER_TABLE
 from tokenotel.store.migrate import MIGRATIONS_TABLE, available
 
 MIGRATOR_ROLE = "tokenotel_migrator"
@@ -30,10 +31,13 @@ READER_ROLE = "tokenotel_reader"
 
 #: What the running service writes itself; the materialized views then write their rollups
 #: (see ``writer_inserts``). A table the service starts to write goes here, with its reads below.
-SERVICE_WRITES: frozenset[str] = frozenset({EVENTS_TABLE})
+SERVICE_WRITES: frozenset[str] = frozenset({EVENTS_TABLE, LEDGER_TABLE, CHECKPOINTS_TABLE})
 #: What the running service reads: at start (the schema check), to prime the writer (recent
-#: event ids, each token's lifecycle), to settle a failed insert, and for the query API.
-SERVICE_READS: frozenset[str] = frozenset({MIGRATIONS_TABLE, EVENTS_TABLE, "token_inventory"})
+#: event ids, each token's lifecycle, the ledger), to settle or seal a failed insert, and for
+#: the query API (verify included).
+SERVICE_READS: frozenset[str] = frozenset(
+    {MIGRATIONS_TABLE, EVENTS_TABLE, "token_inventory", LEDGER_TABLE, CHECKPOINTS_TABLE}
+)
 #: System tables the service and the migrator read: ``tables``, for the retention check at
 #: start. ClickHouse shows each user the rows of the tables it may see; the grant matters where
 #: ``select_from_system_db_requires_grant`` is on.

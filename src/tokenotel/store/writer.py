@@ -8,6 +8,9 @@ once, then resolves every waiting request together.
 An insert that failed may still have been committed (the store answered too late, or died
 half way): before the next insert it is settled (``repair``): the ids of what it committed are
 remembered, and with the embedded store its rollups are counted again.
+
+With tamper evidence on, each insert is noted in the ledger before it runs and handed to it
+once committed (or failed): the ledger seals it in a thread of its own (``ledger``).
 """
 
 from __future__ import annotations
@@ -25,6 +28,7 @@ from tokenotel.errors import Overloaded, StoreUnavailable
 from tokenotel.model import COLUMN_BY_NAME
 from tokenotel.store.client import EVENTS_TABLE, Store
 from tokenotel.store.dedup import RecentIds
+from tokenotel.store.ledger import Ledger
 from tokenotel.store.lifecycle import TokenLifecycle
 from tokenotel.store.repair import InsertJournal, InsertScope, recount_rollups
 
@@ -78,12 +82,15 @@ class BatchWriter:
         dedup_window: int,
         retry_after_s: float,
         journal: InsertJournal | None,
+        ledger: Ledger | None = None,
     ) -> None:
         """``journal``: where each insert is noted before it starts, so that one a crash
         interrupted is settled at the next start (the embedded store, which dies with the
-        service); None for a server, which finishes or fails an insert on its own."""
+        service); None for a server, which finishes or fails an insert on its own.
+        ``ledger``: where committed inserts are sealed (None: tamper evidence is off)."""
         self._store = store
         self._journal = journal
+        self.ledger = ledger
         #: Inserts that failed and may have been committed all the same: (stamp, scope).
         self._unsettled: list[tuple[int, InsertScope | None]] = []
         self._max_rows = max_rows
@@ -117,6 +124,8 @@ class BatchWriter:
         self._arrived.set()
         await self._task
         self._task = None
+        if self.ledger is not None:  # every committed insert sealed before the last checkpoint
+            await asyncio.to_thread(self.ledger.close)
 
     def stop_waiting(self) -> None:
         """From now on what comes is inserted at once, without waiting for more to join it:
@@ -143,6 +152,17 @@ class BatchWriter:
         self._pending_rows += rows
         self._arrived.set()
         return await done
+
+    async def settle(self) -> None:
+        """Before the first insert, when the store answers: an insert a crash interrupted is
+        settled and the ledger read, so both are done at start. Otherwise the first insert
+        tries again."""
+        try:
+            await asyncio.to_thread(self._prime)
+        except StoreUnavailable as e:
+            log.info("the store is not ready yet (%s): settling at the first insert", e)
+        except Exception:  # a bug: the first insert tries again, and fails its requests
+            log.exception("settling the store at start failed")
 
     async def _run(self) -> None:
         loop = asyncio.get_running_loop()
@@ -236,24 +256,30 @@ class BatchWriter:
                 "ingested_at", pa.repeat(pa.scalar(stamp, _STAMP), batch.num_rows)
             )
             scope = InsertScope.of(batch) if self._journal is not None else None
-            if self._journal is not None and scope is not None:
-                try:
+            try:
+                if self._journal is not None and scope is not None:
                     self._journal.begin(stamp, scope)
-                except OSError as e:  # the disk is full, most likely: so is the store's
-                    raise StoreUnavailable(
-                        f"cannot note the insert in {self._journal.path}: {e.strerror}",
-                        self._retry_after_s,
-                    ) from e
+                if self.ledger is not None:
+                    self.ledger.begin(stamp)
+            except OSError as e:  # the disk is full, most likely: so is the store's
+                raise StoreUnavailable(
+                    f"cannot note the insert in the data directory: {e.strerror}",
+                    self._retry_after_s,
+                ) from e
             self.in_progress_stamp = stamp
             try:
                 self._store.insert_arrow(EVENTS_TABLE, batch)
             except StoreUnavailable:
                 self._unsettled.append((stamp, scope))
+                if self.ledger is not None:
+                    self.ledger.failed(stamp)
                 raise
             finally:
                 self.in_progress_stamp = None
             if self._journal is not None:
                 self._journal.end()
+            if self.ledger is not None:
+                self.ledger.committed(stamp, batch)
             # Committed: from here on a retry of these rows is a duplicate.
             self._recent.add(batch["event_id"].to_numpy())
         self.stats.inserts += 1
@@ -278,6 +304,10 @@ class BatchWriter:
                 pending[0],
             )
             self._unsettled.append(pending)
+        if self.ledger is not None:
+            if not self.ledger.loaded:
+                self.ledger.load()
+            self._last_stamp = max(self._last_stamp, self.ledger.newest_stamp())
         self._settle()
         if self._recent.window:
             result = self._store.query(RECENT_IDS_SQL, {"limit": self._recent.window})

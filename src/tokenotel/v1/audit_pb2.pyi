@@ -403,3 +403,75 @@ class FingerprintSecretResponse(_message.Message):
     key_id: str
     previous_fingerprints: _containers.RepeatedScalarFieldContainer[str]
     def __init__(self, fingerprint: _Optional[str] = ..., key_id: _Optional[str] = ..., previous_fingerprints: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class VerifyRequest(_message.Message):
+    __slots__ = ("since",)
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    since: _timestamp_pb2.Timestamp
+    def __init__(self, since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class VerifyFinding(_message.Message):
+    __slots__ = ("status", "subject", "reason", "kind")
+    STATUS_FIELD_NUMBER: _ClassVar[int]
+    SUBJECT_FIELD_NUMBER: _ClassVar[int]
+    REASON_FIELD_NUMBER: _ClassVar[int]
+    KIND_FIELD_NUMBER: _ClassVar[int]
+    status: str
+    subject: str
+    reason: str
+    kind: str
+    def __init__(self, status: _Optional[str] = ..., subject: _Optional[str] = ..., reason: _Optional[str] = ..., kind: _Optional[str] = ...) -> None: ...
+
+class VerifySummary(_message.Message):
+    __slots__ = ("checkpoints", "checkpoints_valid", "inserts", "inserts_valid", "sealed_inserts", "sealed_events", "uncovered_events", "invalid")
+    CHECKPOINTS_FIELD_NUMBER: _ClassVar[int]
+    CHECKPOINTS_VALID_FIELD_NUMBER: _ClassVar[int]
+    INSERTS_FIELD_NUMBER: _ClassVar[int]
+    INSERTS_VALID_FIELD_NUMBER: _ClassVar[int]
+    SEALED_INSERTS_FIELD_NUMBER: _ClassVar[int]
+    SEALED_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    UNCOVERED_EVENTS_FIELD_NUMBER: _ClassVar[int]
+    INVALID_FIELD_NUMBER: _ClassVar[int]
+    checkpoints: int
+    checkpoints_valid: int
+    inserts: int
+    inserts_valid: int
+    sealed_inserts: int
+    sealed_events: int
+    uncovered_events: int
+    invalid: int
+    def __init__(self, checkpoints: _Optional[int] = ..., checkpoints_valid: _Optional[int] = ..., inserts: _Optional[int] = ..., inserts_valid: _Optional[int] = ..., sealed_inserts: _Optional[int] = ..., sealed_events: _Optional[int] = ..., uncovered_events: _Optional[int] = ..., invalid: _Optional[int] = ...) -> None: ...
+
+class VerifyResponse(_message.Message):
+    __slots__ = ("finding", "summary")
+    FINDING_FIELD_NUMBER: _ClassVar[int]
+    SUMMARY_FIELD_NUMBER: _ClassVar[int]
+    finding: VerifyFinding
+    summary: VerifySummary
+    def __init__(self, finding: _Optional[_Union[VerifyFinding, _Mapping]] = ..., summary: _Optional[_Union[VerifySummary, _Mapping]] = ...) -> None: ...
+
+class ListCheckpointsRequest(_message.Message):
+    __slots__ = ("since",)
+    SINCE_FIELD_NUMBER: _ClassVar[int]
+    since: _timestamp_pb2.Timestamp
+    def __init__(self, since: _Optional[_Union[datetime.datetime, _timestamp_pb2.Timestamp, _Mapping]] = ...) -> None: ...
+
+class ListCheckpointsResponse(_message.Message):
+    __slots__ = ("notes",)
+    NOTES_FIELD_NUMBER: _ClassVar[int]
+    notes: _containers.RepeatedScalarFieldContainer[str]
+    def __init__(self, notes: _Optional[_Iterable[str]] = ...) -> None: ...
+
+class GetConsistencyProofRequest(_message.Message):
+    __slots__ = ("old_size", "new_size")
+    OLD_SIZE_FIELD_NUMBER: _ClassVar[int]
+    NEW_SIZE_FIELD_NUMBER: _ClassVar[int]
+    old_size: int
+    new_size: int
+    def __init__(self, old_size: _Optional[int] = ..., new_size: _Optional[int] = ...) -> None: ...
+
+class ConsistencyProof(_message.Message):
+    __slots__ = ("hashes",)
+    HASHES_FIELD_NUMBER: _ClassVar[int]
+    hashes: _containers.RepeatedScalarFieldContainer[bytes]
+    def __init__(self, hashes: _Optional[_Iterable[bytes]] = ...) -> None: ...

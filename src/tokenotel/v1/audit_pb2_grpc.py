@@ -65,6 +65,21 @@ class TokenAuditStub:
                 request_serializer=tokenotel_dot_v1_dot_audit__pb2.FingerprintSecretRequest.SerializeToString,
                 response_deserializer=tokenotel_dot_v1_dot_audit__pb2.FingerprintSecretResponse.FromString,
                 _registered_method=True)
+        self.Verify = channel.unary_stream(
+                '/tokenotel.v1.TokenAudit/Verify',
+                request_serializer=tokenotel_dot_v1_dot_audit__pb2.VerifyRequest.SerializeToString,
+                response_deserializer=tokenotel_dot_v1_dot_audit__pb2.VerifyResponse.FromString,
+                _registered_method=True)
+        self.ListCheckpoints = channel.unary_unary(
+                '/tokenotel.v1.TokenAudit/ListCheckpoints',
+                request_serializer=tokenotel_dot_v1_dot_audit__pb2.ListCheckpointsRequest.SerializeToString,
+                response_deserializer=tokenotel_dot_v1_dot_audit__pb2.ListCheckpointsResponse.FromString,
+                _registered_method=True)
+        self.GetConsistencyProof = channel.unary_unary(
+                '/tokenotel.v1.TokenAudit/GetConsistencyProof',
+                request_serializer=tokenotel_dot_v1_dot_audit__pb2.GetConsistencyProofRequest.SerializeToString,
+                response_deserializer=tokenotel_dot_v1_dot_audit__pb2.ConsistencyProof.FromString,
+                _registered_method=True)
 
 
 class TokenAuditServicer:
@@ -118,6 +133,31 @@ class TokenAuditServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def Verify(self, request, context):
+        """Administrative (role admin): checks the store against its ledger and the signed
+        checkpoints (docs/tamper-evidence.md), one finding a message, interval by interval, then
+        the summary. NOT_FOUND when the service keeps no ledger (tamper_evidence is off).
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def ListCheckpoints(self, request, context):
+        """Administrative: the signed checkpoints kept in the store (C2SP tlog-checkpoint notes), by
+        tree size and time, for a client to check with its own copy of the public key.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def GetConsistencyProof(self, request, context):
+        """Administrative: an RFC 9162 consistency proof from an older tree size to a newer one, for
+        a client to check a checkpoint it kept against the service's newest.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TokenAuditServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -150,6 +190,21 @@ def add_TokenAuditServicer_to_server(servicer, server):
                     servicer.FingerprintSecret,
                     request_deserializer=tokenotel_dot_v1_dot_audit__pb2.FingerprintSecretRequest.FromString,
                     response_serializer=tokenotel_dot_v1_dot_audit__pb2.FingerprintSecretResponse.SerializeToString,
+            ),
+            'Verify': grpc.unary_stream_rpc_method_handler(
+                    servicer.Verify,
+                    request_deserializer=tokenotel_dot_v1_dot_audit__pb2.VerifyRequest.FromString,
+                    response_serializer=tokenotel_dot_v1_dot_audit__pb2.VerifyResponse.SerializeToString,
+            ),
+            'ListCheckpoints': grpc.unary_unary_rpc_method_handler(
+                    servicer.ListCheckpoints,
+                    request_deserializer=tokenotel_dot_v1_dot_audit__pb2.ListCheckpointsRequest.FromString,
+                    response_serializer=tokenotel_dot_v1_dot_audit__pb2.ListCheckpointsResponse.SerializeToString,
+            ),
+            'GetConsistencyProof': grpc.unary_unary_rpc_method_handler(
+                    servicer.GetConsistencyProof,
+                    request_deserializer=tokenotel_dot_v1_dot_audit__pb2.GetConsistencyProofRequest.FromString,
+                    response_serializer=tokenotel_dot_v1_dot_audit__pb2.ConsistencyProof.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -315,6 +370,87 @@ class TokenAudit:
             '/tokenotel.v1.TokenAudit/FingerprintSecret',
             tokenotel_dot_v1_dot_audit__pb2.FingerprintSecretRequest.SerializeToString,
             tokenotel_dot_v1_dot_audit__pb2.FingerprintSecretResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def Verify(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/tokenotel.v1.TokenAudit/Verify',
+            tokenotel_dot_v1_dot_audit__pb2.VerifyRequest.SerializeToString,
+            tokenotel_dot_v1_dot_audit__pb2.VerifyResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def ListCheckpoints(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tokenotel.v1.TokenAudit/ListCheckpoints',
+            tokenotel_dot_v1_dot_audit__pb2.ListCheckpointsRequest.SerializeToString,
+            tokenotel_dot_v1_dot_audit__pb2.ListCheckpointsResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GetConsistencyProof(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_unary(
+            request,
+            target,
+            '/tokenotel.v1.TokenAudit/GetConsistencyProof',
+            tokenotel_dot_v1_dot_audit__pb2.GetConsistencyProofRequest.SerializeToString,
+            tokenotel_dot_v1_dot_audit__pb2.ConsistencyProof.FromString,
             options,
             channel_credentials,
             insecure,
