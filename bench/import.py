@@ -3,16 +3,20 @@
 Makes ``--files`` gzip files for each of Vault (audit device entries) and CloudTrail (one
 record a line), from the project's fixtures with their ids and times varied, so every line is
 an event of its own; then imports each source's files (two runs of `tokenotel import`, one a
-source) and times them. Prints events/s (stored events over the wall time of both imports) and
-the peak RSS of the import's processes (with its mapping workers); the last line is
-machine-readable: ``events_per_s=<n> peak_rss_mb=<n>``.
+source) and times them. Prints events/s (stored events over the wall time of both imports), the
+CPU time of an event (all the import's processes: a measure other load on the machine changes
+less than the wall time), the load average before and after, and the peak RSS of the import's
+processes (with its mapping workers); the last line is machine-readable:
+``events_per_s=<n> peak_rss_mb=<n>``.
 """
 
 from __future__ import annotations
 
 import argparse
 import gzip
+import os
 import random
+import resource
 import shutil
 import subprocess
 import sys
@@ -105,8 +109,9 @@ def watch_rss(pid: int, peak: list[int], stop: threading.Event) -> None:
         stop.wait(0.05)
 
 
-def run_import(source: str, data_dir: Path, files: Path) -> tuple[int, float, int]:
-    """Stored events, wall seconds and peak RSS of one `tokenotel import`."""
+def run_import(source: str, data_dir: Path, files: Path) -> tuple[int, float, float, int]:
+    """Stored events, wall seconds, CPU seconds and peak RSS of one `tokenotel import`."""
+    before = resource.getrusage(resource.RUSAGE_CHILDREN)
     started = time.perf_counter()
     proc = subprocess.Popen(
         [
@@ -130,13 +135,19 @@ def run_import(source: str, data_dir: Path, files: Path) -> tuple[int, float, in
     watcher.start()
     out, err = proc.communicate()
     elapsed = time.perf_counter() - started
+    after = resource.getrusage(resource.RUSAGE_CHILDREN)  # (the workers were waited for)
+    cpu_s = sum(getattr(after, f) - getattr(before, f) for f in ("ru_utime", "ru_stime"))
     stop.set()
     watcher.join()
     if proc.returncode != 0:
         sys.exit(f"import failed ({proc.returncode}):\n{out}\n{err}")
-    print(f"{source}: {out.strip()} in {elapsed:.1f} s", file=sys.stderr)
     stored = int(out.split(" events stored")[0].rsplit(", ", 1)[1].replace(",", ""))
-    return stored, elapsed, peak[0]
+    print(
+        f"{source}: {out.strip()} in {elapsed:.1f} s: {stored / elapsed:,.0f} events/s, "
+        f"{cpu_s / stored * 1e6:.0f} µs of CPU an event",
+        file=sys.stderr,
+    )
+    return stored, elapsed, cpu_s, peak[0]
 
 
 def main() -> None:
@@ -149,13 +160,22 @@ def main() -> None:
     try:
         write_files(workdir / "vault", vault_lines(args.events, rng), args.files)
         write_files(workdir / "cloudtrail", cloudtrail_lines(args.events, rng), args.files)
-        total_events = total_s = 0.0
+        total_events = total_s = total_cpu_s = 0.0
         peak = 0
+        load_before = os.getloadavg()
         for source in ("vault", "cloudtrail"):
-            stored, elapsed, rss = run_import(source, workdir / "data", workdir / source)
+            stored, elapsed, cpu_s, rss = run_import(source, workdir / "data", workdir / source)
             total_events += stored
             total_s += elapsed
+            total_cpu_s += cpu_s
             peak = max(peak, rss)
+        load_after = os.getloadavg()
+        print(
+            f"{total_cpu_s / total_events * 1e6:.0f} µs of CPU an event; load average (1, 5, "
+            f"15 min) {', '.join(f'{x:.2f}' for x in load_before)} before, "
+            f"{', '.join(f'{x:.2f}' for x in load_after)} after; {os.cpu_count()} CPUs",
+            file=sys.stderr,
+        )
         print(f"events_per_s={total_events / total_s:.0f} peak_rss_mb={peak / 2**20:.0f}")
     finally:
         shutil.rmtree(workdir, ignore_errors=True)

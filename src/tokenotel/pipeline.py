@@ -29,7 +29,7 @@ from tokenotel.integrity.publish import (
 from tokenotel.integrity.signing import default_key_name, load_signing_key
 from tokenotel.mapping.fingerprint import load_key, load_previous_keys
 from tokenotel.mapping.mapper import EVENTS, NOT_TOKEN_EVENTS, RECORDS, REJECTED
-from tokenotel.mapping.workers import MappingPool
+from tokenotel.mapping.workers import MappedTable, MappingPool
 from tokenotel.store import ledger
 from tokenotel.store.client import Store
 from tokenotel.store.repair import InsertJournal
@@ -142,25 +142,49 @@ class Pipeline:
         """Starts every stage; the store may still be unreachable (requests are then answered
         retryable until it is back). A start that fails stops what it started."""
         try:
-            try:
-                await asyncio.to_thread(self.store.connect)
-            except StoreUnavailable as e:
-                log.warning("%s; starting anyway, clients will be asked to retry", e)
-            else:
-                await self.writer.settle()
+            # The mapping workers start (import their modules) while the store opens: each
+            # takes a few tenths of a second, which an import of a few files waits for.
+            started = await asyncio.gather(
+                self._connect(), self.mapping.start(), return_exceptions=True
+            )
+            for outcome in started:
+                if isinstance(outcome, BaseException):
+                    raise outcome
             self.writer.start()
             if self.checkpointer is not None:
                 self.checkpointer.start()
-            await self.mapping.start()
         except BaseException:
             await self._stop_stages()
             raise
+
+    async def _connect(self) -> None:
+        """Opens the store and settles what a previous run left (see BatchWriter.settle)."""
+        try:
+            await asyncio.to_thread(self.store.connect)
+        except StoreUnavailable as e:
+            log.warning("%s; starting anyway, clients will be asked to retry", e)
+        else:
+            await self.writer.settle()
 
     async def export(self, body: bytes, content_type: str) -> ExportResult:
         """One request: decode and map it (in a worker), store its token events, and report
         what was left out. Answers only once the rows are committed."""
         self.stats.requests += 1
-        mapped = await self.mapping.map(body, content_type, time.time_ns())
+        return await self._store(await self.mapping.map(body, content_type, time.time_ns()))
+
+    async def export_lines(self, source: str, lines: list[bytes]) -> ExportResult:
+        """Lines of a source's files (``tokenotel import``), stored as if each had come as the
+        body of a log record with ``tokenotel.source`` (see ``export``; records are numbered by
+        line in the problems)."""
+        self.stats.requests += 1
+        return await self._store(await self.mapping.map_lines(source, lines, time.time_ns()))
+
+    def stop_waiting(self) -> None:
+        """No more requests will come but those under way: each is stored as soon as it is
+        mapped (the writer waits no longer for others to share its insert)."""
+        self.writer.stop_waiting()
+
+    async def _store(self, mapped: MappedTable) -> ExportResult:
         try:
             stored = await self.writer.write(mapped.table)  # new rows only
         except Overloaded:

@@ -17,7 +17,7 @@ from pathlib import Path
 
 import pytest
 
-from processes import clean_env, run_cli, stored_row_count
+from processes import clean_env, query_json, run_cli, start_serve, stored_row_count
 
 pytestmark = pytest.mark.e2e
 
@@ -155,3 +155,59 @@ def _committed_some(progress: Path) -> bool:
     except (OSError, ValueError):
         return False
     return any(f["offset"] for f in document["sources"].get("vault", {}).values())
+
+
+def test_raw_tokens_in_imported_lines_are_stored_only_as_fingerprints(tmp_path: Path) -> None:
+    # A Vault audit device with log_raw on writes the token itself; a request may carry
+    # another in its data. Imported, the first is the event's token (its fingerprint), the kept
+    # entry says [token.value] in its place and the fingerprint of the second in its place.
+    token = "hvs.CAESI" + "Abc123XyZ" * 3
+    other = "ghp_" + "A1b2C3d4E5" * 3 + "f6G7h8"
+    entry = json.loads(vault_responses(4)[3])  # a read made with a token
+    entry["auth"]["client_token"] = token
+    entry["request"]["data"] = {"note": f"Authorization: Bearer {other}"}
+    (tmp_path / "audit.log").write_text(json.dumps(entry) + "\n")
+    data = tmp_path / "data"
+
+    result = run_cli("import", "--source", "vault", "--data-dir", str(data), str(tmp_path))
+    assert result.returncode == 0, result.stderr
+    (event,) = query_json(data)
+    fingerprints = {
+        secret: run_cli("fingerprint", "--data-dir", str(data), stdin=secret)
+        .stdout.splitlines()[0]
+        .strip()
+        for secret in (token, other)
+    }
+    assert event["token_fingerprint"] == fingerprints[token]
+    kept = event["attributes"]["vault.record"]
+    assert '"client_token":"[token.value]"' in kept
+    assert f"Bearer {fingerprints[other]}" in kept
+    for text in (result.stdout, result.stderr, json.dumps(event)):
+        assert token not in text and other not in text
+    for path in data.rglob("*"):
+        if path.is_file():
+            content = path.read_bytes()
+            assert token.encode() not in content and other.encode() not in content, path
+
+
+def test_an_import_into_a_running_service_stores_its_events_and_reports_bad_lines(
+    tmp_path: Path,
+) -> None:
+    # The service's OTLP/gRPC endpoint gets each line as the body of a log record, as the
+    # collector sends them: the same events, and a bad line named by its file and line.
+    good = vault_responses(12, seed=3)
+    log = tmp_path / "logs" / "audit.log"
+    log.parent.mkdir()
+    log.write_text("\n".join([*good[:6], "not json at all", *good[6:]]) + "\n")
+    data = tmp_path / "data"
+    serve = start_serve(data)
+    try:
+        result = run_cli("import", "--source", "vault", "--server", serve.grpc_target, str(log))
+    finally:
+        serve.stop()
+    assert result.returncode == 0, result.stderr
+    assert summary_of(result.stdout) == (
+        f"imported into the service at {serve.grpc_target}: 1 files, 13 lines read, 1 lines skipped"
+    )
+    assert f"{log}:7: vault record is not JSON" in result.stderr
+    assert stored_row_count(data) == 12

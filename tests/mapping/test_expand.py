@@ -11,6 +11,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
+from tokenotel.history.requests import encode_request, source_attribute
 from tokenotel.mapping.fingerprint import Fingerprinter
 from tokenotel.mapping.mapper import EVENTS, NOT_TOKEN_EVENTS, RECORDS, REJECTED, Mapper
 from tokenotel.sources import SOURCES, TokenRecord
@@ -141,3 +142,30 @@ def test_a_cloudtrail_log_file_is_split_into_its_records() -> None:
     assert len(batch.rows) == 2
     assert batch.rejected == 1
     assert batch.errors[0].startswith("log record 0, cloudtrail record 2: ")
+
+
+def test_lines_read_from_files_map_as_the_same_lines_sent_in_otlp() -> None:
+    """``tokenotel import`` hands its lines to the mapping as they are; the rows, problems and
+    tallies are those of the same lines sent one to a log record (how the import sends them to
+    a running service, and how the collector sends them live)."""
+    key = bytes(32)
+    lines = [
+        b"token.used:tok_1",
+        b"bad",
+        b"none",
+        b"bug",
+        "token.revoked:tok_\u00e9".encode(),
+        b"token.used:\xff\xfe",  # not UTF-8: the body is its bytes (here: a bad event name)
+        b"token.used:Bearer abcdefgh12345678",  # a secret in the kept record
+        b"token.used:Bearer abcdefgh12345678",
+    ]
+    attribute = source_attribute("fake")
+    sent = Mapper(Fingerprinter(key)).map(
+        ExportLogsServiceRequest.FromString(encode_request(lines, attribute, 0)), RECEIVED
+    )
+    read = Mapper(Fingerprinter(key)).map_lines("fake", lines, RECEIVED)
+    assert len(read.rows) == 4
+    assert read.rows == sent.rows
+    assert (read.ignored, read.rejected, read.errors) == (sent.ignored, sent.rejected, sent.errors)
+    assert read.sources == sent.sources
+    assert not any("abcdefgh12345678" in str(row) for row in read.rows)

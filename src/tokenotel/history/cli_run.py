@@ -21,7 +21,15 @@ from tokenotel.config import Settings
 from tokenotel.history.files import find_files
 from tokenotel.history.progress import PROGRESS_FILE
 from tokenotel.history.progress import Progress as ImportProgress
-from tokenotel.history.run import Importer, PipelineSink, ServiceSink, Sink, summary_line
+from tokenotel.history.run import (
+    INSERT_DELAY_MS,
+    INSERT_ROWS,
+    Importer,
+    PipelineSink,
+    ServiceSink,
+    Sink,
+    summary_line,
+)
 from tokenotel.pipeline import Pipeline
 from tokenotel.security.tls import channel_credentials
 
@@ -51,7 +59,11 @@ def run(
         sink = ServiceSink(server, credential, tls)
         target = f"the service at {server}"
     else:
-        sink = PipelineSink(Pipeline(settings))
+        batches = {
+            "batch_max_rows": min(settings.batch_max_rows, INSERT_ROWS),
+            "batch_max_delay_ms": max(settings.batch_max_delay_ms, INSERT_DELAY_MS),
+        }
+        sink = PipelineSink(Pipeline(settings.model_copy(update=batches)))
         target = (
             str(settings.data_dir) if settings.clickhouse_url is None else "the ClickHouse server"
         )

@@ -1,7 +1,7 @@
-"""The OTLP logs requests an import sends: one log record for each line of a file, its body the
-line and its attribute ``tokenotel.source`` the source, as the collector's source pipelines
-send them (collector-config/sources/). Encoded by hand: the fields are few and fixed, and the
-import builds tens of thousands a second."""
+"""The OTLP logs requests an import sends to a running service: one log record for each line of
+a file, its body the line and its attribute ``tokenotel.source`` the source, as the collector's
+source pipelines send them (collector-config/sources/). Encoded by hand: the fields are few and
+fixed, and the import builds tens of thousands a second."""
 
 from __future__ import annotations
 

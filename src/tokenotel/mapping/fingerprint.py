@@ -9,8 +9,9 @@ import logging
 import os
 import secrets
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 from tokenotel.errors import FingerprintKeyError
 
@@ -29,14 +30,26 @@ class Fingerprinter:
     """
 
     key: bytes
+    #: The HMAC with the key already in it (each fingerprint starts from a copy: 0.9 µs where a
+    #: new HMAC took 1.9), and what every fingerprint starts with.
+    _keyed: Any = field(init=False, repr=False, compare=False)
+    _prefix: str = field(init=False, repr=False, compare=False)
+
+    def __post_init__(self) -> None:
+        object.__setattr__(self, "_keyed", hmac.new(self.key, digestmod=hashlib.sha256))
+        object.__setattr__(self, "_prefix", f"{PREFIX}:{self.key_id}:")
 
     @property
     def key_id(self) -> str:
         return hashlib.sha256(self.key).hexdigest()[:8]
 
     def __call__(self, secret: str) -> str:
-        digest = hmac.new(self.key, secret.encode("utf-8"), hashlib.sha256).hexdigest()
-        return f"{PREFIX}:{self.key_id}:{digest}"
+        mac = self._keyed.copy()
+        mac.update(secret.encode("utf-8"))
+        return self._prefix + mac.hexdigest()
+
+    def __reduce__(self) -> tuple[Any, ...]:  # the key alone: an HMAC does not pickle
+        return Fingerprinter, (self.key,)
 
     def __repr__(self) -> str:  # never show the key
         return f"Fingerprinter(key_id={self.key_id!r})"

@@ -6,9 +6,10 @@ no per-record allocation beyond the row itself.
 
 from __future__ import annotations
 
+import functools
 import hashlib
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -25,7 +26,7 @@ from tokenotel.mapping.expand import (
     source_of,
     units,
 )
-from tokenotel.mapping.redact import may_hold_secret, redact, secrets_in
+from tokenotel.mapping.redact import redact
 from tokenotel.mapping.values import to_epoch_ms, to_ip, to_python, to_string_list, to_text
 from tokenotel.model import (
     COLUMN_BY_NAME,
@@ -78,6 +79,12 @@ _MAX_REMEMBERED_BYTES = 1024
 # Effects on a row other than setting a column (see Mapper._attribute).
 _EXTRA, _OUTCOME_OF_RECORD, _AUTHORIZATION, _SKIP, _RECORD_UID = -1, -2, -3, -4, -5
 _SKIP_EFFECT = (_SKIP, None)
+# Attributes of a source's token event that are its record's own (its id, its request's id, the
+# record itself, ~1 KB): each comes once, so it is neither looked up nor remembered (a text a
+# cache never finds again only costs hashing it and pushes out what does repeat).
+_RECORD_OWN_KEYS = frozenset(
+    {"log.record.uid", "token.request.id", *(f"{name}.record" for name in SOURCES)}
+)
 # Latest time a DateTime64(9) column holds (2262-04-11), in ns since the epoch.
 _MAX_TIME_NS = 2**63 - 1
 
@@ -109,8 +116,42 @@ class Mapper:
         #: The same for the attributes of source mappings' token events, by key and value.
         self._value_effects: dict[tuple[str, type, Any], tuple[int, Any]] = {}
         self._redactions = 0  # how many secrets were found: a changed count means "forget"
+        #: Texts with secrets redacted in this request: a source's record is kept whole in each
+        #: of its events (a CloudTrail call with a key and the key it created: two), and found
+        #: again here. Forgotten when the request is mapped: no secret outlives its request.
+        self._redacted_in_request: dict[str, str] = {}
+        #: The same for fingerprints: a key id or a token comes back in many records of a
+        #: request (CloudTrail names its access keys in every record: an HMAC each, 1 µs).
+        self._fingerprints_in_request: dict[str, str] = {}
 
     def map(self, request: ExportLogsServiceRequest, received_ns: int) -> MappedBatch:
+        try:
+            return self._map(request, received_ns)
+        finally:
+            self._forget_request()
+
+    def map_lines(self, name: str, lines: Sequence[bytes], received_ns: int) -> MappedBatch:
+        """The token events in lines of source ``name`` read from files (``tokenotel import``):
+        the rows ``map`` gives for a request of one log record a line (its body the line, its
+        attribute ``tokenotel.source`` the source, no time of its own), without the request:
+        encoding it, decoding it and walking it again cost a quarter of mapping its lines."""
+        batch = MappedBatch()
+
+        @functools.cache
+        def request_key() -> bytes:  # (only for an event without an id of its own)
+            data = name.encode() + b"\n" + b"\n".join(lines)
+            return hashlib.blake2b(data, digest_size=16).digest()
+
+        try:
+            for index, line in enumerate(lines):
+                self._expand_body(
+                    batch, name, _line_body(line), index, received_ns, request_key, "", []
+                )
+        finally:
+            self._forget_request()
+        return batch
+
+    def _map(self, request: ExportLogsServiceRequest, received_ns: int) -> MappedBatch:
         batch = MappedBatch()
         index = -1
         data = request.SerializeToString()
@@ -137,7 +178,7 @@ class Mapper:
                                     source,
                                     record,
                                     index,
-                                    request_key,
+                                    lambda: request_key,
                                     received_ns,
                                     scope_name,
                                     resource_values,
@@ -180,18 +221,33 @@ class Mapper:
             values.append((_RESOURCE_ATTRIBUTES, extra))
         return values
 
-    def _clean(self, text: str) -> str:
-        """``text`` with secrets replaced; texts seen clean before skip the regex."""
+    def _forget_request(self) -> None:
+        self._redacted_in_request.clear()
+        self._fingerprints_in_request.clear()
+
+    def _fingerprint_of(self, secret: str) -> str:
+        fingerprint = self._fingerprints_in_request.get(secret)
+        if fingerprint is None:
+            fingerprint = self._fingerprints_in_request[secret] = self._fingerprint(secret)
+        return fingerprint
+
+    def _clean(self, text: str, remember: bool = True) -> str:
+        """``text`` with secrets replaced; texts seen clean before skip the regex (and this
+        one is remembered clean, unless ``remember`` is False: it will not come again)."""
         if len(text) < _MIN_SECRET_LEN or text in self._clean_texts:
             return text
-        if not may_hold_secret(text) or not secrets_in(text):
-            if len(text) <= _MAX_REMEMBERED_BYTES:
-                if len(self._clean_texts) >= _CLEAN_CACHE_SIZE:
-                    self._clean_texts.clear()
-                self._clean_texts.add(text)
-            return text
+        redacted = self._redacted_in_request.get(text)
+        if redacted is None:
+            redacted, first = redact(text, self._fingerprint_of)
+            if first is None:
+                if remember and len(text) <= _MAX_REMEMBERED_BYTES:
+                    if len(self._clean_texts) >= _CLEAN_CACHE_SIZE:
+                        self._clean_texts.clear()
+                    self._clean_texts.add(text)
+                return text
+            self._redacted_in_request[text] = redacted
         self._redactions += 1
-        return redact(text, self._fingerprint)[0]
+        return redacted
 
     def _attribute(self, encoded: bytes) -> tuple[int, Any]:
         """What one attribute does to its row: (column, value), or (_EXTRA, (key, text)),
@@ -214,16 +270,22 @@ class Mapper:
             self._effects[encoded] = effect
         return effect
 
-    def _effect(self, key: str, value: Any) -> tuple[int, Any]:
-        """What an attribute ``key`` with ``value`` (as ``to_python`` gives it) does to a row."""
-        clean = self._clean
+    def _clean_once(self, text: str) -> str:
+        return self._clean(text, remember=False)
+
+    def _effect(
+        self, key: str, value: Any, clean: Callable[[str], str] | None = None
+    ) -> tuple[int, Any]:
+        """What an attribute ``key`` with ``value`` (as ``to_python`` gives it) does to a row;
+        ``clean``: how its texts are cleaned (``_clean``)."""
+        clean = clean or self._clean
         claimed = _CLAIMED.get(key)
         if claimed is None:
             if key == "event.name":
                 return _SKIP_EFFECT
             text = value if type(value) is str else to_text(value)
             if "authorization" in key.lower():
-                text, fingerprint = redact(text, self._fingerprint)
+                text, fingerprint = redact(text, self._fingerprint_of)
                 if fingerprint is not None:
                     self._redactions += 1
                     return _AUTHORIZATION, ((key, text), fingerprint)
@@ -234,7 +296,7 @@ class Mapper:
             return column, clean(value if type(value) is str else to_text(value))
         if read is Read.SECRET:
             self._redactions += 1  # the fingerprint of a secret: never remembered
-            return (column, self._fingerprint(to_text(value))) if value else _SKIP_EFFECT
+            return (column, self._fingerprint_of(to_text(value))) if value else _SKIP_EFFECT
         if read is Read.SCOPES:
             scopes = value if type(value) is list else to_string_list(value)
             return column, tuple(clean(to_text(s)) for s in scopes if s is not None and s != "")
@@ -328,7 +390,7 @@ class Mapper:
         name: str,
         record: wire.LogRecord,
         index: int,
-        request_key: bytes,
+        request_key: Callable[[], bytes],
         received_ns: int,
         scope_name: str,
         resource_values: list[tuple[int, Any]],
@@ -337,6 +399,25 @@ class Mapper:
         (their attributes, name and time; the raw record's resource and scope). A record that
         cannot be read is rejected, with a message naming it; one that holds no token event is
         ignored. Never raises: one bad record does not fail its request."""
+        body = None if record.body is None else to_python(AnyValue.FromString(record.body))
+        observed = record.observed_time_unix_nano or received_ns
+        self._expand_body(
+            batch, name, body, index, observed, request_key, scope_name, resource_values
+        )
+
+    def _expand_body(
+        self,
+        batch: MappedBatch,
+        name: str,
+        body: Any,
+        index: int,
+        observed: int,
+        request_key: Callable[[], bytes],
+        scope_name: str,
+        resource_values: list[tuple[int, Any]],
+    ) -> None:
+        """``_expand`` of the record's body (as ``to_python`` gives it), observed at
+        ``observed``; ``request_key`` gives the request's digest (see ``expanded_id``)."""
         key = name if name in SOURCES else "(unknown)"
         tally = batch.sources.get(key)
         if tally is None:
@@ -344,7 +425,6 @@ class Mapper:
         problems: list[str] = []
         try:
             source = source_of(name)
-            body = None if record.body is None else to_python(AnyValue.FromString(record.body))
             raws = units(name, body)
         except SourceRecordError as e:
             tally[RECORDS] += 1
@@ -352,15 +432,13 @@ class Mapper:
             batch.rejected += 1
             batch.errors.append(f"log record {index} ({SOURCE_ATTRIBUTE} {name[:40]!r}): {e}")
             return
-        observed = record.observed_time_unix_nano or received_ns
         sub = 0
         for number, raw in enumerate(raws):
-            where = f"log record {index}" + (f", {name} record {number}" if len(raws) > 1 else "")
             tally[RECORDS] += 1
             try:
                 token_records = source.records(raw)
             except SourceRecordError as e:
-                problems.append(f"{where}: {e}")
+                problems.append(f"{_where(index, name, number, raws)}: {e}")
                 tally[REJECTED] += 1
                 continue
             except Exception as e:  # a mapping's bug: this record is lost, not the request
@@ -368,7 +446,8 @@ class Mapper:
                     "the %s mapping failed on a record (%s): rejected", name, type(e).__name__
                 )
                 problems.append(
-                    f"{where}: the {name} mapping failed on this record ({type(e).__name__})"
+                    f"{_where(index, name, number, raws)}: the {name} mapping failed on this "
+                    f"record ({type(e).__name__})"
                 )
                 tally[REJECTED] += 1
                 continue
@@ -380,16 +459,20 @@ class Mapper:
                     EVENT_PREFIX
                 ):
                     problems.append(
-                        f"{where}: the {name} mapping gave an event with a time after 2262 or "
-                        f"a name outside token.* ({token.event_name[:40]!r})"
+                        f"{_where(index, name, number, raws)}: the {name} mapping gave an event "
+                        f"with a time after 2262 or a name outside token.* "
+                        f"({token.event_name[:40]!r})"
                     )
                     continue
                 row = self._token_row(token, observed, scope_name, resource_values)
                 if not row[_TOKEN_ID] and not row[_FINGERPRINT]:
-                    problems.append(f"{where} ({token.event_name}) has no token identity")
+                    problems.append(
+                        f"{_where(index, name, number, raws)} ({token.event_name}) has no token "
+                        "identity"
+                    )
                     continue
                 if not row[_EVENT_ID]:
-                    row[_EVENT_ID] = expanded_id(request_key, index, sub)
+                    row[_EVENT_ID] = expanded_id(request_key(), index, sub)
                 sub += 1
                 batch.rows.append(row)
                 tally[EVENTS] += 1
@@ -421,15 +504,17 @@ class Mapper:
         extra: list[tuple[str, str]] = []
         effects = self._value_effects
         for key, value in token.attributes.items():
-            kind = type(value)
-            try:
-                cache_key = (key, kind, tuple(value) if isinstance(value, list) else value)
-                effect = effects.get(cache_key)
-            except TypeError:  # an unhashable value: not remembered
-                cache_key, effect = None, None
-            if effect is None:
-                effect = self._value_effect(key, value, cache_key)
-            target, mapped = effect
+            if key in _RECORD_OWN_KEYS:
+                target, mapped = self._effect(key, value, self._clean_once)
+            else:
+                try:
+                    cache_key = (key, type(value), tuple(value) if type(value) is list else value)
+                    effect = effects.get(cache_key)
+                except TypeError:  # an unhashable value: not remembered
+                    cache_key, effect = None, None
+                if effect is None:
+                    effect = self._value_effect(key, value, cache_key)
+                target, mapped = effect
             if target >= 0:
                 row[target] = mapped
             elif target == _EXTRA:
@@ -465,6 +550,20 @@ class Mapper:
                 self._value_effects.clear()
             self._value_effects[cache_key] = effect
         return effect
+
+
+def _where(index: int, name: str, number: int, raws: list[Any]) -> str:
+    """Which record a problem is in: the log record, and the record in it when it holds many."""
+    return f"log record {index}" + (f", {name} record {number}" if len(raws) > 1 else "")
+
+
+def _line_body(line: bytes) -> str | bytes:
+    """A line as a log record's body holds it (``to_python``): text when it is UTF-8, else its
+    bytes (how history/requests.py sends it)."""
+    try:
+        return line.decode()
+    except UnicodeDecodeError:
+        return line
 
 
 def _to_int(value: Any) -> int | None:

@@ -2,8 +2,11 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 from collections.abc import Callable
+
+import ahocorasick_rs
 
 # Each alternative matches one secret; group "secret" is what gets fingerprinted.
 # Prefixed formats are those their issuers document; the generic ones catch
@@ -26,11 +29,10 @@ _PATTERNS = (
     r"\btko_[0-9a-f]{8}_[A-Za-z0-9_-]{43}",  # tokenotel's own credentials (tokenotel auth)
 )
 SECRET_RE = re.compile("|".join(_PATTERNS))
-#: Text that every match of SECRET_RE starts with (bearer and basic in any case; Stripe's keys
-#: one character before theirs): a text without any holds no secret, and one with some holds
-#: them only where these are. Finding fixed text is some fifty times faster than the pattern's
-#: search, which tries every alternative at every character: a vendor's whole record, kept in
-#: an attribute, is thousands of them.
+#: Text that every match of SECRET_RE starts with: a text without any holds no secret, and one
+#: with some holds them only where these are. Finding fixed text is far faster than the
+#: pattern's search, which tries every alternative at every character: a vendor's whole record,
+#: kept in an attribute, is thousands of them.
 _MARKS = (
     "eyJ",
     "ghp_",
@@ -51,46 +53,46 @@ _MARKS = (
     "AIza",
     "tko_",
 )
-_MARKS_AFTER_ONE = ("k_live_", "k_test_")  # [sr]k_live_…
-_CASELESS_MARKS = ("bearer", "basic")
-
-
-def may_hold_secret(text: str) -> bool:
-    """False when ``text`` certainly holds no match of SECRET_RE (True: search it)."""
-    for mark in _MARKS:
-        if mark in text:
-            return True
-    for mark in _MARKS_AFTER_ONE:
-        if mark in text:
-            return True
-    lower = text.lower()
-    return "bearer" in lower or "basic" in lower
+#: Marks found one character after where the secret starts ([sr]k_live_…, Stripe).
+_MARKS_AFTER_ONE = ("k_live_", "k_test_")
+#: Letters that the pattern's (?i) matches besides a letter's two cases (in bearer, basic):
+#: the long s, and the dotless and dotted capital i.
+_OTHER_CASES = {"s": "\u017f", "i": "\u0131\u0130"}
+#: Bearer and Basic in every spelling (?i) matches: more than str.lower() finds (the long s is
+#: an "s" to it; and lowering a dotted capital i makes two characters of one, which moved every
+#: place after it).
+_CASELESS_MARKS = tuple(
+    "".join(spelling)
+    for word in ("bearer", "basic")
+    for spelling in itertools.product(*(c + c.upper() + _OTHER_CASES.get(c, "") for c in word))
+)
+_ALL_MARKS = (*_MARKS, *_MARKS_AFTER_ONE, *_CASELESS_MARKS)
+_SHIFTS = [1 if mark in _MARKS_AFTER_ONE else 0 for mark in _ALL_MARKS]
+#: All the marks found in one pass over a text (Aho-Corasick, in Rust, as a DFA): on a 1 KB
+#: record it takes 2.2 µs where a search for each mark in turn took 11 µs, and 0.2 µs on a
+#: short text (1 µs); the mapping looks at every text an event carries.
+_FINDER = ahocorasick_rs.AhoCorasick(_ALL_MARKS, implementation=ahocorasick_rs.Implementation.DFA)
 
 
 def _starts(text: str) -> list[int]:
     """Every place a match of SECRET_RE may start, in order."""
-    starts: set[int] = set()
-    lower = text.lower()
-    for marks, within, shift in (
-        (_MARKS, text, 0),
-        (_MARKS_AFTER_ONE, text, 1),
-        (_CASELESS_MARKS, lower, 0),
-    ):
-        for mark in marks:
-            at = within.find(mark)
-            while at >= 0:
-                if at >= shift:
-                    starts.add(at - shift)
-                at = within.find(mark, at + 1)
-    return sorted(starts)
+    found = _FINDER.find_matches_as_indexes(text, overlapping=True)
+    if not found:  # most texts
+        return []
+    shifts = _SHIFTS
+    return sorted({start - shifts[mark] for mark, start, _ in found if start >= shifts[mark]})
 
 
 def secrets_in(text: str) -> list[re.Match[str]]:
     """The matches of SECRET_RE in ``text``, as ``SECRET_RE.finditer`` finds them (leftmost
     first, none overlapping), trying the pattern only where one may start."""
+    return _matches(text, _starts(text))
+
+
+def _matches(text: str, starts: list[int]) -> list[re.Match[str]]:
     found: list[re.Match[str]] = []
     end = 0
-    for start in _starts(text):
+    for start in starts:
         if start < end:
             continue
         match = SECRET_RE.match(text, start)
@@ -106,24 +108,21 @@ def redact(text: str, fingerprint: Callable[[str], str]) -> tuple[str, str | Non
     The first fingerprint lets the mapping use an Authorization header as the token's identity
     when no ``token.value`` was sent.
     """
-    first: list[str] = []
-
-    def replace(match: re.Match[str]) -> str:
-        secret = match.group("auth") or match.group(0)
-        fp = fingerprint(secret)
-        if not first:
-            first.append(fp)
-        whole = match.group(0)
-        return whole[: match.start("auth") - match.start()] + fp if match.group("auth") else fp
-
-    matches = secrets_in(text)
-    if not matches:
+    starts = _starts(text)
+    if not starts:  # most texts: done with in one call
         return text, None
+    first: str | None = None
     parts = []
     last = 0
-    for match in matches:
+    for match in _matches(text, starts):
+        auth = match.group("auth")
+        fp = fingerprint(auth or match.group(0))
+        if first is None:
+            first = fp
         parts.append(text[last : match.start()])
-        parts.append(replace(match))
+        parts.append(text[match.start() : match.start("auth")] + fp if auth else fp)
         last = match.end()
+    if first is None:
+        return text, None
     parts.append(text[last:])
-    return "".join(parts), (first[0] if first else None)
+    return "".join(parts), first

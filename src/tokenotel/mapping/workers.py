@@ -69,9 +69,18 @@ def _from_stream(
     return MappedTable(pa.ipc.open_stream(stream).read_all(), ignored, rejected, errors, sources)
 
 
+#: The "content type" of a source's lines (``MappingPool.map_lines``): the body is the source's
+#: name and the lines, each ending in a newline.
+SOURCE_LINES = "tokenotel/source-lines"
+
+
 def decode_and_map(mapper: Mapper, body: bytes, content_type: str, received_ns: int) -> MappedTable:
     """Raises MalformedRequest for a body that is not an OTLP logs request."""
-    batch = mapper.map(decode(body, content_type), received_ns)
+    if content_type == SOURCE_LINES:
+        name, *lines = body.split(b"\n")[:-1]
+        batch = mapper.map_lines(name.decode(), lines, received_ns)
+    else:
+        batch = mapper.map(decode(body, content_type), received_ns)
     return MappedTable(
         rows_to_arrow(batch.rows), batch.ignored, batch.rejected, batch.errors, batch.sources
     )
@@ -106,6 +115,11 @@ class MappingPool:
             )
             for worker in self._workers:
                 self._idle.put(worker)
+
+    async def map_lines(self, source: str, lines: list[bytes], received_ns: int) -> MappedTable:
+        """Lines of ``source``'s files, none holding a newline (``Mapper.map_lines``)."""
+        body = b"\n".join([source.encode(), *lines, b""])
+        return await self.map(body, SOURCE_LINES, received_ns)
 
     async def map(self, body: bytes, content_type: str, received_ns: int) -> MappedTable:
         if self._mapper is not None:
@@ -150,7 +164,8 @@ class MappingPool:
             self._threads = None
 
 
-_HEADER = struct.Struct("<q?")  # received_ns, whether the body is JSON
+_HEADER = struct.Struct("<qB")  # received_ns, the body's content type (_CONTENT_TYPES)
+_CONTENT_TYPES = (PROTOBUF, JSON, SOURCE_LINES)
 
 
 class _Worker:
@@ -175,7 +190,7 @@ class _Worker:
         return self._process.exitcode
 
     def call(self, body: bytes, content_type: str, received_ns: int) -> MappedTable:
-        self._conn.send_bytes(_HEADER.pack(received_ns, content_type == JSON))
+        self._conn.send_bytes(_HEADER.pack(received_ns, _CONTENT_TYPES.index(content_type)))
         self._conn.send_bytes(body)
         ok, value = pickle.loads(self._conn.recv_bytes())
         if not ok:
@@ -213,14 +228,14 @@ def _serve(conn: Connection, key: bytes) -> None:
     conn.send_bytes(b"ready")
     while True:
         try:
-            received_ns, is_json = _HEADER.unpack(conn.recv_bytes())
+            received_ns, content_type = _HEADER.unpack(conn.recv_bytes())
             body = conn.recv_bytes()
         except (EOFError, OSError):
             return
         try:
             reply: tuple[bool, Any] = (
                 True,
-                decode_and_map(mapper, body, JSON if is_json else PROTOBUF, received_ns),
+                decode_and_map(mapper, body, _CONTENT_TYPES[content_type], received_ns),
             )
         except Exception as e:  # raised again in the service (MalformedRequest, ...)
             reply = (False, e)

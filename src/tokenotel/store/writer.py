@@ -127,6 +127,12 @@ class BatchWriter:
         if self.ledger is not None:  # every committed insert sealed before the last checkpoint
             await asyncio.to_thread(self.ledger.close)
 
+    def stop_waiting(self) -> None:
+        """From now on what comes is inserted at once, without waiting for more to join it:
+        more will not come (an import that has sent its last request)."""
+        self._max_delay_s = 0.0
+        self._arrived.set()
+
     async def write(self, table: pa.Table) -> int:
         """Returns once the rows of ``table`` are committed (how many were new).
 
@@ -162,11 +168,11 @@ class BatchWriter:
         loop = asyncio.get_running_loop()
         while not (self._stopping and not self._pending):
             await self._arrived.wait()
-            deadline = loop.time() + self._max_delay_s
+            started = loop.time()
             while (
                 not self._stopping
                 and self._pending_rows < self._max_rows
-                and (wait := deadline - loop.time()) > 0
+                and (wait := started + self._max_delay_s - loop.time()) > 0
             ):
                 self._arrived.clear()
                 try:
