@@ -101,7 +101,7 @@ READ_ROWS = 500_000
 #: How often sealing the inserts of an older version reports how far it is.
 PROGRESS_EVERY_S = 10.0
 #: Committed inserts waiting to be sealed before the writer waits for the ledger.
-QUEUED = 8
+QUEUED = 2
 #: Leaves are written at most this often (each write costs a few ms of the store's CPU).
 WRITE_EVERY_S = 1.0
 _FLUSH = (-1, None)  # a queue item: write the leaves now
