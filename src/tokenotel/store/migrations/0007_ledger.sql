@@ -1,4 +1,4 @@
--- 0006: tamper evidence (docs/tamper-evidence.md). Every committed insert is one leaf per
+-- 0007: tamper evidence (docs/tamper-evidence.md). Every committed insert is one leaf per
 -- month of events it wrote: its sequence number (its index in the Merkle tree), its stamp
 -- (the ingested_at of its rows), the month, how many rows, their oldest and newest event time,
 -- and the SHA-256 of those rows in canonical form. Leaves are appended in commit order by the
