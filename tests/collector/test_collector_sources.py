@@ -1,6 +1,6 @@
 """Vendors' records, live and from history, give the same rows.
 
-For each source: its records (the vendors' own samples, ../shared/vendor-samples, and the
+For each source: its records (the vendors' own samples, docs/sources.md "Test data", and the
 project's fixtures, tests/sources/fixtures/<source>/) are written where the source's collector
 config (collector-config/sources/<source>.yaml) reads them; the real collector sends them to
 ``tokenotel serve`` (live), and ``tokenotel import`` reads the same files into another data
@@ -26,11 +26,11 @@ from otelcol import serve_behind_collector, wait_until
 
 from processes import clean_env, free_port, run_cli, stored_row_count
 from tokenotel.sources import SOURCES
+from vendor_samples import vendor_lines
 
 pytestmark = [pytest.mark.collector, pytest.mark.e2e]
 
 ROOT = Path(__file__).resolve().parents[2]
-VENDOR_SAMPLES = (ROOT / ".." / "shared" / "vendor-samples").resolve()
 FIXTURES = ROOT / "tests" / "sources" / "fixtures"
 DELIVERY_TIMEOUT_S = 60
 
@@ -70,15 +70,7 @@ def test_every_source_has_a_collector_config_and_files() -> None:
 
 def source_lines(source: str) -> list[list[str]]:
     """The record files of ``source``: each vendor sample file, then each fixture file."""
-    files: list[list[str]] = []
-    for name in SAMPLES[source]:
-        path = VENDOR_SAMPLES / name
-        if not path.is_file():
-            pytest.fail(
-                f"vendor sample {path} is missing: the tests read the vendors' records from "
-                "../shared/vendor-samples beside the repository"
-            )
-        files.append(path.read_text(encoding="utf-8").splitlines())
+    files = [vendor_lines(name) for name in SAMPLES[source]]
     fixtures = FIXTURES / source
     for path in sorted(fixtures.glob("*")) if fixtures.is_dir() else []:
         if path.name != "SOURCES.md":

@@ -1,5 +1,5 @@
-"""Where the tests of the source mappings read their records: the vendors' own samples (kept
-beside the repository, in ../shared/vendor-samples, never copied into it) and the project's own
+"""Where the tests of the source mappings read their records: the vendors' own samples
+(vendor_samples.py: outside the repository, docs/sources.md "Test data") and the project's own
 fixtures (tests/sources/fixtures/<source>/, each field from the vendor's documented schema, as
 SOURCES.md there says)."""
 
@@ -9,25 +9,11 @@ from pathlib import Path
 from typing import Any
 
 import orjson
-import pytest
 
 from tokenotel.sources import SOURCES
 from tokenotel.sources.record import RawRecord
 
-ROOT = Path(__file__).resolve().parents[2]
-VENDOR_SAMPLES = (ROOT / ".." / "shared" / "vendor-samples").resolve()
 FIXTURES = Path(__file__).resolve().parent / "fixtures"
-
-
-def vendor_lines(name: str) -> list[str]:
-    """The lines of a vendor sample file (the vendor's records, one a line)."""
-    path = VENDOR_SAMPLES / name
-    if not path.is_file():
-        pytest.fail(
-            f"vendor sample {path} is missing: the tests read the vendors' records from "
-            "../shared/vendor-samples beside the repository"
-        )
-    return path.read_text(encoding="utf-8").splitlines()
 
 
 def fixture_lines(source: str, name: str) -> list[str]:

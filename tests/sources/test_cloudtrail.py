@@ -7,9 +7,10 @@ from datetime import datetime
 
 import orjson
 import pytest
-from source_samples import fixture_lines, kept, mapped, vendor_lines
+from source_samples import fixture_lines, kept, mapped
 
 from tokenotel.errors import SourceRecordError
+from vendor_samples import vendor_lines
 
 SAMPLES = vendor_lines("cloudtrail.jsonl")
 THIRD_PARTY = vendor_lines("cloudtrail.elastic-thirdparty.jsonl")

@@ -5,9 +5,10 @@ from __future__ import annotations
 
 import orjson
 import pytest
-from source_samples import fixture_lines, kept, mapped, vendor_lines
+from source_samples import fixture_lines, kept, mapped
 
 from tokenotel.errors import SourceRecordError
+from vendor_samples import vendor_lines
 
 SAMPLES = vendor_lines("github-audit.jsonl")
 GHES_SAMPLES = vendor_lines("github-ghes-audit-syslog.log")

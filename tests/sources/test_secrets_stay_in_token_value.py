@@ -5,11 +5,12 @@ event id."""
 from __future__ import annotations
 
 import pytest
-from source_samples import FIXTURES, fixture_lines, vendor_lines
+from source_samples import FIXTURES, fixture_lines
 
 from tokenotel.errors import SourceRecordError
 from tokenotel.sources import SOURCES
 from tokenotel.sources.record import TokenRecord
+from vendor_samples import vendor_lines
 
 #: Each source's records: vendor sample files, and the project's own fixture files.
 RECORDS = {
