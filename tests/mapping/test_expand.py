@@ -4,13 +4,12 @@ failing its request."""
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceRequest
-from opentelemetry.proto.common.v1.common_pb2 import AnyValue, ArrayValue, KeyValue
+from opentelemetry.proto.common.v1.common_pb2 import AnyValue
 from opentelemetry.proto.logs.v1.logs_pb2 import LogRecord
 
+from otlp_builders import key_values
 from tokenotel.history.requests import encode_request, source_attribute
 from tokenotel.mapping.fingerprint import Fingerprinter
 from tokenotel.mapping.mapper import EVENTS, NOT_TOKEN_EVENTS, RECORDS, REJECTED, Mapper
@@ -73,18 +72,6 @@ def _raw(body: str, source: str = "fake") -> LogRecord:
     return record
 
 
-def _kv(key: str, value: Any) -> KeyValue:
-    if isinstance(value, list):
-        any_value = AnyValue(
-            array_value=ArrayValue(values=[AnyValue(string_value=v) for v in value])
-        )
-    elif isinstance(value, int):
-        any_value = AnyValue(int_value=value)
-    else:
-        any_value = AnyValue(string_value=value)
-    return KeyValue(key=key, value=any_value)
-
-
 def test_a_raw_record_gives_the_row_an_sdk_record_of_its_events_gives() -> None:
     mapper = Mapper(Fingerprinter(bytes(32)))
     raw = mapper.map(_request(_raw("token.used:tok_1")), RECEIVED)
@@ -94,7 +81,7 @@ def test_a_raw_record_gives_the_row_an_sdk_record_of_its_events_gives() -> None:
         time_unix_nano=token.time_unix_nano,
         observed_time_unix_nano=RECEIVED,
     )
-    sdk.attributes.extend(_kv(k, v) for k, v in token.attributes.items())
+    sdk.attributes.extend(key_values(token.attributes))
     expected = Mapper(Fingerprinter(bytes(32))).map(_request(sdk), RECEIVED)
     assert raw.rows == expected.rows
     assert raw.sources == {"fake": [1, 1, 0, 0]}
