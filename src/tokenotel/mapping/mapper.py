@@ -490,7 +490,9 @@ class Mapper:
         resource_values: list[tuple[int, Any]],
     ) -> list[Any]:
         """A source mapping's token event as the row of the record an SDK would have sent:
-        the same columns from the same attributes (see ``_row``)."""
+        the same columns from the same attributes (see ``_row``). The loop that applies the
+        effects is ``_row``'s, written twice on purpose: one function applying a list of effects
+        for both made mapping an SDK's records 2 to 6% slower (a second pass, a list a record)."""
         row = _TEMPLATE.copy()
         for column, value in resource_values:
             row[column] = value
