@@ -97,7 +97,8 @@ class MappedBatch:
     ignored: int = 0
     rejected: int = 0
     errors: list[str] = field(default_factory=list)
-    #: Raw records of each source (``tokenotel.source``): what came of them (SourceTally).
+    #: Raw records of each source (``tokenotel.source``): what came of them, counted at the
+    #: places RECORDS, EVENTS, NOT_TOKEN_EVENTS and REJECTED.
     sources: dict[str, list[int]] = field(default_factory=dict)
 
 
