@@ -407,7 +407,7 @@ class Ledger:
         )
         groups: dict[int, list[tuple[int, Sealed]]] = {}
         reported = time.monotonic()
-        for first, last in _ranges(stored):
+        for first, last in stamp_ranges(stored):
             for (stamp, partition), sealed in _sealed_groups(self._store, first, last):
                 groups.setdefault(stamp, []).append((partition, sealed))
             if time.monotonic() - reported >= PROGRESS_EVERY_S:
@@ -499,8 +499,9 @@ def _sealed_groups(
         yield key, sealed
 
 
-def _ranges(stored: Sequence[Sequence[Any]]) -> Iterator[tuple[int, int]]:
-    """Stamp ranges of at most about READ_ROWS rows each, from (stamp, month, rows) in order."""
+def stamp_ranges(stored: Sequence[Sequence[Any]]) -> Iterator[tuple[int, int]]:
+    """Stamp ranges of at most about READ_ROWS rows each (one stamp's months in one range),
+    from (stamp, month, rows) in stamp order."""
     first: int | None = None
     last = count = 0
     for stamp, _, rows in stored:
