@@ -156,12 +156,11 @@ class _Skipped(Exception):
 
 def seal_rows(table: pa.Table) -> list[Sealed]:
     """The rows of one insert, a ``Sealed`` for each month of event time, months in order."""
-    times = table.column("event_time").cast(pa.int64())
-    low, high = (value.as_py() for value in pc.min_max(times).values())
+    times = table.column("event_time")
+    low, high = (value.as_py() for value in pc.min_max(times.cast(pa.int64())).values())
     if _month(low) == _month(high):  # nearly always: no month to find row by row
         return [Sealed(_month(low), table.num_rows, low, high, rows_digest(table))]
-    stamps = table.column("event_time")
-    months = pc.add(pc.multiply(pc.year(stamps), 100), pc.month(stamps))
+    months = pc.add(pc.multiply(pc.year(times), 100), pc.month(times))
     sealed = []
     for month in sorted(pc.unique(months).to_pylist()):
         rows = table.filter(pc.equal(months, month))
