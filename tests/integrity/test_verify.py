@@ -11,10 +11,19 @@ import pytest
 
 from inprocess import InProcessIngest, embedded_store
 from otlp_builders import HOUR_NS, RECENT_NS, export_request, log_record
-from tokenotel.integrity.checkpoint import Checkpoint, format_time
-from tokenotel.integrity.signing import VerifierKey, load_signing_key
+from tokenotel.integrity.checkpoint import Checkpoint, format_time, store_checkpoint
+from tokenotel.integrity.signing import SigningKey, VerifierKey, load_signing_key
 from tokenotel.integrity.verify import Finding, Status, Summary, Trust, Verification
-from tokenotel.store.ledger import JOURNAL_FILE, TreeHead, read_leaves, unsealed_stamps
+from tokenotel.store import merkle
+from tokenotel.store.client import Store
+from tokenotel.store.ledger import (
+    JOURNAL_FILE,
+    TreeHead,
+    read_leaves,
+    seal_rows,
+    stored_groups,
+    unsealed_stamps,
+)
 
 DAY_NS = 24 * HOUR_NS
 OLD_NS = RECENT_NS - 62 * DAY_NS  # an earlier month, well inside retention
@@ -84,6 +93,14 @@ def tamper(root: Path, *statements: str) -> None:
 
 def invalid(findings: list[Finding]) -> list[str]:
     return [str(f) for f in findings if f.status is Status.INVALID]
+
+
+def sign_ledger(store: Store, key: SigningKey, *, final: bool) -> None:
+    """Signs the ledger as the store holds it now and keeps the checkpoint in the store, as
+    someone holding the signing key could."""
+    tree = merkle.CompactTree.of([leaf.hash() for leaf in read_leaves(store)])
+    head = TreeHead(tree.size, tree.root(), tree.to_bytes(), 0)
+    store_checkpoint(store, Checkpoint.make(key, head, 2_000_000_000_000, 400, final), head)
 
 
 def test_an_untouched_trail_is_valid(copy: Path) -> None:
@@ -212,8 +229,6 @@ def test_a_trail_re_signed_with_the_stolen_key_is_found_against_the_published_on
             "ALTER TABLE token_events UPDATE user_agent = 'forged' WHERE token_id = 'tok_a' "
             "SETTINGS mutations_sync = 2"
         )
-        from tokenotel.store.ledger import seal_rows, stored_groups
-
         leaves = read_leaves(store)
         first = leaves[0]
         [(_, rows)] = list(stored_groups(store, first.stamp_ms, first.stamp_ms))
@@ -224,13 +239,7 @@ def test_a_trail_re_signed_with_the_stolen_key_is_found_against_the_published_on
         )
         store.command("TRUNCATE TABLE checkpoints")
         key = load_signing_key(copy / "data" / "signing.key", "", create=False)
-        from tokenotel.integrity.checkpoint import store_checkpoint
-        from tokenotel.store import merkle
-
-        forged = read_leaves(store)
-        tree = merkle.CompactTree.of([leaf.hash() for leaf in forged])
-        head = TreeHead(tree.size, tree.root(), tree.to_bytes(), 0)
-        store_checkpoint(store, Checkpoint.make(key, head, 2_000_000_000_000, 400, True), head)
+        sign_ledger(store, key, final=True)
     finally:
         store.close()
     findings, summary = verify(copy, published=False)
@@ -245,13 +254,7 @@ def test_a_checkpoint_signed_with_another_key_is_found(copy: Path, tmp_path: Pat
     other = load_signing_key(tmp_path / "other.key", "vm/tokenotel/tokenotel")
     store = embedded_store(copy / "data")
     try:
-        leaves = read_leaves(store)
-        from tokenotel.integrity.checkpoint import store_checkpoint
-        from tokenotel.store import merkle
-
-        tree = merkle.CompactTree.of([leaf.hash() for leaf in leaves])
-        head = TreeHead(tree.size, tree.root(), tree.to_bytes(), 0)
-        store_checkpoint(store, Checkpoint.make(other, head, 2_000_000_000_000, 400, False), head)
+        sign_ledger(store, other, final=False)
     finally:
         store.close()
     findings, _ = verify(copy)

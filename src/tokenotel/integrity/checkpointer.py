@@ -47,7 +47,6 @@ class Checkpointer:
         self._task: asyncio.Task[None] | None = None
         self._last_events = 0
         self._last_time_ms = 0
-        self.latest: Checkpoint | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="tokenotel-checkpoints")
@@ -79,11 +78,11 @@ class Checkpointer:
                     log.exception("making a checkpoint failed")
                 due = loop.time() + self._interval_s
 
-    async def checkpoint(self, final: bool = False) -> Checkpoint | None:
+    async def checkpoint(self, final: bool = False) -> None:
         """Signs the tree as it is now, keeps the checkpoint in the store and publishes it;
-        None while the ledger is not loaded (the store has not answered yet)."""
+        nothing while the ledger is not loaded (the store has not answered yet)."""
         if not self._ledger.loaded:
-            return None
+            return
         head = self._ledger.head()
         now_ms = max(time.time_ns() // 1_000_000, self._last_time_ms + 1)
         checkpoint = Checkpoint.make(self.key, head, now_ms, self._retention_days, final)
@@ -94,6 +93,4 @@ class Checkpointer:
             log.warning("cannot keep checkpoint %d in the store: %s", head.size, e)
         for publisher in self._publishers:
             await publisher.publish(checkpoint)
-        self.latest = checkpoint
         log.debug("checkpoint: %d inserts sealed, root %s", head.size, head.root.hex())
-        return checkpoint

@@ -100,7 +100,7 @@ class WebhookPublisher:
         self._queue.put_nowait(checkpoint)
 
     async def close(self) -> None:
-        """Sends what is waiting (each with one attempt left), then stops."""
+        """Sends what is waiting, for twice WEBHOOK_TIMEOUT_S at most, then stops."""
         if self._task is None:
             return
         with contextlib.suppress(TimeoutError):

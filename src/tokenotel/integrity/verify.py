@@ -28,10 +28,10 @@ from tokenotel.integrity.signing import Note, VerifierKey
 from tokenotel.store import merkle
 from tokenotel.store.client import Store
 from tokenotel.store.ledger import (
-    READ_ROWS,
     STORED_INSERTS_SQL,
     Leaf,
     read_leaves,
+    stamp_ranges,
     stored_groups,
 )
 from tokenotel.store.row_digest import rows_digest
@@ -347,26 +347,17 @@ class Verification:
     ) -> dict[tuple[int, int], bytes]:
         """The digest of the stored rows of each leaf whose row count is right, read a range
         of stamps at a time."""
-        wanted = [
-            leaf for leaf in leaves if stored.get((leaf.stamp_ms, leaf.partition)) == leaf.rows
-        ]
+        wanted = sorted(
+            (leaf.stamp_ms, leaf.partition, leaf.rows)
+            for leaf in leaves
+            if stored.get((leaf.stamp_ms, leaf.partition)) == leaf.rows
+        )
+        keys = {(stamp, month) for stamp, month, _ in wanted}
         digests: dict[tuple[int, int], bytes] = {}
-        batch: list[Leaf] = []
-        rows = 0
-        for leaf in [*wanted, None]:
-            if leaf is not None and (not batch or rows + leaf.rows <= READ_ROWS):
-                batch.append(leaf)
-                rows += leaf.rows
-                continue
-            if batch:
-                keys = {(b.stamp_ms, b.partition) for b in batch}
-                first = min(b.stamp_ms for b in batch)
-                last = max(b.stamp_ms for b in batch)
-                for key, table in stored_groups(self.store, first, last):
-                    if key in keys:
-                        digests[key] = rows_digest(table)
-            if leaf is not None:
-                batch, rows = [leaf], leaf.rows
+        for first, last in stamp_ranges(wanted):
+            for key, table in stored_groups(self.store, first, last):
+                if key in keys:
+                    digests[key] = rows_digest(table)
         return digests
 
     def _unsealed_rows(

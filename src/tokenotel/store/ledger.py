@@ -156,12 +156,11 @@ class _Skipped(Exception):
 
 def seal_rows(table: pa.Table) -> list[Sealed]:
     """The rows of one insert, a ``Sealed`` for each month of event time, months in order."""
-    times = table.column("event_time").cast(pa.int64())
-    low, high = (value.as_py() for value in pc.min_max(times).values())
+    times = table.column("event_time")
+    low, high = (value.as_py() for value in pc.min_max(times.cast(pa.int64())).values())
     if _month(low) == _month(high):  # nearly always: no month to find row by row
         return [Sealed(_month(low), table.num_rows, low, high, rows_digest(table))]
-    stamps = table.column("event_time")
-    months = pc.add(pc.multiply(pc.year(stamps), 100), pc.month(stamps))
+    months = pc.add(pc.multiply(pc.year(times), 100), pc.month(times))
     sealed = []
     for month in sorted(pc.unique(months).to_pylist()):
         rows = table.filter(pc.equal(months, month))
@@ -407,7 +406,7 @@ class Ledger:
         )
         groups: dict[int, list[tuple[int, Sealed]]] = {}
         reported = time.monotonic()
-        for first, last in _ranges(stored):
+        for first, last in stamp_ranges(stored):
             for (stamp, partition), sealed in _sealed_groups(self._store, first, last):
                 groups.setdefault(stamp, []).append((partition, sealed))
             if time.monotonic() - reported >= PROGRESS_EVERY_S:
@@ -499,8 +498,9 @@ def _sealed_groups(
         yield key, sealed
 
 
-def _ranges(stored: Sequence[Sequence[Any]]) -> Iterator[tuple[int, int]]:
-    """Stamp ranges of at most about READ_ROWS rows each, from (stamp, month, rows) in order."""
+def stamp_ranges(stored: Sequence[Sequence[Any]]) -> Iterator[tuple[int, int]]:
+    """Stamp ranges of at most about READ_ROWS rows each (one stamp's months in one range),
+    from (stamp, month, rows) in stamp order."""
     first: int | None = None
     last = count = 0
     for stamp, _, rows in stored:

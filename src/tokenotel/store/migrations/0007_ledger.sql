@@ -2,7 +2,7 @@
 -- month of events it wrote: its sequence number (its index in the Merkle tree), its stamp
 -- (the ingested_at of its rows), the month, how many rows, their oldest and newest event time,
 -- and the SHA-256 of those rows in canonical form. Leaves are appended in commit order by the
--- one writer and kept for good (a leaf is 80 bytes; it outlives the rows it seals).
+-- one writer and kept for good (a leaf is 78 bytes; it outlives the rows it seals).
 CREATE TABLE IF NOT EXISTS ledger
 (
     sequence     UInt64,
