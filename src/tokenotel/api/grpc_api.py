@@ -295,14 +295,10 @@ def event_filter_of(message: audit_pb2.EventFilter) -> EventFilter:
                 field="filter.outcome",
             )
         outcome = Outcome(message.outcome)
-    statuses = []
-    for status in message.token_statuses:
-        if status not in TokenStatus.__members__.values() or not status:
-            raise InvalidArgument(
-                f"token status {status!r} is not active, disabled, revoked, rotated or expired",
-                field="filter.token_statuses",
-            )
-        statuses.append(TokenStatus(status))
+    statuses = [
+        _token_status(status, "token status", "filter.token_statuses")
+        for status in message.token_statuses
+    ]
     event_filter = EventFilter(
         tokens=list(message.tokens),
         principal=message.principal or None,
@@ -321,14 +317,7 @@ def event_filter_of(message: audit_pb2.EventFilter) -> EventFilter:
 
 
 def token_filter_of(message: audit_pb2.ListTokensRequest) -> TokenFilter:
-    status = None
-    if message.status:
-        if message.status not in TokenStatus.__members__.values():
-            raise InvalidArgument(
-                f"status {message.status!r} is not active, disabled, revoked, rotated or expired",
-                field="status",
-            )
-        status = TokenStatus(message.status)
+    status = _token_status(message.status, "status", "status") if message.status else None
 
     def delta(name: str) -> timedelta | None:
         return getattr(message, name).ToTimedelta() if message.HasField(name) else None
@@ -340,6 +329,16 @@ def token_filter_of(message: audit_pb2.ListTokensRequest) -> TokenFilter:
         expires_within=delta("expires_within"),
         unused_for=delta("unused_for"),
     )
+
+
+def _token_status(value: str, name: str, field: str) -> TokenStatus:
+    """``value`` as one of the five statuses a filter may name; raises InvalidArgument naming
+    ``field`` otherwise (the empty, unknown status included)."""
+    if not value or value not in TokenStatus.__members__.values():
+        raise InvalidArgument(
+            f"{name} {value!r} is not active, disabled, revoked, rotated or expired", field=field
+        )
+    return TokenStatus(value)
 
 
 #: The administrative calls (docs/tamper-evidence.md): what they tell is for auditors.
