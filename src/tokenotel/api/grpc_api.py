@@ -218,12 +218,11 @@ class TokenAuditService(audit_pb2_grpc.TokenAuditServicer):
     ) -> AsyncIterator[audit_pb2.VerifyResponse]:
         try:
             trust = self._tamper_evidence()
-            since = moment(request.since, request.HasField("since"))
             verification = Verification(
                 self._store,
                 trust.keys,
                 await asyncio.to_thread(trust.published),
-                since_ms=int(since.timestamp() * 1000) if since else 0,
+                since_ms=_since_ms(request),
                 live=True,
             )
             findings = verification.run()
@@ -247,9 +246,7 @@ class TokenAuditService(audit_pb2_grpc.TokenAuditServicer):
     ) -> audit_pb2.ListCheckpointsResponse:
         async def answer(_: dict[str, Any]) -> audit_pb2.ListCheckpointsResponse:
             self._tamper_evidence()
-            since = moment(request.since, request.HasField("since"))
-            since_ms = int(since.timestamp() * 1000) if since else 0
-            notes = await asyncio.to_thread(stored_checkpoints, self._store, since_ms)
+            notes = await asyncio.to_thread(stored_checkpoints, self._store, _since_ms(request))
             return audit_pb2.ListCheckpointsResponse(notes=notes)
 
         return await _answer(context, answer)
@@ -455,6 +452,12 @@ async def _abort(context: grpc.aio.ServicerContext, error: TokenotelError) -> No
     """Ends the call with the error's status, details included (errors.rich_status)."""
     rich = rpc_status.to_status(rich_status(error))
     await context.abort(rich.code, rich.details, trailing_metadata=rich.trailing_metadata)
+
+
+def _since_ms(request: audit_pb2.VerifyRequest | audit_pb2.ListCheckpointsRequest) -> int:
+    """The request's ``since`` in milliseconds since the epoch (0: from the start)."""
+    since = moment(request.since, request.HasField("since"))
+    return int(since.timestamp() * 1000) if since else 0
 
 
 def _size(given: int, default: int, most: int, name: str) -> int:
