@@ -461,7 +461,11 @@ def summary(
     until: UntilOpt = None,
     top: Annotated[int, typer.Option(min=1, max=100, help="Rows of each top list.")] = 5,
     fmt: Annotated[
-        Format, typer.Option("--format", help="table or json (one document).")
+        Format,
+        typer.Option(
+            "--format",
+            help="table or json (one document); csv, no shape for its lists, gives json.",
+        ),
     ] = Format.TABLE,
 ) -> None:
     """What happened in a time window: events, top tokens and failing addresses, misuse."""
@@ -498,7 +502,11 @@ def tail(
         typer.Option(help="Go on from here (printed when tail stops); default: from now."),
     ] = None,
     fmt: Annotated[
-        Format, typer.Option("--format", help="table or json (one object per line).")
+        Format,
+        typer.Option(
+            "--format",
+            help="table, json (one object per line) or csv (a header before each batch).",
+        ),
     ] = Format.JSON,
 ) -> None:
     """Events as they are committed, until Ctrl-C; a stopped data directory gives what was
