@@ -648,7 +648,11 @@ def _actor() -> str:
 @auth_app.command("add")
 def auth_add(
     role: Annotated[
-        Role, typer.Option(help="ingest (send OTLP logs), read (the query API) or admin (both).")
+        Role,
+        typer.Option(
+            help="ingest (send OTLP logs), read (the query API) or admin (both, and the "
+            "administrative calls: verify, checkpoints, consistency proofs)."
+        ),
     ],
     name: Annotated[
         str | None,
