@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 # -- ClickHouse error codes this interface answers with (ClickHouse's ErrorCodes.cpp) ---------
 
+CANNOT_PARSE_INPUT_ASSERTION_FAILED = (27, "CANNOT_PARSE_INPUT_ASSERTION_FAILED")
 NOT_IMPLEMENTED = (48, "NOT_IMPLEMENTED")
 SYNTAX_ERROR = (62, "SYNTAX_ERROR")
 QUERY_IS_TOO_LARGE = (229, "QUERY_IS_TOO_LARGE")
@@ -633,7 +634,7 @@ def _number(name: str, value: str) -> int:
         return int(float(value))
     except ValueError:
         raise ClickHouseError(
-            (27, "CANNOT_PARSE_INPUT_ASSERTION_FAILED"), f"{name} must be a number, not {value!r}"
+            CANNOT_PARSE_INPUT_ASSERTION_FAILED, f"{name} must be a number, not {value!r}"
         ) from None
 
 
@@ -942,7 +943,7 @@ async def _read_body(request: web.Request) -> str:
         return data.decode()
     except (OSError, zlib.error, EOFError, UnicodeDecodeError) as e:
         raise ClickHouseError(
-            (27, "CANNOT_PARSE_INPUT_ASSERTION_FAILED"), f"the request body cannot be read: {e}"
+            CANNOT_PARSE_INPUT_ASSERTION_FAILED, f"the request body cannot be read: {e}"
         ) from None
 
 
