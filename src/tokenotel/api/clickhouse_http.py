@@ -832,10 +832,7 @@ class ClickHouseHttpListener:
                 sql = f"{sql}\n{body}" if sql and body else sql or body
         if not sql.strip():
             raise ClickHouseError(SYNTAX_ERROR, "Empty query: send the SQL as the body or ?query=")
-        if query.get("compress", "0") not in ("0", "false") or query.get("decompress", "0") not in (
-            "0",
-            "false",
-        ):
+        if any(query.get(name, "0") not in ("0", "false") for name in ("compress", "decompress")):
             raise ClickHouseError(
                 NOT_IMPLEMENTED,
                 "compress=1 (ClickHouse's block compression) is not supported here: ask for HTTP "
