@@ -772,15 +772,14 @@ def verify(
     trust = Trust(_trusted_keys(settings, public_key), checkpoints or settings.checkpoint_dir)
     if trust.checkpoint_dir is not None and not trust.checkpoint_dir.is_dir():
         _fail(f"--checkpoints: {trust.checkpoint_dir} is not a directory")
-    since_ms = None
-    if (moment := _when(since, "--since")) is not None:
-        since_ms = int(moment.timestamp() * 1000)
+    moment = _when(since, "--since")
     address = _service_address(settings)
     try:
         if address is not None:
             ok = _verify_service(_service_reader(settings, address), trust, moment, verbose)
         else:
-            ok = _verify_store(settings, trust, since_ms or 0, verbose)
+            since_ms = int(moment.timestamp() * 1000) if moment else 0
+            ok = _verify_store(settings, trust, since_ms, verbose)
     except TokenotelError as e:  # 2, not 1: nothing was found INVALID, nothing was checked
         _fail(str(e), code=2)
     raise typer.Exit(0 if ok else 1)
