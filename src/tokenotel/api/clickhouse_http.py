@@ -291,7 +291,6 @@ class QueryRequest:
     sql: str
     database: str
     default_format: str
-    query_id: str
     settings: dict[str, str]  # the client's settings (URL parameters that are not transport)
     parameters: dict[str, str]  # param_<name> → value, in ClickHouse's escaped text form
     client_revision: int  # client_protocol_version: how the client decodes Native
@@ -774,7 +773,7 @@ class ClickHouseHttpListener:
             if request.method == "GET" and "query" not in request.query:
                 return web.Response(text="Ok.\n")
             self._authenticate(request)
-            parsed = await self._parse(request, query_id)
+            parsed = await self._parse(request)
             answer = await self._admitted(lambda: self._engine.execute(parsed))
         except ClickHouseError as e:
             return _error(e, headers)
@@ -815,7 +814,7 @@ class ClickHouseHttpListener:
                 "with such name",
             )
 
-    async def _parse(self, request: web.Request, query_id: str) -> QueryRequest:
+    async def _parse(self, request: web.Request) -> QueryRequest:
         query: Mapping[str, str] = request.query
         sql = query.get("query", "")
         if request.method == "POST":
@@ -857,7 +856,6 @@ class ClickHouseHttpListener:
             sql=sql,
             database=query.get("database", ""),
             default_format=query.get("default_format", DEFAULT_FORMAT),
-            query_id=query_id,
             settings=settings,
             parameters=parameters,
             client_revision=int(revision) if revision.isdigit() else 0,
