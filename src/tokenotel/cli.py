@@ -461,7 +461,11 @@ def summary(
     until: UntilOpt = None,
     top: Annotated[int, typer.Option(min=1, max=100, help="Rows of each top list.")] = 5,
     fmt: Annotated[
-        Format, typer.Option("--format", help="table or json (one document).")
+        Format,
+        typer.Option(
+            "--format",
+            help="table or json (one document); csv, no shape for its lists, gives json.",
+        ),
     ] = Format.TABLE,
 ) -> None:
     """What happened in a time window: events, top tokens and failing addresses, misuse."""
@@ -498,7 +502,11 @@ def tail(
         typer.Option(help="Go on from here (printed when tail stops); default: from now."),
     ] = None,
     fmt: Annotated[
-        Format, typer.Option("--format", help="table or json (one object per line).")
+        Format,
+        typer.Option(
+            "--format",
+            help="table, json (one object per line) or csv (a header before each batch).",
+        ),
     ] = Format.JSON,
 ) -> None:
     """Events as they are committed, until Ctrl-C; a stopped data directory gives what was
@@ -640,7 +648,11 @@ def _actor() -> str:
 @auth_app.command("add")
 def auth_add(
     role: Annotated[
-        Role, typer.Option(help="ingest (send OTLP logs), read (the query API) or admin (both).")
+        Role,
+        typer.Option(
+            help="ingest (send OTLP logs), read (the query API) or admin (both, and the "
+            "administrative calls: verify, checkpoints, consistency proofs)."
+        ),
     ],
     name: Annotated[
         str | None,
@@ -760,15 +772,14 @@ def verify(
     trust = Trust(_trusted_keys(settings, public_key), checkpoints or settings.checkpoint_dir)
     if trust.checkpoint_dir is not None and not trust.checkpoint_dir.is_dir():
         _fail(f"--checkpoints: {trust.checkpoint_dir} is not a directory")
-    since_ms = None
-    if (moment := _when(since, "--since")) is not None:
-        since_ms = int(moment.timestamp() * 1000)
+    moment = _when(since, "--since")
     address = _service_address(settings)
     try:
         if address is not None:
             ok = _verify_service(_service_reader(settings, address), trust, moment, verbose)
         else:
-            ok = _verify_store(settings, trust, since_ms or 0, verbose)
+            since_ms = int(moment.timestamp() * 1000) if moment else 0
+            ok = _verify_store(settings, trust, since_ms, verbose)
     except TokenotelError as e:  # 2, not 1: nothing was found INVALID, nothing was checked
         _fail(str(e), code=2)
     raise typer.Exit(0 if ok else 1)

@@ -166,19 +166,19 @@ class Settings(BaseSettings):
     server_ca_file: ReadableFile | None = _setting(
         shown="unset = plaintext",
         description="PEM CA certificates that signed the server's certificate: the reading "
-        "commands then use TLS and trust only these.",
+        "commands and import then use TLS and trust only these.",
     )
     client_cert_file: ReadableFile | None = _setting(
         shown="unset",
-        description="PEM client certificate the reading commands present (mutual TLS).",
+        description="PEM client certificate the reading commands and import present (mutual TLS).",
     )
     client_key_file: ReadableFile | None = _setting(
         shown="unset", description="PEM private key of client_cert_file, unencrypted."
     )
     server_credential_file: Path | None = _setting(
         shown="unset",
-        description="File holding the credential (role read or admin) the reading commands "
-        "send to a service with auth on.",
+        description="File holding the credential the reading commands (role read or admin) and "
+        "import (ingest or admin) send to a service with auth on.",
     )
     data_dir: Path = _setting(
         Path("tokenotel-data"),

@@ -50,6 +50,7 @@ log = logging.getLogger(__name__)
 
 # -- ClickHouse error codes this interface answers with (ClickHouse's ErrorCodes.cpp) ---------
 
+CANNOT_PARSE_INPUT_ASSERTION_FAILED = (27, "CANNOT_PARSE_INPUT_ASSERTION_FAILED")
 NOT_IMPLEMENTED = (48, "NOT_IMPLEMENTED")
 SYNTAX_ERROR = (62, "SYNTAX_ERROR")
 QUERY_IS_TOO_LARGE = (229, "QUERY_IS_TOO_LARGE")
@@ -290,7 +291,6 @@ class QueryRequest:
     sql: str
     database: str
     default_format: str
-    query_id: str
     settings: dict[str, str]  # the client's settings (URL parameters that are not transport)
     parameters: dict[str, str]  # param_<name> → value, in ClickHouse's escaped text form
     client_revision: int  # client_protocol_version: how the client decodes Native
@@ -633,7 +633,7 @@ def _number(name: str, value: str) -> int:
         return int(float(value))
     except ValueError:
         raise ClickHouseError(
-            (27, "CANNOT_PARSE_INPUT_ASSERTION_FAILED"), f"{name} must be a number, not {value!r}"
+            CANNOT_PARSE_INPUT_ASSERTION_FAILED, f"{name} must be a number, not {value!r}"
         ) from None
 
 
@@ -773,7 +773,7 @@ class ClickHouseHttpListener:
             if request.method == "GET" and "query" not in request.query:
                 return web.Response(text="Ok.\n")
             self._authenticate(request)
-            parsed = await self._parse(request, query_id)
+            parsed = await self._parse(request)
             answer = await self._admitted(lambda: self._engine.execute(parsed))
         except ClickHouseError as e:
             return _error(e, headers)
@@ -814,7 +814,7 @@ class ClickHouseHttpListener:
                 "with such name",
             )
 
-    async def _parse(self, request: web.Request, query_id: str) -> QueryRequest:
+    async def _parse(self, request: web.Request) -> QueryRequest:
         query: Mapping[str, str] = request.query
         sql = query.get("query", "")
         if request.method == "POST":
@@ -831,10 +831,7 @@ class ClickHouseHttpListener:
                 sql = f"{sql}\n{body}" if sql and body else sql or body
         if not sql.strip():
             raise ClickHouseError(SYNTAX_ERROR, "Empty query: send the SQL as the body or ?query=")
-        if query.get("compress", "0") not in ("0", "false") or query.get("decompress", "0") not in (
-            "0",
-            "false",
-        ):
+        if any(query.get(name, "0") not in ("0", "false") for name in ("compress", "decompress")):
             raise ClickHouseError(
                 NOT_IMPLEMENTED,
                 "compress=1 (ClickHouse's block compression) is not supported here: ask for HTTP "
@@ -859,7 +856,6 @@ class ClickHouseHttpListener:
             sql=sql,
             database=query.get("database", ""),
             default_format=query.get("default_format", DEFAULT_FORMAT),
-            query_id=query_id,
             settings=settings,
             parameters=parameters,
             client_revision=int(revision) if revision.isdigit() else 0,
@@ -942,7 +938,7 @@ async def _read_body(request: web.Request) -> str:
         return data.decode()
     except (OSError, zlib.error, EOFError, UnicodeDecodeError) as e:
         raise ClickHouseError(
-            (27, "CANNOT_PARSE_INPUT_ASSERTION_FAILED"), f"the request body cannot be read: {e}"
+            CANNOT_PARSE_INPUT_ASSERTION_FAILED, f"the request body cannot be read: {e}"
         ) from None
 
 

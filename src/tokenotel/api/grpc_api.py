@@ -218,12 +218,11 @@ class TokenAuditService(audit_pb2_grpc.TokenAuditServicer):
     ) -> AsyncIterator[audit_pb2.VerifyResponse]:
         try:
             trust = self._tamper_evidence()
-            since = moment(request.since, request.HasField("since"))
             verification = Verification(
                 self._store,
                 trust.keys,
                 await asyncio.to_thread(trust.published),
-                since_ms=int(since.timestamp() * 1000) if since else 0,
+                since_ms=_since_ms(request),
                 live=True,
             )
             findings = verification.run()
@@ -247,9 +246,7 @@ class TokenAuditService(audit_pb2_grpc.TokenAuditServicer):
     ) -> audit_pb2.ListCheckpointsResponse:
         async def answer(_: dict[str, Any]) -> audit_pb2.ListCheckpointsResponse:
             self._tamper_evidence()
-            since = moment(request.since, request.HasField("since"))
-            since_ms = int(since.timestamp() * 1000) if since else 0
-            notes = await asyncio.to_thread(stored_checkpoints, self._store, since_ms)
+            notes = await asyncio.to_thread(stored_checkpoints, self._store, _since_ms(request))
             return audit_pb2.ListCheckpointsResponse(notes=notes)
 
         return await _answer(context, answer)
@@ -295,14 +292,10 @@ def event_filter_of(message: audit_pb2.EventFilter) -> EventFilter:
                 field="filter.outcome",
             )
         outcome = Outcome(message.outcome)
-    statuses = []
-    for status in message.token_statuses:
-        if status not in TokenStatus.__members__.values() or not status:
-            raise InvalidArgument(
-                f"token status {status!r} is not active, disabled, revoked, rotated or expired",
-                field="filter.token_statuses",
-            )
-        statuses.append(TokenStatus(status))
+    statuses = [
+        _token_status(status, "token status", "filter.token_statuses")
+        for status in message.token_statuses
+    ]
     event_filter = EventFilter(
         tokens=list(message.tokens),
         principal=message.principal or None,
@@ -321,14 +314,7 @@ def event_filter_of(message: audit_pb2.EventFilter) -> EventFilter:
 
 
 def token_filter_of(message: audit_pb2.ListTokensRequest) -> TokenFilter:
-    status = None
-    if message.status:
-        if message.status not in TokenStatus.__members__.values():
-            raise InvalidArgument(
-                f"status {message.status!r} is not active, disabled, revoked, rotated or expired",
-                field="status",
-            )
-        status = TokenStatus(message.status)
+    status = _token_status(message.status, "status", "status") if message.status else None
 
     def delta(name: str) -> timedelta | None:
         return getattr(message, name).ToTimedelta() if message.HasField(name) else None
@@ -340,6 +326,16 @@ def token_filter_of(message: audit_pb2.ListTokensRequest) -> TokenFilter:
         expires_within=delta("expires_within"),
         unused_for=delta("unused_for"),
     )
+
+
+def _token_status(value: str, name: str, field: str) -> TokenStatus:
+    """``value`` as one of the five statuses a filter may name; raises InvalidArgument naming
+    ``field`` otherwise (the empty, unknown status included)."""
+    if not value or value not in TokenStatus.__members__.values():
+        raise InvalidArgument(
+            f"{name} {value!r} is not active, disabled, revoked, rotated or expired", field=field
+        )
+    return TokenStatus(value)
 
 
 #: The administrative calls (docs/tamper-evidence.md): what they tell is for auditors.
@@ -456,6 +452,12 @@ async def _abort(context: grpc.aio.ServicerContext, error: TokenotelError) -> No
     """Ends the call with the error's status, details included (errors.rich_status)."""
     rich = rpc_status.to_status(rich_status(error))
     await context.abort(rich.code, rich.details, trailing_metadata=rich.trailing_metadata)
+
+
+def _since_ms(request: audit_pb2.VerifyRequest | audit_pb2.ListCheckpointsRequest) -> int:
+    """The request's ``since`` in milliseconds since the epoch (0: from the start)."""
+    since = moment(request.since, request.HasField("since"))
+    return int(since.timestamp() * 1000) if since else 0
 
 
 def _size(given: int, default: int, most: int, name: str) -> int:

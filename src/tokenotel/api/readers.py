@@ -156,15 +156,7 @@ class ServiceReader:
 
     def events(self, event_filter: EventFilter, limit: int) -> list[dict[str, Any]]:
         request = audit_pb2.SearchEventsRequest(filter=filter_message(event_filter))
-        events: list[dict[str, Any]] = []
-        while len(events) < limit:
-            request.page_size = min(PAGE, limit - len(events))
-            response = self._call(self._api.SearchEvents, request)
-            events += [from_message(event) for event in response.events]
-            if not response.next_page_token:
-                break
-            request.page_token = response.next_page_token
-        return events
+        return self._pages(self._api.SearchEvents, request, "events", limit)
 
     def tokens(self, token_filter: TokenFilter, limit: int) -> list[dict[str, Any]]:
         request = audit_pb2.ListTokensRequest(
@@ -176,15 +168,7 @@ class ServiceReader:
             delta: timedelta | None = getattr(token_filter, name)
             if delta is not None:
                 getattr(request, name).CopyFrom(duration(delta))
-        tokens: list[dict[str, Any]] = []
-        while len(tokens) < limit:
-            request.page_size = min(PAGE, limit - len(tokens))
-            response = self._call(self._api.ListTokens, request)
-            tokens += [from_message(token) for token in response.tokens]
-            if not response.next_page_token:
-                break
-            request.page_token = response.next_page_token
-        return tokens
+        return self._pages(self._api.ListTokens, request, "tokens", limit)
 
     def timeline(self, token: str, limit: int) -> dict[str, Any]:
         request = audit_pb2.GetTokenTimelineRequest(token=token, limit=limit)
@@ -246,6 +230,18 @@ class ServiceReader:
 
     def close(self) -> None:
         self._channel.close()
+
+    def _pages(self, method: Any, request: Any, field: str, limit: int) -> list[dict[str, Any]]:
+        """Up to ``limit`` of what the answers carry in ``field``, asked for a page at a time."""
+        found: list[dict[str, Any]] = []
+        while len(found) < limit:
+            request.page_size = min(PAGE, limit - len(found))
+            response = self._call(method, request)
+            found += [from_message(item) for item in getattr(response, field)]
+            if not response.next_page_token:
+                break
+            request.page_token = response.next_page_token
+        return found
 
     def _call(self, method: Any, request: Any) -> Any:
         try:

@@ -137,10 +137,7 @@ def search(
         params["up_to"] = up_to_stamp
     params |= {"limit": limit, "offset": offset}
     result = store.query(SEARCH_SQL.format(where=where), params, settings=settings)
-    return [
-        readable_event(dict(zip(result.column_names, row, strict=True)))
-        for row in result.result_rows
-    ]
+    return [readable_event(row) for row in result.named_results()]
 
 
 def newest_stamp(store: Store) -> int:
@@ -195,7 +192,7 @@ def committed(
     params |= {"after": after.stamp - 1 if after.skip else after.stamp, "up_to": up_to_stamp}
     params |= {"limit": limit, "skip": after.skip}
     result = store.query(COMMITTED_SQL.format(where=where), params, settings=settings)
-    rows = [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
+    rows = list(result.named_results())
     stamps = [row.pop("stamp") for row in rows]
     events = [readable_event(row) for row in rows]
     return Committed(events, stamps, after, up_to_stamp, complete=len(rows) < limit)

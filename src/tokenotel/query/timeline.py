@@ -100,4 +100,4 @@ def _rows(
     store: Store, sql: str, params: dict[str, Any], settings: dict[str, Any] | None
 ) -> list[dict[str, Any]]:
     result = store.query(sql, params, settings=settings)
-    return [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
+    return list(result.named_results())

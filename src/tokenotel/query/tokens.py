@@ -109,10 +109,7 @@ def list_tokens(
             return []
         step = params | {"after_key": after_key, "last_key": max(token_filter.keys), "limit": limit}
         result = store.query(TOKENS_SQL.format(where=where), step, settings=settings)
-        return [
-            readable_token(dict(zip(result.column_names, row, strict=True)))
-            for row in result.result_rows
-        ]
+        return [readable_token(row) for row in result.named_results()]
     keys = limit
     while len(found) < limit:
         next_keys = store.query(
@@ -123,7 +120,7 @@ def list_tokens(
         last_key = next_keys[-1][0]
         step = params | {"after_key": after_key, "last_key": last_key, "limit": limit - len(found)}
         result = store.query(TOKENS_SQL.format(where=where), step, settings=settings)
-        found += [dict(zip(result.column_names, row, strict=True)) for row in result.result_rows]
+        found += result.named_results()
         if len(next_keys) < keys:
             break
         after_key, keys = last_key, min(keys * 4, MOST_KEYS_A_STEP)

@@ -281,14 +281,14 @@ class SelfAudit:
         self._pending.append(event)
 
     def _lifecycle(self, credential: Credential, name: str, when: datetime, actor: str) -> None:
-        uid = f"tokenotel:credential:{credential.id}:{name.removeprefix('token.')}"
+        what = name.removeprefix("token.")
+        uid = f"tokenotel:credential:{credential.id}:{what}"
         if uid in self._recorded or uid in self._lifecycle_queued:
             return
         self._lifecycle_queued.add(uid)
         attributes = _about(credential) | {ISSUED_AT: _iso(credential.created)}
         if actor:
             attributes[ACTOR] = actor
-        what = name.removeprefix("token.")
         self._add(
             _Event(
                 name,

@@ -18,7 +18,7 @@ import hashlib
 import re
 import secrets
 from collections.abc import Iterable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Literal
 
 from tokenotel.store.client import EVENTS_TABLE
@@ -99,11 +99,7 @@ def schema_objects() -> dict[str, SchemaObject]:
             elif match := _CREATE_VIEW.match(statement):
                 objects[match[1]] = SchemaObject(match[1], "view", _reads(match[2], objects))
             elif (match := _MODIFY_QUERY.match(statement)) and match[1] in objects:
-                old = objects[match[1]]
-                reads = _reads(match[2], objects)
-                objects[old.name] = SchemaObject(
-                    old.name, old.kind, reads, old.writes, old.refreshable
-                )
+                objects[match[1]] = replace(objects[match[1]], reads=_reads(match[2], objects))
             elif match := _DROP.match(statement):
                 objects.pop(match[1], None)
     return objects
