@@ -10,7 +10,6 @@ after its last write is read again, and its events are then dropped as already s
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from collections import deque
@@ -100,7 +99,3 @@ class Progress:
             f.flush()
             os.fsync(f.fileno())
         os.replace(temporary, self.path)
-
-    def discard(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()

@@ -99,7 +99,6 @@ class ServiceSink:
         tls: grpc.ChannelCredentials | None = None,
     ) -> None:
         self.address = address
-        self._credential = credential
         self._tls = tls
         self._metadata = (("authorization", f"Bearer {credential}"),) if credential else ()
 
