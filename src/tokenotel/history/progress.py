@@ -13,7 +13,7 @@ from __future__ import annotations
 import json
 import os
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from tokenotel.history.files import FileIdentity
@@ -29,19 +29,14 @@ class FileProgress:
     complete: bool = False
 
 
-@dataclass
-class _Pending:
-    """Requests of one file not yet committed, in the order they were made."""
-
-    spans: deque[list[int]] = field(default_factory=deque)  # [end offset, end line, done]
-
-
 class Progress:
     def __init__(self, path: Path, source: str) -> None:
         self.path = path
         self.source = source
         self._files: dict[str, FileProgress] = {}
-        self._pending: dict[str, _Pending] = {}
+        #: Each file's requests not yet committed, in the order they were made:
+        #: [end offset, end line, done].
+        self._pending: dict[str, deque[list[int]]] = {}
         self._load()
 
     @staticmethod
@@ -69,7 +64,7 @@ class Progress:
         """Notes a request holding the file's lines up to ``end_offset``/``end_line``; the
         span returned is handed back to ``committed`` once its rows are."""
         span = [end_offset, end_line, 0]
-        self._pending.setdefault(self._key(identity), _Pending()).spans.append(span)
+        self._pending.setdefault(self._key(identity), deque()).append(span)
         return span
 
     def committed(self, identity: FileIdentity, span: list[int]) -> None:
@@ -77,7 +72,7 @@ class Progress:
         the longest run of committed requests from its start."""
         key = self._key(identity)
         span[2] = 1
-        spans = self._pending[key].spans
+        spans = self._pending[key]
         progress = self._files.setdefault(key, FileProgress())
         while spans and spans[0][2]:
             end_offset, end_line, _ = spans.popleft()
