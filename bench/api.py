@@ -55,7 +55,7 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ingest import EVENTS, EXPORT, cpu_seconds, free_port, template
+from ingest import EVENTS, EXPORT, count_events, cpu_seconds, free_port, template
 from query import GENERATED, INSERT_OURS, OUR_TABLES
 from tokenotel.v1 import audit_pb2, audit_pb2_grpc
 
@@ -382,17 +382,6 @@ def prepare(data_dir: Path, rows: int, sample: int, out: Queue[tuple[int, list[s
     finally:
         store.close()
     out.put((held, [t[0] for t in tokens]))
-
-
-def count_events(data_dir: Path) -> int:
-    from tokenotel.config import load_settings
-    from tokenotel.store.client import EVENTS_TABLE, Store
-
-    store = Store(load_settings(data_dir=data_dir).store_options)
-    try:
-        return store.query(f"SELECT count() FROM {EVENTS_TABLE}").result_rows[0][0]
-    finally:
-        store.close()
 
 
 # -- measuring ----------------------------------------------------------------------------------

@@ -249,7 +249,7 @@ def main() -> None:
     summary = [ln for ln in log_path.read_text().splitlines() if "tokenotel stopped" in ln]
     if summary:
         console.print("server: " + summary[-1].split(": ", 1)[-1])
-    stored = _count(data_dir / "data")
+    stored = count_events(data_dir / "data")
     sent = requests * args.batch
     latencies.sort()
     p50 = statistics.median(latencies) * 1000
@@ -284,11 +284,12 @@ def main() -> None:
     print(f"events_per_s={events_per_s:.0f} p99_ms={p99:.1f} peak_rss_mb={rss_mb:.0f}")
 
 
-def _count(path: Path) -> int:
+def count_events(data_dir: Path) -> int:
+    """Events in the embedded store of a stopped service's data directory."""
     from tokenotel.config import load_settings
     from tokenotel.store.client import EVENTS_TABLE, Store
 
-    store = Store(load_settings(data_dir=path).store_options)
+    store = Store(load_settings(data_dir=data_dir).store_options)
     try:
         return store.query(f"SELECT count() FROM {EVENTS_TABLE}").result_rows[0][0]
     finally:

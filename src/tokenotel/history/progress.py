@@ -10,11 +10,10 @@ after its last write is read again, and its events are then dropped as already s
 
 from __future__ import annotations
 
-import contextlib
 import json
 import os
 from collections import deque
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 
 from tokenotel.history.files import FileIdentity
@@ -30,19 +29,14 @@ class FileProgress:
     complete: bool = False
 
 
-@dataclass
-class _Pending:
-    """Requests of one file not yet committed, in the order they were made."""
-
-    spans: deque[list[int]] = field(default_factory=deque)  # [end offset, end line, done]
-
-
 class Progress:
     def __init__(self, path: Path, source: str) -> None:
         self.path = path
         self.source = source
         self._files: dict[str, FileProgress] = {}
-        self._pending: dict[str, _Pending] = {}
+        #: Each file's requests not yet committed, in the order they were made:
+        #: [end offset, end line, done].
+        self._pending: dict[str, deque[list[int]]] = {}
         self._load()
 
     @staticmethod
@@ -70,7 +64,7 @@ class Progress:
         """Notes a request holding the file's lines up to ``end_offset``/``end_line``; the
         span returned is handed back to ``committed`` once its rows are."""
         span = [end_offset, end_line, 0]
-        self._pending.setdefault(self._key(identity), _Pending()).spans.append(span)
+        self._pending.setdefault(self._key(identity), deque()).append(span)
         return span
 
     def committed(self, identity: FileIdentity, span: list[int]) -> None:
@@ -78,7 +72,7 @@ class Progress:
         the longest run of committed requests from its start."""
         key = self._key(identity)
         span[2] = 1
-        spans = self._pending[key].spans
+        spans = self._pending[key]
         progress = self._files.setdefault(key, FileProgress())
         while spans and spans[0][2]:
             end_offset, end_line, _ = spans.popleft()
@@ -100,7 +94,3 @@ class Progress:
             f.flush()
             os.fsync(f.fileno())
         os.replace(temporary, self.path)
-
-    def discard(self) -> None:
-        with contextlib.suppress(FileNotFoundError):
-            self.path.unlink()

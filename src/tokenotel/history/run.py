@@ -99,7 +99,6 @@ class ServiceSink:
         tls: grpc.ChannelCredentials | None = None,
     ) -> None:
         self.address = address
-        self._credential = credential
         self._tls = tls
         self._metadata = (("authorization", f"Bearer {credential}"),) if credential else ()
 
@@ -236,8 +235,7 @@ class Importer:
                 self.advance(path.stat().st_size)
                 continue
             name = str(path)
-            offset, number = done.offset, done.line
-            read_to = offset
+            read_to, number = done.offset, done.line
             try:
                 for line in read_lines(path, done.offset, done.line + 1):
                     read_to, number = line.end, line.number

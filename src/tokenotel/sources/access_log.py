@@ -4,6 +4,7 @@ a credential a log carries itself is taken apart into the secret alone."""
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from typing import Any
 
 from tokenotel.sources.record import AttributeValue, TokenRecord
@@ -26,6 +27,36 @@ def credential(value: str, header: str = "") -> tuple[str, str]:
     if header in ("authorization", "proxy-authorization"):
         return value, "bearer"
     return value, "api_key"
+
+
+def logged_values(entry: dict[str, Any]) -> dict[str, Any]:
+    """The fields of a JSON access log entry that have a value: nginx and Envoy write "-" (or
+    "") for a variable or operator without one (a header not sent)."""
+    return {k: v for k, v in entry.items() if v not in ("", "-", None)}
+
+
+def raw_authorization(
+    value: str, attributes: dict[str, AttributeValue], secrets: list[str]
+) -> None:
+    """An Authorization header logged as it was sent (not recommended): the secret alone is
+    ``token.value``, and the whole header is what the kept record hides."""
+    secret, token_type = credential(value, "authorization")
+    attributes["token.value"] = secret
+    attributes["token.type"] = token_type
+    secrets.append(value)
+
+
+def query_secrets(
+    pairs: Iterable[tuple[str, str]], attributes: dict[str, AttributeValue], secrets: list[str]
+) -> None:
+    """The credentials in a query string's (name, value) pairs: each one a secret to hide, the
+    first one ``token.value`` (an API key) unless the request carries one already."""
+    for name, value in pairs:
+        if name.lower() in SECRET_PARAMETERS and value:
+            secrets.append(value)
+            if "token.value" not in attributes:
+                attributes["token.value"] = value
+                attributes.setdefault("token.type", "api_key")
 
 
 def request_event(

@@ -12,7 +12,12 @@ from __future__ import annotations
 from typing import Any
 
 from tokenotel.errors import SourceRecordError
-from tokenotel.sources.access_log import SECRET_PARAMETERS, credential, request_event
+from tokenotel.sources.access_log import (
+    logged_values,
+    query_secrets,
+    raw_authorization,
+    request_event,
+)
 from tokenotel.sources.record import (
     AttributeValue,
     RawRecord,
@@ -34,8 +39,7 @@ class Envoy:
 
     def records(self, raw: RawRecord) -> list[TokenRecord]:
         entry = json_object(raw, NAME)
-        # Envoy writes "-" for an operator without a value (a header not sent).
-        values = {k: v for k, v in entry.items() if v not in ("", "-", None)}
+        values = logged_values(entry)
         if "start_time" not in values:
             raise SourceRecordError("envoy record has no start_time (%START_TIME%)")
         time_ns = iso_to_ns(values["start_time"], NAME, "start_time")
@@ -49,10 +53,7 @@ class Envoy:
         secrets: list[str] = []
         authorization = values.get("authorization")
         if isinstance(authorization, str):
-            secret, token_type = credential(authorization, "authorization")
-            attributes["token.value"] = secret
-            attributes["token.type"] = token_type
-            secrets.append(authorization)
+            raw_authorization(authorization, attributes, secrets)
         elif "api_key_id" in values:
             attributes["token.type"] = "api_key"
         elif "jwt_id" in values:
@@ -64,7 +65,9 @@ class Envoy:
         if isinstance(path, str):
             path, _, query = path.partition("?")
             attributes["url.path"] = path
-            _query_secret(query, attributes, secrets)
+            if query:
+                pairs = (pair.partition("=")[::2] for pair in query.split("&"))
+                query_secrets(pairs, attributes, secrets)
         put(attributes, "token.request.id", request_id)
         put(attributes, "envoy.response_flags", values.get("response_flags"))
         put(attributes, "envoy.upstream_cluster", values.get("upstream_cluster"))
@@ -82,15 +85,3 @@ def _address(value: Any) -> Any:
     if value.count(":") == 1:
         return value.split(":", 1)[0]
     return value
-
-
-def _query_secret(query: str, attributes: dict[str, AttributeValue], secrets: list[str]) -> None:
-    if not query:
-        return
-    for pair in query.split("&"):
-        name, _, value = pair.partition("=")
-        if name.lower() in SECRET_PARAMETERS and value:
-            secrets.append(value)
-            if "token.value" not in attributes:
-                attributes["token.value"] = value
-                attributes.setdefault("token.type", "api_key")

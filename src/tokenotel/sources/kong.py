@@ -61,20 +61,18 @@ class Kong:
         put(attributes, "kong.consumer.id", consumer.get("id"))
 
         # Secrets the entry carries: the key of old versions, then headers and query string.
-        found: list[tuple[tuple[str, ...], str, str]] = []  # (where, secret, token type)
+        found: list[tuple[str, str]] = []  # (secret, token type)
         key = entity.get("key")
         if isinstance(key, str) and key:
-            found.append((("authenticated_entity", "key"), key, "api_key"))
+            found.append((key, "api_key"))
         for name, value in headers.items():
             if name.lower() in SECRET_HEADERS and isinstance(value, str) and value:
-                secret, token_type = credential(value, name.lower())
-                found.append((("request", "headers", name), secret, token_type))
+                found.append(credential(value, name.lower()))
         for name, value in query.items():
             if name.lower() in SECRET_PARAMETERS and isinstance(value, str) and value:
-                found.append((("request", "querystring", name), value, "api_key"))
+                found.append((value, "api_key"))
         if found:
-            attributes["token.value"] = found[0][1]
-            attributes["token.type"] = found[0][2]
+            attributes["token.value"], attributes["token.type"] = found[0]
         elif "token.id" in attributes:
             attributes["token.type"] = "kong_credential"
 
@@ -90,5 +88,5 @@ class Kong:
         put(attributes, "kong.service", as_object(entry.get("service")).get("name"))
         put(attributes, "kong.route", as_object(entry.get("route")).get("name"))
         # (Each secret replaced wherever it is: a key in the query string is in the URI too.)
-        attributes["kong.record"] = kept_record(entry, [secret for _, secret, _ in found])
+        attributes["kong.record"] = kept_record(entry, [secret for secret, _ in found])
         return request_event(time_ns, attributes, as_object(entry.get("response")).get("status"))

@@ -12,7 +12,12 @@ from typing import Any
 from urllib.parse import parse_qsl
 
 from tokenotel.errors import SourceRecordError
-from tokenotel.sources.access_log import SECRET_PARAMETERS, credential, request_event
+from tokenotel.sources.access_log import (
+    logged_values,
+    query_secrets,
+    raw_authorization,
+    request_event,
+)
 from tokenotel.sources.record import (
     AttributeValue,
     RawRecord,
@@ -55,7 +60,7 @@ class Nginx:
 
 def _json(entry: dict[str, Any]) -> list[TokenRecord]:
     """A line of the JSON log_format (docs/sources.md, "nginx"); "-" and "" are unset."""
-    values = {k: v for k, v in entry.items() if v not in ("", "-", None)}
+    values = logged_values(entry)
     if "msec" in values:  # (to the millisecond: $time_iso8601 has whole seconds)
         time_ns = _msec(values["msec"])
     elif "time" in values:
@@ -72,11 +77,8 @@ def _json(entry: dict[str, Any]) -> list[TokenRecord]:
     put(attributes, "user.id", values.get("principal") or values.get("remote_user"))
     secrets: list[str] = []
     authorization = values.get("authorization")
-    if isinstance(authorization, str):  # logged raw (not recommended): the secret alone
-        secret, token_type = credential(authorization, "authorization")
-        attributes["token.value"] = secret
-        attributes["token.type"] = token_type
-        secrets.append(authorization)
+    if isinstance(authorization, str):
+        raw_authorization(authorization, attributes, secrets)
     elif "token.id" in attributes or "token.hash" in attributes:
         attributes["token.type"] = str(values.get("token_type") or "api_key")
     elif "user.id" in attributes:  # basic authentication: the user is the credential
@@ -129,12 +131,7 @@ def _request(
     if isinstance(uri, str):
         path, _, query = uri.partition("?")
         attributes["url.path"] = path
-        for name, value in parse_qsl(query):
-            if name.lower() in SECRET_PARAMETERS and value:
-                secrets.append(value)
-                if "token.value" not in attributes:
-                    attributes["token.value"] = value
-                    attributes.setdefault("token.type", "api_key")
+        query_secrets(parse_qsl(query), attributes, secrets)
     put(attributes, "token.request.id", values.get("request_id"))
 
 

@@ -173,11 +173,9 @@ def _oauth(
         attributes["token.id"] = str(client["id"])
         attributes["token.type"] = "oauth_client"
         put(attributes, "user.id", actor_id)
-        return (
-            "token.refresh_failed"
-            if debug.get("grantType") == "refresh_token"
-            else ("token.auth_failed")
-        )
+        if debug.get("grantType") == "refresh_token":
+            return "token.refresh_failed"
+        return "token.auth_failed"
     attributes["token.id"] = str(token["id"])
     attributes["token.type"] = token_type
     detail = as_object(token.get("detailEntry"))

@@ -114,16 +114,6 @@ _SORTED = orjson.OPT_SORT_KEYS
 # -- fields ----------------------------------------------------------------------------------
 
 
-def get_path(record: Mapping[str, Any], *keys: str) -> Any:
-    """``record[k1][k2]…``, or None where a level is missing or not an object."""
-    value: Any = record
-    for key in keys:
-        if not isinstance(value, Mapping):
-            return None
-        value = value.get(key)
-    return value
-
-
 def as_object(value: Any) -> dict[str, Any]:
     """``value`` when it is a JSON object, else an empty one."""
     return value if isinstance(value, dict) else {}
