@@ -59,10 +59,12 @@ def audit_of(ingest: InProcessIngest, clock: Clock | None = None, **limits: Any)
 
 
 def stored(ingest: InProcessIngest, tokens: list[str], *columns: str) -> list[tuple[Any, ...]]:
-    """The self-audit events of ``tokens`` (ids), oldest first."""
+    """The self-audit events of ``tokens`` (ids), oldest first; events of one millisecond (the
+    credentials file's precision) in the order ``tokens`` names them."""
     return ingest.rows(
         f"SELECT {', '.join(columns)} FROM token_events WHERE source = 'tokenotel' "
-        "AND token_id IN {tokens:Array(String)} ORDER BY event_time, event_name",
+        "AND token_id IN {tokens:Array(String)} "
+        "ORDER BY event_time, event_name, indexOf({tokens:Array(String)}, token_id)",
         {"tokens": tokens},
     )
 
