@@ -12,7 +12,7 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 
 from otlp_builders import export_request, log_record
 from processes import clean_env, free_port, http_post, launch_serve, run_cli
-from tokenotel.config import load_settings
+from tokenotel.config import join_listen, load_settings, split_listen
 from tokenotel.errors import ConfigError
 
 
@@ -195,3 +195,9 @@ def test_serve_uses_flag_over_environment_over_file(tmp_path: Path) -> None:
     assert (data_dir / "fingerprint.key").is_file()
     assert not (tmp_path / "from-env").exists()
     assert not (tmp_path / "from-file").exists()
+
+
+def test_a_listen_address_is_written_as_it_is_read() -> None:
+    """What the service records for the reading commands: an IPv6 host in brackets."""
+    for address in ("127.0.0.1:4320", "[::1]:4320", "localhost:0"):
+        assert join_listen(*split_listen(address)) == address

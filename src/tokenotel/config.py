@@ -41,6 +41,11 @@ def split_listen(address: str) -> tuple[str, int]:
     return host.strip("[]"), int(port)
 
 
+def join_listen(host: str, port: int) -> str:
+    """(host, port) as ``host:port``, an IPv6 host in brackets: what ``split_listen`` reads."""
+    return f"[{host}]:{port}" if ":" in host else f"{host}:{port}"
+
+
 def _check_listen(address: str) -> str:
     split_listen(address)
     return address

@@ -15,7 +15,7 @@ from typing import Protocol
 from tokenotel.api.clickhouse_http import ClickHouseHttpListener, read_password_file
 from tokenotel.api.grpc_api import TokenAuditListener
 from tokenotel.api.readers import forget_service, record_service
-from tokenotel.config import Settings, split_listen
+from tokenotel.config import Settings, join_listen, split_listen
 from tokenotel.ingest.otlp_grpc import OtlpGrpcListener
 from tokenotel.ingest.otlp_http import OtlpHttpListener
 from tokenotel.integrity.verify import Trust
@@ -125,15 +125,16 @@ class Service:
         if self._record_in is not None:
             record_service(
                 self._record_in,
-                f"{self.api.host}:{self.api.port}",
+                join_listen(self.api.host, self.api.port),
                 tls=self.api.tls is not None,
-                otlp_address=f"{self.otlp_grpc.host}:{self.otlp_grpc.port}",
+                otlp_address=join_listen(self.otlp_grpc.host, self.otlp_grpc.port),
             )
         gc.freeze()  # what start-up loaded stays: later collections need not scan it again
         log.info(
             "tokenotel listening: %s; store: %s",
             ", ".join(
-                f"{x.name} on {x.host}:{x.port}{' (TLS)' if x.tls else ''}" for x in self.listeners
+                f"{x.name} on {join_listen(x.host, x.port)}{' (TLS)' if x.tls else ''}"
+                for x in self.listeners
             ),
             self.pipeline.store.target,
         )
