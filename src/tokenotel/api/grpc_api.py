@@ -18,6 +18,7 @@ from grpc_status import rpc_status
 
 from tokenotel.api import paging
 from tokenotel.api.messages import moment, to_message
+from tokenotel.api.rows import committed_events, search_events, token_page
 from tokenotel.errors import (
     INTERNAL_ERROR,
     InvalidArgument,
@@ -29,10 +30,10 @@ from tokenotel.integrity.checkpoint import stored_checkpoints
 from tokenotel.integrity.verify import Trust, Verification, prove_consistency
 from tokenotel.mapping.fingerprint import Fingerprinter
 from tokenotel.model import Outcome, TokenStatus
-from tokenotel.query.search import Cursor, EventFilter, committed, newest_stamp, search
+from tokenotel.query.search import Cursor, EventFilter, newest_stamp
 from tokenotel.query.summary import summarise
 from tokenotel.query.timeline import timeline
-from tokenotel.query.tokens import TokenFilter, list_tokens
+from tokenotel.query.tokens import TokenFilter
 from tokenotel.security.access import Access, GrpcAccess
 from tokenotel.security.credentials import Role
 from tokenotel.security.tls import ServerTls
@@ -92,14 +93,12 @@ class TokenAuditService(audit_pb2_grpc.TokenAuditServicer):
                 up_to, offset = paging.read_page_token(request.page_token, request.filter)
             else:
                 up_to, offset = await self._up_to(), 0
-            events = await asyncio.to_thread(
-                search, self._store, event_filter, limit=size + 1, offset=offset,
+            response = await asyncio.to_thread(
+                search_events, self._store, event_filter, limit=size + 1, offset=offset,
                 up_to_stamp=up_to, settings=settings,
             )  # fmt: skip
-            response = audit_pb2.SearchEventsResponse()
-            for event in events[:size]:
-                to_message(event, response.events.add())
-            if len(events) > size:
+            if len(response.events) > size:
+                del response.events[size:]
                 response.next_page_token = paging.page_token(request.filter, up_to, offset + size)
             return response
 
@@ -118,17 +117,17 @@ class TokenAuditService(audit_pb2_grpc.TokenAuditServicer):
                 )
             while True:
                 up_to = await self._up_to()
-                read = await asyncio.to_thread(
-                    committed, self._store, event_filter, after, up_to, limit=TAIL_READ
+                read, body = await asyncio.to_thread(
+                    committed_events, self._store, event_filter, after, up_to, limit=TAIL_READ
                 )
-                for start in range(0, len(read.events), TAIL_MESSAGE):
-                    end = min(start + TAIL_MESSAGE, len(read.events))
-                    after = read.cursor(end)
-                    response = audit_pb2.TailEventsResponse(
-                        cursor=paging.cursor_token(request.filter, after)
+                ends = read.events
+                for start in range(0, len(ends), TAIL_MESSAGE):
+                    end = min(start + TAIL_MESSAGE, len(ends))
+                    response = audit_pb2.TailEventsResponse.FromString(
+                        body[ends[start - 1] if start else 0 : ends[end - 1]]
                     )
-                    for event in read.events[start:end]:
-                        to_message(event, response.events.add())
+                    after = read.cursor(end)
+                    response.cursor = paging.cursor_token(request.filter, after)
                     yield response
                 if read.cursor(len(read.events)) != after:  # nothing matched: the cursor moves
                     after = read.cursor(len(read.events))
@@ -168,16 +167,12 @@ class TokenAuditService(audit_pb2_grpc.TokenAuditServicer):
             if request.page_token:
                 after = str(paging.decode(request.page_token, criteria, "page_token")["after"])
             tokens = await asyncio.to_thread(
-                list_tokens, self._store, token_filter, limit=size + 1, after_key=after,
+                token_page, self._store, token_filter, limit=size + 1, after_key=after,
                 settings=settings,
             )  # fmt: skip
-            response = audit_pb2.ListTokensResponse()
-            for token in tokens[:size]:
-                to_message(token, response.tokens.add())
+            response = audit_pb2.ListTokensResponse(tokens=tokens[:size])
             if len(tokens) > size:
-                response.next_page_token = paging.encode(
-                    criteria, after=tokens[size - 1]["token_key"]
-                )
+                response.next_page_token = paging.encode(criteria, after=tokens[size - 1].token_key)
             return response
 
         return await _answer(context, answer)

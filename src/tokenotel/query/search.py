@@ -35,7 +35,7 @@ EVENT_COLUMNS = """
 #: a page boundary never skips or repeats one.
 EVENT_ORDER = "event_time, token_key, ingested_at, event_id, cityHash64(*)"
 SEARCH_SQL = f"""
-SELECT {EVENT_COLUMNS}
+SELECT {{columns}}
 FROM {EVENTS_TABLE}
 WHERE {{where}}
 ORDER BY {EVENT_ORDER}
@@ -43,12 +43,23 @@ LIMIT {{{{limit:UInt64}}}} OFFSET {{{{offset:UInt64}}}}
 """
 #: The events of the inserts stamped after a point, in the order they were committed.
 COMMITTED_SQL = f"""
-SELECT toUnixTimestamp64Milli(ingested_at) AS stamp, {EVENT_COLUMNS}
+SELECT {{columns}}
 FROM {EVENTS_TABLE}
 WHERE ingested_at > fromUnixTimestamp64Milli({{{{after:Int64}}}}, 'UTC')
   AND ingested_at <= fromUnixTimestamp64Milli({{{{up_to:Int64}}}}, 'UTC')
   AND {{where}}
 ORDER BY ingested_at, {EVENT_ORDER}
+LIMIT {{{{limit:UInt64}}}} OFFSET {{{{skip:UInt64}}}}
+"""
+#: The stamps of what COMMITTED_SQL reads, in its order: within one insert its events are in
+#: an order of their own, but they share the stamp.
+STAMPS_SQL = f"""
+SELECT toUnixTimestamp64Milli(ingested_at)
+FROM {EVENTS_TABLE}
+WHERE ingested_at > fromUnixTimestamp64Milli({{{{after:Int64}}}}, 'UTC')
+  AND ingested_at <= fromUnixTimestamp64Milli({{{{up_to:Int64}}}}, 'UTC')
+  AND {{where}}
+ORDER BY ingested_at
 LIMIT {{{{limit:UInt64}}}} OFFSET {{{{skip:UInt64}}}}
 """
 #: The stamp of the newest insert: with the service stopped, everything up to it is committed.
@@ -131,13 +142,21 @@ def search(
 ) -> list[dict[str, Any]]:
     """Matching events, oldest first, as plain dicts ready for JSON: ``limit`` of them from
     ``offset``, among the events committed by insert ``up_to_stamp`` (all when None)."""
+    sql, params = search_query(event_filter, EVENT_COLUMNS, limit, offset, up_to_stamp)
+    result = store.query(sql, params, settings=settings)
+    return [readable_event(row) for row in result.named_results()]
+
+
+def search_query(
+    event_filter: EventFilter, columns: str, limit: int, offset: int, up_to_stamp: int | None
+) -> tuple[str, dict[str, Any]]:
+    """The SQL of ``search`` and its parameters, selecting ``columns``."""
     where, params = event_filter.where()
     if up_to_stamp is not None:
         where += " AND ingested_at <= fromUnixTimestamp64Milli({up_to:Int64}, 'UTC')"
         params["up_to"] = up_to_stamp
     params |= {"limit": limit, "offset": offset}
-    result = store.query(SEARCH_SQL.format(where=where), params, settings=settings)
-    return [readable_event(row) for row in result.named_results()]
+    return SEARCH_SQL.format(columns=columns, where=where), params
 
 
 def newest_stamp(store: Store) -> int:
@@ -159,7 +178,7 @@ class Committed:
     """Events committed after a cursor, in commit order, with the stamp of each: any prefix of
     them can be handed on with the cursor after it."""
 
-    events: list[dict[str, Any]]
+    events: list[Any]
     stamps: list[int]
     after: Cursor  # where the read began
     up_to_stamp: int
@@ -188,14 +207,44 @@ def committed(
     """The events committed after ``after``, by inserts up to ``up_to_stamp``, at most
     ``limit`` of them, in the order they were committed. The rest of a partly seen insert is
     skipped by the store (its first ``skip`` events in that order), not read."""
-    where, params = event_filter.where()
-    params |= {"after": after.stamp - 1 if after.skip else after.stamp, "up_to": up_to_stamp}
-    params |= {"limit": limit, "skip": after.skip}
-    result = store.query(COMMITTED_SQL.format(where=where), params, settings=settings)
-    rows = list(result.named_results())
+    columns = f"toUnixTimestamp64Milli(ingested_at) AS stamp, {EVENT_COLUMNS}"
+    sql, params = committed_query(event_filter, columns, after, up_to_stamp, limit)
+    rows = list(store.query(sql, params, settings=settings).named_results())
     stamps = [row.pop("stamp") for row in rows]
     events = [readable_event(row) for row in rows]
     return Committed(events, stamps, after, up_to_stamp, complete=len(rows) < limit)
+
+
+def committed_query(
+    event_filter: EventFilter, columns: str, after: Cursor, up_to_stamp: int, limit: int
+) -> tuple[str, dict[str, Any]]:
+    """The SQL of ``committed`` and its parameters, selecting ``columns``."""
+    where, params = _committed_where(event_filter, after, up_to_stamp, limit)
+    return COMMITTED_SQL.format(columns=columns, where=where), params
+
+
+def _committed_where(
+    event_filter: EventFilter, after: Cursor, up_to_stamp: int, limit: int
+) -> tuple[str, dict[str, Any]]:
+    where, params = event_filter.where()
+    params |= {"after": after.stamp - 1 if after.skip else after.stamp, "up_to": up_to_stamp}
+    params |= {"limit": limit, "skip": after.skip}
+    return where, params
+
+
+def committed_stamps(
+    store: Store,
+    event_filter: EventFilter,
+    after: Cursor,
+    up_to_stamp: int,
+    *,
+    limit: int,
+    settings: dict[str, Any] | None = None,
+) -> list[int]:
+    """The stamps of the events ``committed`` reads, in its order, read without them."""
+    where, params = _committed_where(event_filter, after, up_to_stamp, limit)
+    result = store.query(STAMPS_SQL.format(where=where), params, settings=settings)
+    return [row[0] for row in result.result_rows]
 
 
 def readable_event(event: dict[str, Any]) -> dict[str, Any]:

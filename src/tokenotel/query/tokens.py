@@ -2,9 +2,10 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 from datetime import timedelta
-from typing import Any
+from typing import Any, TypeVar
 
 from tokenotel.errors import InvalidArgument
 from tokenotel.model import TokenStatus
@@ -22,12 +23,12 @@ TOKEN_COLUMNS = """
     toUnixTimestamp64Nano(first_seen) AS first_seen,
     toUnixTimestamp64Nano(last_seen) AS last_seen
 """
-TOKENS_SQL = f"""
-SELECT {TOKEN_COLUMNS}
+TOKENS_SQL = """
+SELECT {columns}
 FROM token_inventory
-WHERE token_key > {{{{after_key:String}}}} AND token_key <= {{{{last_key:String}}}} AND {{where}}
+WHERE token_key > {{after_key:String}} AND token_key <= {{last_key:String}} AND {where}
 ORDER BY token_key
-LIMIT {{{{limit:UInt64}}}}
+LIMIT {{limit:UInt64}}
 """
 #: The next keys of the inventory in key order, read from the key column alone: a page sums up
 #: the state of those tokens only, not of every token.
@@ -41,6 +42,7 @@ LIMIT {keys:UInt64}
 MOST_KEYS_A_STEP = 50_000
 #: Times the inventory keeps to the nanosecond (the others, expires_at, to the millisecond).
 _NS_TIMES = ("lifecycle_at", "created_at", "last_used_at", "first_seen", "last_seen")
+T = TypeVar("T")
 
 
 @dataclass
@@ -99,17 +101,40 @@ def list_tokens(
     after_key: str = "",
     settings: dict[str, Any] | None = None,
 ) -> list[dict[str, Any]]:
-    """The tokens matching ``token_filter``, ordered by key, after ``after_key``. Read a range
-    of keys at a time: the page's size first, then more (up to MOST_KEYS_A_STEP) while a
-    filter leaves the page short."""
+    """The tokens matching ``token_filter``, ordered by key, after ``after_key``, as plain
+    dicts ready for JSON."""
+
+    def read(sql: str, params: dict[str, Any]) -> list[dict[str, Any]]:
+        return list(store.query(sql, params, settings=settings).named_results())
+
+    found = read_tokens(
+        store, token_filter, TOKEN_COLUMNS, read,
+        limit=limit, after_key=after_key, settings=settings,
+    )  # fmt: skip
+    return [readable_token(token) for token in found]
+
+
+def read_tokens(
+    store: Store,
+    token_filter: TokenFilter,
+    columns: str,
+    read: Callable[[str, dict[str, Any]], list[T]],
+    *,
+    limit: int,
+    after_key: str = "",
+    settings: dict[str, Any] | None = None,
+) -> list[T]:
+    """What ``read`` makes of the inventory's ``columns`` of the tokens matching
+    ``token_filter``, ordered by key, after ``after_key``. Read a range of keys at a time: the
+    page's size first, then more (up to MOST_KEYS_A_STEP) while a filter leaves the page short."""
     where, params = token_filter.where()
-    found: list[dict[str, Any]] = []
+    sql = TOKENS_SQL.format(columns=columns, where=where)
     if token_filter.keys is not None:  # named tokens: their state alone, in one read
         if not token_filter.keys:
             return []
         step = params | {"after_key": after_key, "last_key": max(token_filter.keys), "limit": limit}
-        result = store.query(TOKENS_SQL.format(where=where), step, settings=settings)
-        return [readable_token(row) for row in result.named_results()]
+        return read(sql, step)
+    found: list[T] = []
     keys = limit
     while len(found) < limit:
         next_keys = store.query(
@@ -119,12 +144,11 @@ def list_tokens(
             break
         last_key = next_keys[-1][0]
         step = params | {"after_key": after_key, "last_key": last_key, "limit": limit - len(found)}
-        result = store.query(TOKENS_SQL.format(where=where), step, settings=settings)
-        found += result.named_results()
+        found += read(sql, step)
         if len(next_keys) < keys:
             break
         after_key, keys = last_key, min(keys * 4, MOST_KEYS_A_STEP)
-    return [readable_token(token) for token in found]
+    return found
 
 
 def readable_token(token: dict[str, Any]) -> dict[str, Any]:
