@@ -49,6 +49,24 @@ class ProtobufSchema:
     message: str
 
 
+def with_settings(sql: str, settings: dict[str, Any] | None) -> str:
+    """``sql`` (a SELECT without a SETTINGS clause) with ``settings`` in a SETTINGS clause of its
+    own: the embedded engine's client would set each one before the query and back after it,
+    two statements a setting and one more to read them all."""
+    if not settings:
+        return sql
+    return f"{sql}\nSETTINGS " + ", ".join(
+        f"{name} = {_literal(value)}" for name, value in settings.items()
+    )
+
+
+def _literal(value: Any) -> str:
+    if isinstance(value, bool | int | float):
+        return str(int(value) if isinstance(value, bool) else value)
+    text = str(value).replace("\\", "\\\\").replace("'", "\\'")
+    return f"'{text}'"
+
+
 def _without_length(answer: bytes) -> bytes:
     """ProtobufList's output without the length it begins with (nothing for no rows)."""
     at = 0
@@ -250,7 +268,7 @@ class Store:
         StoreUnavailable."""
         client = self._reader()
         try:
-            return client.query(sql, parameters=parameters, settings=settings)
+            return client.query(with_settings(sql, settings), parameters=parameters)
         except Exception as e:
             if "TIMEOUT_EXCEEDED" in str(e):  # (max_execution_time, from a deadline)
                 raise DeadlineExceeded(
@@ -280,9 +298,8 @@ class Store:
             given = {"format_schema_source": "string", "format_schema": schema.text}
         format_settings = given | {"format_schema_message_name": schema.message}
         try:
-            answer = client.raw_query(
-                sql, parameters, settings=(settings or {}) | format_settings, fmt="ProtobufList"
-            )
+            query = with_settings(sql, (settings or {}) | format_settings)
+            answer = client.raw_query(query, parameters, fmt="ProtobufList")
         except Exception as e:
             if "TIMEOUT_EXCEEDED" in str(e):
                 raise DeadlineExceeded(
