@@ -14,10 +14,11 @@ from pathlib import Path
 from typing import Any
 
 from tokenotel.errors import FingerprintKeyError
+from tokenotel.model import FINGERPRINT_SCHEME
 
 log = logging.getLogger(__name__)
 
-PREFIX = "hmac-sha256"
+PREFIX = FINGERPRINT_SCHEME
 KEY_FILE_NAME = "fingerprint.key"
 
 
