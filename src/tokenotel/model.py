@@ -33,10 +33,6 @@ KNOWN_EVENTS = (
 )
 
 
-#: How every fingerprint begins: ``hmac-sha256:<key id>:<hex>`` (mapping.fingerprint).
-FINGERPRINT_SCHEME = "hmac-sha256"
-
-
 class Outcome(StrEnum):
     SUCCESS = "success"
     FAILURE = "failure"

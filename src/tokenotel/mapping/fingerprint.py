@@ -14,11 +14,10 @@ from pathlib import Path
 from typing import Any
 
 from tokenotel.errors import FingerprintKeyError
-from tokenotel.model import FINGERPRINT_SCHEME
 
 log = logging.getLogger(__name__)
 
-PREFIX = FINGERPRINT_SCHEME
+PREFIX = "hmac-sha256"
 KEY_FILE_NAME = "fingerprint.key"
 
 

@@ -10,7 +10,7 @@ from datetime import datetime
 from typing import Any
 
 from tokenotel.errors import InvalidArgument
-from tokenotel.model import FINGERPRINT_SCHEME, Outcome, TokenStatus
+from tokenotel.model import Outcome, TokenStatus
 from tokenotel.query.readable import format_ms, format_ns, ip_to_text
 from tokenotel.store.client import EVENTS_TABLE, Store
 
@@ -84,19 +84,12 @@ class EventFilter:
         Raises InvalidArgument for an address that is not one."""
         conditions: list[str] = []
         params: dict[str, Any] = {}
-        if self.tokens:
-            # A fingerprint is looked for only where it can be one: the bloom filters of every
-            # part are read for it.
-            fingerprints = [t for t in self.tokens if t.startswith(f"{FINGERPRINT_SCHEME}:")]
-            others = "token_fingerprint IN {fingerprints:Array(String)} OR " if fingerprints else ""
+        if self.tokens:  # token keys, and the keys of fingerprints and hashes
             conditions.append(
                 "token_key IN (SELECT arrayJoin({tokens:Array(String)}) UNION ALL "
-                f"SELECT DISTINCT token_key FROM token_events WHERE {others}"
-                "token_hash IN {tokens:Array(String)})"
+                "SELECT token_key FROM token_aliases WHERE alias IN {tokens:Array(String)})"
             )
             params["tokens"] = self.tokens
-            if fingerprints:
-                params["fingerprints"] = fingerprints
         if self.principal:
             conditions.append("principal_id = {principal:String}")
             params["principal"] = self.principal

@@ -29,6 +29,7 @@ SHARD_KEYS = {
     "token_hours": "cityHash64(token_key)",
     "token_inventory_state": "cityHash64(token_key)",
     "token_ip_first_seen": "cityHash64(token_key)",
+    "token_aliases": "cityHash64(token_key)",
 }
 ZOOKEEPER_PATH = "/clickhouse/tables/{{shard}}/{database}/{table}"
 #: Tables every node recomputes for itself (refreshable views): replication would only race.

@@ -34,10 +34,13 @@ READER_ROLE = "tokenotel_reader"
 SERVICE_WRITES: frozenset[str] = frozenset({EVENTS_TABLE, LEDGER_TABLE, CHECKPOINTS_TABLE})
 #: What the running service reads: at start (the schema check), to prime the writer (recent
 #: event ids, each token's lifecycle, the ledger), to settle or seal a failed insert, and for
-#: the query API (verify included).
+#: the query API (verify included; a search by fingerprint or hash reads token_aliases).
 SERVICE_READS: frozenset[str] = frozenset(
-    {MIGRATIONS_TABLE, EVENTS_TABLE, "token_inventory", LEDGER_TABLE, CHECKPOINTS_TABLE}
-)
+    {
+        MIGRATIONS_TABLE, EVENTS_TABLE, "token_inventory", "token_aliases", LEDGER_TABLE,
+        CHECKPOINTS_TABLE,
+    }
+)  # fmt: skip
 #: System tables the service and the migrator read: ``tables``, for the retention check at
 #: start. ClickHouse shows each user the rows of the tables it may see; the grant matters where
 #: ``select_from_system_db_requires_grant`` is on.
