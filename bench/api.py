@@ -279,6 +279,8 @@ def view_dashboards(
     late = [0]
 
     def run(client: Any, origin: str, sql: str) -> None:
+        if stop.is_set():  # the rest of a refresh that was under way
+            return
         started = time.monotonic()
         error = ""
         try:

@@ -53,6 +53,9 @@ TAIL_READ = 20_000
 #: A tail looks for new events this often when no commit wakes it (another writer's inserts).
 TAIL_POLL_S = 1.0
 R = TypeVar("R", bound=Message)
+#: ClickHouse settings of the API's reads: one thread each (a read of a few tokens touches few
+#: granules), so the other cores stay with ingest.
+READ_SETTINGS = {"max_threads": 1}
 
 
 class Commits(Protocol):
@@ -429,7 +432,7 @@ async def _answer(
 ) -> R:
     """``answer``, given ClickHouse settings that stop its queries at the client's deadline;
     its errors become the gRPC status they stand for."""
-    settings: dict[str, Any] = {}
+    settings: dict[str, Any] = dict(READ_SETTINGS)
     remaining = context.time_remaining()
     if remaining is not None:
         settings["max_execution_time"] = max(1, math.ceil(remaining))
