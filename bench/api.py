@@ -1,8 +1,9 @@
 """API benchmark: the query API and the ClickHouse interface of `tokenotel serve` while it ingests.
 
 The query benchmark's 10 million generated events (bench/query.py, tokenotel's layout only) are
-loaded into an embedded store, and `tokenotel serve` runs over it as its own process, with the
-query API and the ClickHouse HTTP interface on. Two phases:
+loaded into an embedded store and sealed in its ledger (as a service that ingested them would
+have), and `tokenotel serve` runs over it as its own process, with the query API and the
+ClickHouse HTTP interface on. Two phases:
 
 1. Reads while ingest goes on. A sender process sends OTLP/gRPC requests of 1,000 events paced
    to 20,000 events/s (each record's ``token.request.id`` names its request), and a tail

@@ -71,11 +71,11 @@ def _reversed_fields(data: bytes, depth: int) -> bytes:
     fields = []
     pos = 0
     while pos < len(data):
-        key, value_at = wire._varint(data, pos)
+        key, value_at = wire.read_varint(data, pos)
         end = wire._skip(data, value_at, key)
         encoded = data[pos:end]
         if key & 7 == 2 and depth:
-            payload_at = wire._varint(data, value_at)[1]
+            payload_at = wire.read_varint(data, value_at)[1]
             payload = data[payload_at:end]
             if _is_message(payload):
                 payload = _reversed_fields(payload, depth - 1)
@@ -90,7 +90,7 @@ def _is_message(payload: bytes) -> bool:
     pos = 0
     try:
         while pos < len(payload):
-            key, pos = wire._varint(payload, pos)
+            key, pos = wire.read_varint(payload, pos)
             if key >> 3 == 0 or key & 7 not in (0, 1, 2, 5):
                 return False
             pos = wire._skip(payload, pos, key)

@@ -10,6 +10,7 @@ from typing import Any
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from tokenotel.mapping.wire import read_varint
 from tokenotel.query.readable import IP_TEXT_SQL
 from tokenotel.query.search import (
     Committed,
@@ -119,15 +120,7 @@ def _ends(body: bytes) -> list[int]:
     of one byte, the length as a varint, the bytes)."""
     ends, at = [], 0
     while at < len(body):
-        at += 1  # the tag
-        length = shift = 0
-        while True:
-            byte = body[at]
-            at += 1
-            length |= (byte & 0x7F) << shift
-            if byte < 0x80:
-                break
-            shift += 7
+        length, at = read_varint(body, at + 1)  # after the tag
         at += length
         ends.append(at)
     return ends

@@ -88,13 +88,13 @@ def log_record(data: bytes, pos: int, end: int) -> LogRecord:
         key = data[pos]
         pos += 1
         if key >= 0x80:
-            key, pos = _varint(data, pos - 1)
+            key, pos = read_varint(data, pos - 1)
         wire = key & 7
         if wire == _LEN:
             size = data[pos]
             pos += 1
             if size >= 0x80:
-                size, pos = _varint(data, pos - 1)
+                size, pos = read_varint(data, pos - 1)
             value = data[pos : pos + size]
             pos += size
             if key == _ATTRIBUTE:
@@ -116,7 +116,7 @@ def log_record(data: bytes, pos: int, end: int) -> LogRecord:
                 observed = int.from_bytes(data[pos : pos + 8], "little")
             pos += 8
         elif key == _SEVERITY_NUMBER:
-            severity, pos = _varint(data, pos)
+            severity, pos = read_varint(data, pos)
             severity &= 0xFFFFFFFF  # an int32 enum: the low 32 bits, two's complement
             if severity >= 0x80000000:
                 severity -= 0x100000000
@@ -130,16 +130,17 @@ def log_record(data: bytes, pos: int, end: int) -> LogRecord:
 def _messages(data: bytes, pos: int, end: int) -> Iterator[tuple[int, int, int]]:
     """(field number, start, end) of each length-delimited field in ``data[pos:end]``."""
     while pos < end:
-        key, pos = _varint(data, pos)
+        key, pos = read_varint(data, pos)
         if key & 7 == _LEN:
-            size, pos = _varint(data, pos)
+            size, pos = read_varint(data, pos)
             yield key >> 3, pos, pos + size
             pos += size
         else:
             pos = _skip(data, pos, key)
 
 
-def _varint(data: bytes, pos: int) -> tuple[int, int]:
+def read_varint(data: bytes, pos: int) -> tuple[int, int]:
+    """The varint at ``pos``, and where what follows it starts."""
     result = shift = 0
     while True:
         byte = data[pos]
@@ -154,17 +155,17 @@ def _skip(data: bytes, pos: int, key: int) -> int:
     """Where the field after the one with ``key`` (its value starting at ``pos``) starts."""
     wire = key & 7
     if wire == _VARINT:
-        return _varint(data, pos)[1]
+        return read_varint(data, pos)[1]
     if wire == _I64:
         return pos + 8
     if wire == _LEN:
-        size, pos = _varint(data, pos)
+        size, pos = read_varint(data, pos)
         return pos + size
     if wire == _I32:
         return pos + 4
     if wire == _SGROUP:  # a deprecated group, kept as an unknown field: skip to its end
         while True:
-            inner, pos = _varint(data, pos)
+            inner, pos = read_varint(data, pos)
             if inner & 7 == _EGROUP:
                 return pos
             pos = _skip(data, pos, inner)
