@@ -11,11 +11,14 @@ from tokenotel.query.search import EventFilter, search
 from tokenotel.query.tokens import TokenFilter, list_tokens
 from tokenotel.store.client import EVENTS_TABLE, Store
 
-#: The key (its id, else its fingerprint) of the token named by an id or a fingerprint.
+#: The key (its id, else its fingerprint) of the token named by an id, a fingerprint or a
+#: source's hash (token_aliases), when the store holds an event of it.
 KEY_SQL = f"""
 SELECT token_key FROM {EVENTS_TABLE}
-WHERE token_key = {{token:String}} OR token_fingerprint = {{token:String}}
-   OR token_hash = {{token:String}}
+WHERE token_key IN (
+    SELECT {{token:String}} UNION ALL
+    SELECT token_key FROM token_aliases WHERE alias = {{token:String}}
+)
 LIMIT 1
 """
 #: Events that changed what the token is. A rotation names the old token as previous id.

@@ -113,11 +113,12 @@ def recount_rollups(store: Store, scope: InsertScope) -> list[str]:
         selects = [select for _, select, into in views if into == target]
         if partition_key:
             _recount_months(store, target, partition_key, selects, scope.months)
-        elif sorting_key.split(",")[0].strip() == "token_key":
+        elif "token_key" in (column.strip() for column in sorting_key.split(",")):
             _recount_tokens(store, target, selects, scope.token_keys)
         else:
             raise ValueError(
-                f"no recount rule for rollup {target}: partition it by month or key it by token_key"
+                f"no recount rule for rollup {target}: partition it by month or sort it by "
+                "token_key among its keys"
             )
     return targets
 
