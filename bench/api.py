@@ -38,7 +38,6 @@ import sys
 import tempfile
 import threading
 import time
-import urllib.request
 from collections.abc import Callable
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
@@ -56,7 +55,7 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ingest import EVENTS, EXPORT, count_events, cpu_seconds, free_port, template
+from ingest import EVENTS, EXPORT, count_events, cpu_seconds, free_port, template, wait_ready
 from query import GENERATED, INSERT_OURS, OUR_TABLES
 from tokenotel.v1 import audit_pb2, audit_pb2_grpc
 
@@ -668,8 +667,9 @@ def main() -> None:
             stdout=subprocess.DEVNULL, stderr=log_path.open("w"), env=env,
         )  # fmt: skip
         with console.status("starting tokenotel serve…"):
-            wait_ready(f"http://127.0.0.1:{http_port}/readyz", log_path)
-            wait_ready(f"http://127.0.0.1:{clickhouse_port}/ping", log_path)
+            serve = f"tokenotel serve (see {log_path})"
+            wait_ready(f"http://127.0.0.1:{http_port}/readyz", serve, 120)
+            wait_ready(f"http://127.0.0.1:{clickhouse_port}/ping", serve, 120)
         grpc_target, api_target = f"127.0.0.1:{grpc_port}", f"127.0.0.1:{api_port}"
 
         loads.phase = "reads"
@@ -724,16 +724,6 @@ def main() -> None:
             f"the tail missed events of {reads.tail_missing} requests "
             f"({'; '.join(reads.followed.errors) or 'no error'})"
         )
-
-
-def wait_ready(url: str, log_path: Path) -> None:
-    for _ in range(1200):
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"tokenotel serve did not become ready; see {log_path}")
 
 
 def report(

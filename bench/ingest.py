@@ -117,6 +117,18 @@ def cpu_seconds(pid: int) -> float:
     return sum(t.user + t.system for t in (p.cpu_times() for p in server_tree(pid)))
 
 
+def wait_ready(url: str, what: str, timeout_s: float = 60) -> None:
+    """Until ``url`` answers (a readiness endpoint); exits naming ``what`` if it does not."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        try:
+            with urllib.request.urlopen(url, timeout=1):
+                return
+        except OSError:
+            time.sleep(0.1)
+    raise SystemExit(f"{what} did not become ready")
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=1_000_000)
@@ -161,14 +173,7 @@ def main() -> None:
         env=os.environ | {"TOKENOTEL_TAMPER_EVIDENCE": str(args.tamper_evidence == "on")},
     )
     try:
-        for _ in range(300):
-            try:
-                with urllib.request.urlopen(f"http://127.0.0.1:{http_port}/readyz", timeout=1):
-                    break
-            except OSError:
-                time.sleep(0.1)
-        else:
-            raise SystemExit(f"server did not become ready; see {log_path}")
+        wait_ready(f"http://127.0.0.1:{http_port}/readyz", f"the server (see {log_path})", 30)
 
         requests = args.events // args.batch
         base = template(args.batch)

@@ -33,7 +33,7 @@ from rich.console import Console
 from rich.table import Table
 
 sys.path.insert(0, str(Path(__file__).parent))
-from ingest import EXPORT, free_port, server_tree, template
+from ingest import EXPORT, free_port, server_tree, template, wait_ready
 
 REPO = Path(__file__).resolve().parents[1]
 COLLECTOR = REPO / ".build" / "otelcol-tokenotel" / "otelcol-tokenotel"
@@ -140,16 +140,6 @@ def watch(pids: dict[str, int], peaks: dict[str, float], stop: threading.Event) 
                 continue
             peaks[name] = max(peaks.get(name, 0.0), rss)
         time.sleep(0.1)
-
-
-def wait_ready(url: str, what: str) -> None:
-    for _ in range(600):
-        try:
-            with urllib.request.urlopen(url, timeout=1):
-                return
-        except OSError:
-            time.sleep(0.1)
-    raise SystemExit(f"{what} did not become ready")
 
 
 def main() -> None:
