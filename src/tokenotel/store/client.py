@@ -270,11 +270,7 @@ class Store:
         try:
             return client.query(with_settings(sql, settings), parameters=parameters)
         except Exception as e:
-            if "TIMEOUT_EXCEEDED" in str(e):  # (max_execution_time, from a deadline)
-                raise DeadlineExceeded(
-                    f"the query on {self.target} ran past its time limit and was stopped"
-                ) from e
-            raise self._unavailable(f"query on {self.target} failed", e) from e
+            raise self._read_failed(e) from e
 
     def query_protobuf(
         self,
@@ -301,12 +297,15 @@ class Store:
             query = with_settings(sql, (settings or {}) | format_settings)
             answer = client.raw_query(query, parameters, fmt="ProtobufList")
         except Exception as e:
-            if "TIMEOUT_EXCEEDED" in str(e):
-                raise DeadlineExceeded(
-                    f"the query on {self.target} ran past its time limit and was stopped"
-                ) from e
-            raise self._unavailable(f"query on {self.target} failed", e) from e
+            raise self._read_failed(e) from e
         return _without_length(answer)
+
+    def _read_failed(self, error: Exception) -> DeadlineExceeded | StoreUnavailable:
+        if "TIMEOUT_EXCEEDED" in str(error):  # (max_execution_time, from a deadline)
+            return DeadlineExceeded(
+                f"the query on {self.target} ran past its time limit and was stopped"
+            )
+        return self._unavailable(f"query on {self.target} failed", error)
 
     def _schema_file(self, schema: ProtobufSchema) -> Path:
         """``schema`` as a file in the data directory, for the embedded engine to read."""
