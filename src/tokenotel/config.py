@@ -245,6 +245,14 @@ class Settings(BaseSettings):
         ge=0,
         description="Processes that decode and map requests (0 = in the service process).",
     )
+    ingest_nice: int = _setting(
+        5,
+        ge=0,
+        le=19,
+        description="How much lower ingest's CPU priority is than the query API's reads (a nice "
+        "value): the mapping workers, and where the service may set thread priorities "
+        "(CAP_SYS_NICE), the store's inserts and merges. 0: the same priority.",
+    )
     retry_after_s: float = _setting(
         1.0,
         shown="1",
@@ -345,6 +353,7 @@ class Settings(BaseSettings):
             cluster=self.cluster,
             retention_days=self.retention_days,
             retry_after_s=self.retry_after_s,
+            ingest_nice=self.ingest_nice,
         )
 
 

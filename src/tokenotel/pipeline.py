@@ -15,6 +15,7 @@ import logging
 import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
+from pathlib import Path
 
 from tokenotel.config import Settings
 from tokenotel.errors import Overloaded, StoreUnavailable
@@ -36,6 +37,24 @@ from tokenotel.store.repair import InsertJournal
 from tokenotel.store.writer import BatchWriter
 
 log = logging.getLogger(__name__)
+
+#: CAP_SYS_NICE's bit in a capability set (linux/capability.h).
+_CAP_SYS_NICE = 23
+
+
+def may_renice_threads() -> bool:
+    """Whether this process may raise its threads' priority again (CAP_SYS_NICE): ClickHouse
+    sets a query's or a merge's thread priority only then."""
+    try:
+        status = Path("/proc/self/status").read_text()
+    except OSError:  # not Linux
+        return False
+    for line in status.splitlines():
+        if line.startswith("CapEff:"):
+            return bool(int(line.split()[1], 16) >> _CAP_SYS_NICE & 1)
+    return False
+
+
 #: In the data directory: the insert in progress (see store/repair.py).
 JOURNAL_FILE = "insert-in-progress.json"
 #: How often (at most) the service logs what came of each source's raw records, in seconds.
@@ -112,8 +131,16 @@ class Pipeline:
             self.fingerprint,
             workers=settings.mapping_workers,
             retry_after_s=settings.retry_after_s,
+            nice=settings.ingest_nice,
         )
         self.store = Store(settings.store_options)
+        if settings.ingest_nice and settings.clickhouse_server is None:
+            reniced = "the mapping workers" + (
+                ", inserts and merges"
+                if may_renice_threads()
+                else " (without CAP_SYS_NICE the store's inserts and merges keep the service's)"
+            )
+            log.info("ingest runs %d nice steps below the reads: %s", settings.ingest_nice, reniced)
         self.ledger: ledger.Ledger | None = None
         if settings.tamper_evidence:
             settings.data_dir.mkdir(parents=True, exist_ok=True)

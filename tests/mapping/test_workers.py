@@ -21,9 +21,11 @@ BODY = export_request(log_record("token.used", {"token.id": "t1"})).SerializeToS
 @pytest.mark.e2e
 def test_a_worker_maps_requests_reports_bad_ones_and_is_replaced_when_it_dies() -> None:
     async def scenario() -> None:
-        pool = MappingPool(Fingerprinter(b"k" * 32), workers=1, retry_after_s=1)
+        pool = MappingPool(Fingerprinter(b"k" * 32), workers=1, retry_after_s=1, nice=3)
+        niced = min(os.getpriority(os.PRIO_PROCESS, 0) + 3, 19)  # below the service's reads
         await pool.start()
         try:
+            assert [os.getpriority(os.PRIO_PROCESS, pid) for pid in pool.pids] == [niced]
             mapped = await pool.map(BODY, PROTOBUF, 1)
             assert mapped.table.column("token_id").to_pylist() == ["t1"]
             with pytest.raises(MalformedRequest):
@@ -35,6 +37,7 @@ def test_a_worker_maps_requests_reports_bad_ones_and_is_replaced_when_it_dies() 
                 await pool.map(BODY, PROTOBUF, 1)
             (second,) = pool.pids
             assert second != first
+            assert os.getpriority(os.PRIO_PROCESS, second) == niced
             assert (await pool.map(BODY, PROTOBUF, 1)).table.num_rows == 1
         finally:
             pool.close()

@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 import time
 from pathlib import Path
 
@@ -48,3 +51,58 @@ def test_a_writer_told_nothing_more_will_come_stores_at_once(tmp_path: Path) -> 
         assert ingest.rows("SELECT count() FROM token_events") == [(100,)]
     finally:
         ingest.close()
+
+
+def test_ingest_runs_below_the_reads_priority_where_clickhouse_may_set_it(tmp_path: Path) -> None:
+    # README, ingest_nice: the embedded engine's merges get the nice value (ClickHouse applies
+    # it, and the inserts' os_thread_priority, only with CAP_SYS_NICE); ingest works either way.
+    ingest = InProcessIngest(tmp_path / "data", ingest_nice=4)
+    try:
+        assert ingest.pipeline.store.options.ingest_nice == 4
+        assert ingest.rows(
+            "SELECT value FROM system.server_settings "
+            "WHERE name = 'os_threads_nice_value_merge_mutate'"
+        ) == [("4",)]
+        (result,) = ingest.send_all([_request(0, time.time_ns())])
+        assert result.stored == 50
+        assert ingest.rows("SELECT count() FROM token_events") == [(50,)]
+    finally:
+        ingest.close()
+
+
+WITHOUT_CAP_SYS_NICE = """
+import logging, sys, time
+logging.basicConfig(level=logging.INFO)
+sys.path.insert(0, sys.argv[2])
+from inprocess import InProcessIngest
+from otlp_builders import export_request, log_record
+from tokenotel.pipeline import may_renice_threads
+assert not may_renice_threads()
+ingest = InProcessIngest(__import__("pathlib").Path(sys.argv[1]), ingest_nice=5)
+try:
+    now = time.time_ns()
+    for n in range(3):  # three parts, and a merge of them
+        record = log_record("token.used", {"token.id": f"t{n}"}, time_unix_nano=now)
+        request = export_request(record)
+        assert ingest.send(request).stored == 1
+    ingest.pipeline.store.command("OPTIMIZE TABLE token_events FINAL")
+    assert ingest.rows("SELECT count() FROM token_events") == [(3,)]
+finally:
+    ingest.close()
+"""
+
+
+def test_without_cap_sys_nice_ingest_keeps_working_and_says_what_is_reniced(
+    tmp_path: Path,
+) -> None:
+    # ClickHouse sets thread priorities only with CAP_SYS_NICE; without it the service inserts
+    # and merges at its own priority, and says so.
+    tests = Path(__file__).resolve().parents[1]
+    done = subprocess.run(
+        ["setpriv", "--bounding-set", "-sys_nice", "--inh-caps", "-sys_nice", sys.executable,
+         "-c", WITHOUT_CAP_SYS_NICE, str(tmp_path / "data"), str(tests)],
+        capture_output=True, text=True, timeout=120,
+        env={**os.environ, "PYTHONPATH": str(tests)},
+    )  # fmt: skip
+    assert done.returncode == 0, done.stderr
+    assert "without CAP_SYS_NICE the store's inserts and merges keep the service's" in done.stderr

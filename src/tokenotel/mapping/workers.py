@@ -11,6 +11,7 @@ import gc
 import importlib.abc
 import logging
 import multiprocessing
+import os
 import pickle
 import queue
 import struct
@@ -97,8 +98,12 @@ class MappingPool:
     runs in the service process, with a mapper of this pool's own.
     """
 
-    def __init__(self, fingerprinter: Fingerprinter, *, workers: int, retry_after_s: float) -> None:
+    def __init__(
+        self, fingerprinter: Fingerprinter, *, workers: int, retry_after_s: float, nice: int = 0
+    ) -> None:
+        """``nice``: how much lower the workers' CPU priority is than the service's."""
         self._key = fingerprinter.key
+        self._nice = nice
         self._size = workers
         self._retry_after_s = retry_after_s
         self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
@@ -111,7 +116,7 @@ class MappingPool:
         if self._size and self._threads is None:
             self._threads = ThreadPoolExecutor(self._size, thread_name_prefix="tokenotel-map")
             self._workers = await asyncio.gather(
-                *(asyncio.to_thread(_Worker, self._key) for _ in range(self._size))
+                *(asyncio.to_thread(_Worker, self._key, self._nice) for _ in range(self._size))
             )
             for worker in self._workers:
                 self._idle.put(worker)
@@ -142,7 +147,7 @@ class MappingPool:
             )
             worker.close()
             self._workers.remove(worker)
-            worker = _Worker(self._key)
+            worker = _Worker(self._key, self._nice)
             self._workers.append(worker)
             raise MappingWorkerStopped(
                 "a mapping worker stopped while mapping this request", self._retry_after_s
@@ -171,11 +176,11 @@ _CONTENT_TYPES = (PROTOBUF, JSON, SOURCE_LINES)
 class _Worker:
     """One worker process and the service's end of its pipe (one request at a time)."""
 
-    def __init__(self, key: bytes) -> None:
+    def __init__(self, key: bytes, nice: int = 0) -> None:
         context = multiprocessing.get_context("spawn")
         self._conn, theirs = context.Pipe()
         self._process = context.Process(
-            target=_serve, args=(theirs, key), name="tokenotel-map", daemon=True
+            target=_serve, args=(theirs, key, nice), name="tokenotel-map", daemon=True
         )
         self._process.start()
         theirs.close()
@@ -215,9 +220,11 @@ class _WithoutPandas(importlib.abc.MetaPathFinder):
             raise ModuleNotFoundError("pandas is not used by mapping workers", name=fullname)
 
 
-def _serve(conn: Connection, key: bytes) -> None:
+def _serve(conn: Connection, key: bytes, nice: int) -> None:
     """A worker's life: map each request that comes down the pipe until the pipe closes
-    (also when the service was killed: the kernel closes its end)."""
+    (also when the service was killed: the kernel closes its end). ``nice`` lowers its CPU
+    priority below the service's, whose reads then go first when the cores are busy."""
+    os.nice(nice)
     sys.meta_path.insert(0, _WithoutPandas())
     mapper = Mapper(Fingerprinter(key))
     # Mapping allocates many short-lived rows and makes no reference cycles: the modules

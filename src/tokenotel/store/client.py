@@ -102,6 +102,9 @@ class StoreOptions:
     cluster: str | None  # cluster mode: the schema is managed by `tokenotel migrate --cluster`
     retention_days: int | None  # None: leave the TTLs as they are (the reading commands)
     retry_after_s: float  # how long clients are asked to wait while the store fails
+    #: Nice value of the inserts and (embedded store) the merges, so reads go first; ClickHouse
+    #: applies it only with CAP_SYS_NICE, and ignores it otherwise.
+    ingest_nice: int = 0
 
 
 class Store:
@@ -124,6 +127,9 @@ class Store:
         self._thread = threading.local()
         self._readers: list[Client] = []
         self._schemas_written: set[str] = set()
+        self._insert_settings = dict(INSERT_SETTINGS)
+        if options.ingest_nice:
+            self._insert_settings["os_thread_priority"] = options.ingest_nice
         self._generation = 0  # closing makes every thread's client one to replace
         #: Told every statement the store's clients send, before it is sent (tests record
         #: them to hold the service to the writer role's grants, see store/grants.py).
@@ -233,7 +239,12 @@ class Store:
         """A client of the embedded store or the server, on ``database`` (None: none)."""
         if self.options.server is None:
             dsn = f"chdb://{self.options.data_dir.resolve()}"
-            client = clickhouse_connect.get_client(dsn=dsn, database=database)
+            engine = {}  # options of the engine, applied by the first client to open it
+            if self.options.ingest_nice:
+                engine["os_threads_nice_value_merge_mutate"] = self.options.ingest_nice
+            client = clickhouse_connect.get_client(
+                dsn=dsn, database=database, chdb_options=engine or None
+            )
         else:
             client = server_client(self.options.server, database)
         if self.on_statement is not None:
@@ -253,7 +264,7 @@ class Store:
         client = self.connect()
         try:
             with self._write_lock:
-                client.insert_arrow(table, data, settings=INSERT_SETTINGS)
+                client.insert_arrow(table, data, settings=self._insert_settings)
         except Exception as e:
             raise self._unavailable(f"insert into {self.target} failed", e) from e
 
