@@ -241,13 +241,32 @@ def test_variable_query_returns_values_and_texts(traffic: Traffic, query: files.
     assert empty.rows[0][0] == query.variable["current"]["value"]
 
 
+#: The labels of each rule's alert instances: the text columns its query returns before value.
+INSTANCE_LABELS = {
+    "tokenotel-failure-burst": ["token"],
+    "tokenotel-token-spray": ["ip"],
+    "tokenotel-dead-token-used": ["token"],
+    "tokenotel-new-ip": ["token", "ip"],
+    "tokenotel-dormant-token": ["token"],
+    "tokenotel-call-rate-spike": ["token"],
+    "tokenotel-no-events": [],
+}
+
+
 @pytest.mark.parametrize("query", ALERT_QUERIES, ids=str)
-def test_alert_query_returns_one_number(traffic: Traffic, query: files.Query) -> None:
+def test_alert_query_returns_a_number_per_token_or_ip(traffic: Traffic, query: files.Query) -> None:
+    """Grafana makes each row of a table with text columns and one number an alert instance
+    labelled with the text columns: the labels must tell the rows apart."""
+    labels = INSTANCE_LABELS[query.rule["uid"]]
     for scenario in SCENARIOS:
         result = run(traffic, scenario, query)
-        assert [kind(t) for _, t in result.columns] == ["number"], result.columns
-        assert result.names == ["value"]
-        assert len(result.rows) == 1
+        assert result.names == [*labels, "value"]
+        assert [kind(t) for _, t in result.columns] == ["text"] * len(labels) + ["number"]
+        keys = [row[:-1] for row in result.rows]
+        assert len(set(keys)) == len(keys), "two instances with the same labels"
+        assert all(all(key) for key in keys), "an instance with an empty label"
+        if not labels:
+            assert len(result.rows) == 1
 
 
 def evaluate(rule: dict[str, Any], value: float) -> bool:
@@ -274,29 +293,76 @@ def test_scenarios_have_the_same_volume(traffic: Traffic) -> None:
     assert len(set(counts.values())) == 1 and counts["attack"] > 5000, counts
 
 
+@pytest.mark.parametrize("query", ALERT_QUERIES, ids=str)
+def test_annotations_name_the_instance_by_its_own_labels(query: files.Query) -> None:
+    """Each annotation speaks of labels its query returns, and every instance's summary says
+    which token or address it is about; the investigation link selects it."""
+    labels = INSTANCE_LABELS[query.rule["uid"]]
+    annotations = query.rule["annotations"]
+    used = set(re.findall(r"\.Labels\.(\w+)", " ".join(annotations.values())))
+    assert used == set(labels)
+    assert all(f".Labels.{label}" in annotations["summary"] for label in labels)
+    if labels:
+        link = annotations["investigate"].replace(" ", "")
+        assert link.startswith("/d/tokenotel-investigation/")
+        for label in labels:
+            assert f"var-{label}={{{{urlquery.Labels.{label}}}}}" in link
+
+
+def firing(traffic: Traffic, scenario: str, query: files.Query) -> dict[tuple[Any, ...], float]:
+    """The rule's alert instances that fire in ``scenario``: their labels → the value."""
+    return {
+        tuple(row[:-1]): row[-1]
+        for row in run(traffic, scenario, query).rows
+        if evaluate(query.rule, row[-1])
+    }
+
+
+#: Who each rule must name on the attack: the labels of the one instance that fires.
+NAMED = {
+    "tokenotel-failure-burst": (scenarios.BURST_TOKEN,),
+    "tokenotel-token-spray": (scenarios.SPRAY_IP,),
+    "tokenotel-dormant-token": (scenarios.DORMANT_TOKEN,),
+    "tokenotel-call-rate-spike": (scenarios.SPIKE_TOKEN,),
+    "tokenotel-no-events": (),
+}
+
+
 @pytest.mark.parametrize("query", ALERT_QUERIES, ids=lambda q: q.rule["title"])
-def test_alert_fires_on_the_attack_and_not_on_ordinary_traffic(
+def test_alert_fires_on_the_attack_naming_it_and_not_on_ordinary_traffic(
     traffic: Traffic, query: files.Query
 ) -> None:
-    attack = FIRES_ON.get(query.rule["uid"], "attack")
-    attack_value = run(traffic, attack, query).rows[0][0]
-    benign_value = run(traffic, "benign", query).rows[0][0]
-    assert evaluate(query.rule, attack_value), f"quiet on {attack}: value {attack_value}"
-    assert not evaluate(query.rule, benign_value), f"fires on benign: value {benign_value}"
+    uid = query.rule["uid"]
+    attack = FIRES_ON.get(uid, "attack")
+    fired = firing(traffic, attack, query)
+    assert fired, f"quiet on {attack}"
+    if uid in NAMED:
+        assert list(fired) == [NAMED[uid]], f"names {list(fired)}"
+    assert firing(traffic, "benign", query) == {}, "fires on benign traffic"
 
 
-def test_the_rules_measure_what_the_attack_did(traffic: Traffic) -> None:
-    values = {
-        q.rule["uid"]: run(traffic, FIRES_ON.get(q.rule["uid"], "attack"), q).rows[0][0]
+def test_the_rules_measure_what_the_attack_did_to_each_token_and_ip(traffic: Traffic) -> None:
+    fired = {
+        q.rule["uid"]: firing(traffic, FIRES_ON.get(q.rule["uid"], "attack"), q)
         for q in ALERT_QUERIES
     }
-    assert values["tokenotel-failure-burst"] == scenarios.BURST_FAILURES
-    assert values["tokenotel-token-spray"] == scenarios.SPRAY_TOKENS
-    assert values["tokenotel-dead-token-used"] == 3  # two revoked uses, one expired
-    assert values["tokenotel-new-ip"] == 4  # burst, new IP, and the two dead tokens' address
-    assert 44.9 < values["tokenotel-dormant-token"] <= 45
-    assert values["tokenotel-call-rate-spike"] > scenarios.SPIKE_CALLS / 10
-    assert values["tokenotel-no-events"] == 0
+    assert fired["tokenotel-failure-burst"] == {(scenarios.BURST_TOKEN,): scenarios.BURST_FAILURES}
+    assert fired["tokenotel-token-spray"] == {(scenarios.SPRAY_IP,): scenarios.SPRAY_TOKENS}
+    assert fired["tokenotel-dead-token-used"] == {  # two revoked uses, one expired
+        (scenarios.REVOKED_TOKEN,): 2,
+        (scenarios.EXPIRED_TOKEN,): 1,
+    }
+    assert set(fired["tokenotel-new-ip"]) == {
+        (scenarios.BURST_TOKEN, scenarios.BURST_IP),
+        (scenarios.NEW_IP_TOKEN, scenarios.NEW_IP),
+        (scenarios.REVOKED_TOKEN, scenarios.DEAD_TOKEN_IP),
+        (scenarios.EXPIRED_TOKEN, scenarios.DEAD_TOKEN_IP),
+    }
+    ((days,),) = [fired["tokenotel-dormant-token"].values()]
+    assert 44.9 < days <= 45
+    ((spike,),) = [fired["tokenotel-call-rate-spike"].values()]
+    assert spike > scenarios.SPIKE_CALLS / 10
+    assert fired["tokenotel-no-events"] == {(): 0}
 
 
 @pytest.mark.parametrize("timezone", ["Asia/Kolkata", "America/St_Johns"])
