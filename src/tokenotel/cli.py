@@ -26,6 +26,8 @@ from tokenotel.api.readers import (
     running_service,
 )
 from tokenotel.config import Settings, load_settings, setting_help
+from tokenotel.detect import Detector, load_rules, shipped_rules
+from tokenotel.detect.replay import replay
 from tokenotel.errors import PermanentError, TokenotelError
 from tokenotel.integrity.signing import VerifierKey, load_signing_key, public_path
 from tokenotel.integrity.verify import (
@@ -41,6 +43,7 @@ from tokenotel.mapping.fingerprint import github_hashed_token, load_key, load_pr
 from tokenotel.model import Outcome, TokenStatus
 from tokenotel.query.output import (
     Format,
+    write_alerts,
     write_credentials,
     write_events,
     write_summary,
@@ -534,6 +537,45 @@ def tail(
         err.print(f"to go on from here: --cursor {last[0]}", highlight=False, soft_wrap=True)
 
     _read(settings, follow)
+
+
+@app.command()
+def detect(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    clickhouse_url: UrlOpt = None,
+    since: Annotated[
+        str, typer.Option(help="From: ISO 8601, epoch seconds, or relative (30m, 24h, 7d).")
+    ] = "30d",
+    until: UntilOpt = None,
+    rules: Annotated[
+        list[Path] | None,
+        typer.Option(
+            "--rules",
+            help="A YAML file of rules (docs/detection.md) instead of the shipped ones "
+            "(repeatable).",
+        ),
+    ] = None,
+    fmt: FormatOpt = Format.TABLE,
+) -> None:
+    """Replays stored events through the detection rules, in event-time order, and prints
+    the alerts they would have raised: to tune a rule before turning it on."""
+    settings = _settings(config, data_dir=data_dir, clickhouse_url=clickhouse_url)
+    now = datetime.now(UTC)
+    start, end = _when(since, "--since") or now, _when(until, "--until") or now
+    try:
+        chosen = [rule for path in rules for rule in load_rules(path)] if rules else None
+    except TokenotelError as e:
+        _fail(str(e))
+    detector = Detector(chosen if chosen is not None else shipped_rules())
+    store = _open_store(settings)
+    try:
+        alerts = [alert.as_row() for alert in replay(detector, store, start, end)]
+    except TokenotelError as e:
+        _fail(str(e), code=2 if isinstance(e, PermanentError) else 1)
+    finally:
+        store.close()
+    write_alerts(alerts, fmt)
 
 
 def _duration(text: str | None, option: str) -> timedelta | None:

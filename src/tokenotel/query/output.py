@@ -132,6 +132,11 @@ def write_summary(summary: Summary, fmt: Format, out: TextIO = sys.stdout) -> No
         console.print(table)
 
 
+def write_alerts(alerts: list[dict[str, Any]], fmt: Format, out: TextIO = sys.stdout) -> None:
+    """Detections (``tokenotel detect``), oldest first."""
+    _write_rows(alerts, fmt, out, _alerts_table, "alert")
+
+
 def short_fingerprint(fingerprint: str) -> str:
     """``hmac-sha256:<key id>:<hex>`` shortened for a table cell."""
     return fingerprint.rsplit(":", 1)[-1][:12] + "…" if fingerprint else ""
@@ -223,6 +228,23 @@ def _tokens_table(tokens: Iterable[dict[str, Any]], title: str | None) -> Table:
             t["last_ip"],
             str(t["use_count"]),
             str(t["failure_count"]),
+        )
+    return table
+
+
+def _alerts_table(alerts: Iterable[dict[str, Any]], title: str | None) -> Table:
+    table = _table(title, "first", "last", "rule", "severity", "token", "ip", "count")
+    for a in alerts:
+        style = {"critical": "bold red", "warning": "yellow"}.get(a["severity"], "")
+        token = a.get("token", "")
+        table.add_row(
+            _second(a["first"]),
+            _second(a["last"]),
+            a["rule"],
+            f"[{style}]{a['severity']}[/{style}]" if style else a["severity"],
+            short_fingerprint(token) if token.startswith("hmac-") else token,
+            a.get("ip", ""),
+            str(a["count"]),
         )
     return table
 

@@ -1,0 +1,114 @@
+"""The rule engine: windows by event time, thresholds, distinct counts, suppression."""
+
+from __future__ import annotations
+
+from datetime import timedelta
+
+from tokenotel.detect import Detector, Observed, Rule
+from tokenotel.detect.engine import NS_PER_S, matches
+from tokenotel.detect.rules import Match, parse_rules
+
+S = NS_PER_S
+BURST = parse_rules(
+    """
+rules:
+  - id: burst
+    severity: warning
+    description: failures
+    runbook: look
+    kind: count
+    match: {outcome: failure}
+    group_by: [token]
+    window: 5m
+    threshold: 3
+    suppress_for: 10m
+  - id: spray
+    severity: critical
+    description: many tokens from one address
+    runbook: block it
+    kind: distinct
+    match: {outcome: failure}
+    group_by: [ip]
+    distinct_of: token
+    window: 5m
+    threshold: 3
+    suppress_for: 10m
+""",
+    "test",
+)
+
+
+def failure(at_s: int, token: str = "t1", ip: str = "203.0.113.7") -> Observed:
+    return Observed(at_s * S, "token.auth_failed", "failure", "active", token, ip, "p", "", None)
+
+
+def fired(detector: Detector, *events: Observed) -> list[tuple[str, dict[str, str], int]]:
+    return [(a.rule.id, a.labels, a.count) for e in events for a in detector.observe(e)]
+
+
+def test_a_count_fires_when_the_window_holds_the_threshold_and_names_the_key() -> None:
+    burst = Detector(BURST[:1])
+    assert fired(burst, failure(0), failure(100)) == []
+    assert fired(burst, failure(200)) == [("burst", {"token": "t1"}, 3)]
+
+
+def test_events_further_apart_than_the_window_do_not_add_up() -> None:
+    burst = Detector(BURST[:1])
+    assert fired(burst, failure(0), failure(200), failure(301), failure(700)) == []
+
+
+def test_a_late_event_counts_at_its_own_time() -> None:
+    burst = Detector(BURST[:1])
+    assert fired(burst, failure(1000), failure(1100)) == []
+    assert fired(burst, failure(0)) == []  # late, and alone in its own window
+    alerts = burst.observe(failure(1050))  # late, between the two: three within 5 minutes
+    assert [(a.count, a.first_ns // S, a.last_ns // S) for a in alerts] == [(3, 1000, 1100)]
+
+
+def test_an_alert_suppresses_the_same_rule_and_key_for_its_window_only() -> None:
+    burst = Detector(BURST[:1])
+    events = [failure(t) for t in (0, 10, 20, 30, 40)]  # fires at 20; 30 and 40 suppressed
+    assert [c for _, _, c in fired(burst, *events)] == [3]
+    assert fired(burst, failure(30, token="t2"), failure(31, token="t2")) == []
+    assert fired(burst, failure(32, token="t2")) == [("burst", {"token": "t2"}, 3)]
+    later = [failure(620), failure(621), failure(622)]  # 10 minutes after the alert
+    assert [c for _, _, c in fired(burst, *later)] == [3]
+
+
+def test_a_distinct_rule_counts_distinct_values_not_events() -> None:
+    spray = Detector(BURST[1:])
+    assert fired(spray, failure(0, "a"), failure(1, "a"), failure(2, "b")) == []
+    assert fired(spray, failure(3, "c")) == [("spray", {"ip": "203.0.113.7"}, 3)]
+
+
+def test_an_event_without_the_grouped_field_is_left_out() -> None:
+    spray = Detector(BURST[1:])
+    assert fired(spray, *(failure(n, f"t{n}", ip="") for n in range(5))) == []
+
+
+def test_matches_reads_every_condition() -> None:
+    created = Observed(0, "token.created", "success", "active", "t", "", "alice", "bob", None)
+    assert matches(Match(events=("token.created",), actor_is_not_principal=True), created)
+    mine = Observed(0, "token.created", "success", "active", "t", "", "alice", "alice", None)
+    assert not matches(Match(actor_is_not_principal=True), mine)
+    long_lived = Match(events=("token.created",), lifetime_over=timedelta(days=90))
+    assert matches(long_lived, created)  # no expiry: lives for ever
+    short = Observed(0, "token.created", "success", "active", "t", "", "a", "", 30 * 86400 * S)
+    assert not matches(long_lived, short)
+    year = Observed(0, "token.created", "success", "active", "t", "", "a", "", 365 * 86400 * S)
+    assert matches(long_lived, year)
+    assert not matches(Match(token_status=("revoked",)), created)
+
+
+def test_an_alert_as_a_row_says_what_and_when() -> None:
+    (alert,) = Detector(BURST[:1]).observe_all([failure(0), failure(1), failure(2)])
+    assert alert.as_row() == {
+        "rule": "burst",
+        "severity": "warning",
+        "token": "t1",
+        "count": 3,
+        "first": "1970-01-01T00:00:00.000000000Z",
+        "last": "1970-01-01T00:00:02.000000000Z",
+        "description": "failures",
+    }
+    assert isinstance(alert.rule, Rule)
