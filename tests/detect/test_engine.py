@@ -112,3 +112,66 @@ def test_an_alert_as_a_row_says_what_and_when() -> None:
         "description": "failures",
     }
     assert isinstance(alert.rule, Rule)
+
+
+NEW_AND_DORMANT = parse_rules(
+    """
+rules:
+  - id: new-ip
+    severity: warning
+    description: new address
+    runbook: ask
+    kind: new_value
+    match: {events: [token.used]}
+    group_by: [token]
+    new_of: ip
+    window: 1h
+    suppress_for: 0s
+  - id: dormant
+    severity: warning
+    description: idle, then used
+    runbook: ask
+    kind: dormant
+    match: {events: [token.used]}
+    group_by: [token]
+    window: 1d
+    suppress_for: 0s
+""",
+    "test",
+)
+
+
+def use(at_s: int, ip: str, token: str = "t1") -> Observed:
+    return Observed(at_s * S, "token.used", "success", "active", token, ip, "p", "", None)
+
+
+def test_a_new_value_is_one_not_seen_with_the_key_within_the_window() -> None:
+    new_ip = Detector(NEW_AND_DORMANT[:1])
+    assert fired(new_ip, use(0, "192.0.2.1")) == []  # the token's first address: not news
+    assert fired(new_ip, use(60, "192.0.2.1")) == []
+    assert fired(new_ip, use(120, "192.0.2.2")) == [
+        ("new-ip", {"token": "t1", "ip": "192.0.2.2"}, 1)
+    ]
+    assert fired(new_ip, use(180, "192.0.2.2"), use(3000, "192.0.2.1")) == []
+    assert fired(new_ip, use(9000, "192.0.2.2")) == []  # seen at 180, 2.4 h before: new...
+    assert fired(new_ip, use(9100, "192.0.2.1")) == [  # ...but the token had no other since
+        ("new-ip", {"token": "t1", "ip": "192.0.2.1"}, 1)
+    ]
+
+
+def test_dormant_fires_on_the_first_use_after_the_idle_window() -> None:
+    dormant = Detector(NEW_AND_DORMANT[1:])
+    assert fired(dormant, use(0, "a"), use(80_000, "a")) == []  # under a day apart
+    (alert,) = dormant.observe(use(80_000 + 90_000, "a"))
+    assert (alert.labels, alert.first_ns // S, alert.last_ns // S) == (
+        {"token": "t1"},
+        80_000,
+        170_000,
+    )
+    assert fired(dormant, use(170_001, "a")) == []
+
+
+def test_a_dormant_rule_learns_the_last_use_from_before() -> None:
+    dormant = Detector(NEW_AND_DORMANT[1:])
+    dormant.remember_last(NEW_AND_DORMANT[1], ("t1",), 0)
+    assert [a.first_ns for a in dormant.observe(use(2 * 86400, "a"))] == [0]

@@ -29,6 +29,10 @@ ATTACK_ALERTS = {
     ("brute-force", scenarios.SPRAY_IP, 20),  # twenty failures from one address in an hour
     ("use-after-revocation-or-expiry", scenarios.REVOKED_TOKEN, 1),  # once an hour, not twice
     ("use-after-revocation-or-expiry", scenarios.EXPIRED_TOKEN, 1),
+    ("new-ip-for-token", scenarios.NEW_IP_TOKEN, 1),  # in use, and now from another address
+    ("new-ip-for-token", scenarios.REVOKED_TOKEN, 1),  # the dead tokens, from theirs
+    ("new-ip-for-token", scenarios.EXPIRED_TOKEN, 1),
+    ("dormant-token-used", scenarios.DORMANT_TOKEN, 1),  # 45 days after its last use
 }
 #: The scenarios' own history of the hours before (the same in both): a replayed refresh
 #: token, and a token an administrator made for another principal, without expiry.
@@ -67,7 +71,7 @@ def alerts(stored: Stored, name: str, since: timedelta) -> set[tuple[str, str, i
         found = list(replay(Detector(shipped_rules()), ingest.pipeline.store, *window))
     finally:
         ingest.close()
-    return {(a.rule.id, next(iter(a.labels.values())), a.count) for a in found}
+    return {(a.rule.id, a.labels.get("token") or a.labels["ip"], a.count) for a in found}
 
 
 def test_the_attack_raises_one_alert_a_rule_and_token_or_address(stored: Stored) -> None:
@@ -89,7 +93,7 @@ def test_the_command_prints_the_alerts_and_takes_a_users_rules(
     done = run_cli("detect", "--data-dir", data_dir, "--since", "10m", "--format", "json")
     assert done.returncode == 0, done.stderr
     rows = [json.loads(line) for line in done.stdout.splitlines()]
-    assert {(r["rule"], r.get("token") or r.get("ip"), r["count"]) for r in rows} == ATTACK_ALERTS
+    assert {(r["rule"], r.get("token") or r["ip"], r["count"]) for r in rows} == ATTACK_ALERTS
     assert [r["last"] for r in rows] == sorted(r["last"] for r in rows)  # as they fired
     burst = next(r for r in rows if r["rule"] == "failure-burst")
     assert set(burst) == {"rule", "severity", "token", "count", "first", "last", "description"}

@@ -36,6 +36,8 @@ def test_the_shipped_rules_load_and_each_says_what_to_do() -> None:
         "failure-burst",
         "token-spray",
         "brute-force",
+        "new-ip-for-token",
+        "dormant-token-used",
     ]
     assert all(r.description and r.runbook for r in rules)
     assert {r.kind for r in rules} == set(Kind)

@@ -71,6 +71,8 @@ class _Window:
     times: list[int] = field(default_factory=list)
     values: list[str] = field(default_factory=list)
     quiet_until_ns: int = -1
+    last_ns: int | None = None  # dormant: the key's latest matching event
+    seen: dict[str, int] = field(default_factory=dict)  # new_value: value -> latest time
 
 
 def matches(match: Match, event: Observed) -> bool:
@@ -108,7 +110,12 @@ class Detector:
             key = tuple(event.value(name) for name in rule.group_by)
             if not all(key):  # an event without an address is no one's in a rule by address
                 continue
-            alert = self._count(rule, key, event)
+            if rule.kind is Kind.NEW_VALUE:
+                alert = self._new_value(rule, key, event)
+            elif rule.kind is Kind.DORMANT:
+                alert = self._dormant(rule, key, event)
+            else:
+                alert = self._count(rule, key, event)
             if alert is not None:
                 alerts.append(alert)
         return alerts
@@ -116,6 +123,52 @@ class Detector:
     def observe_all(self, events: Iterable[Observed]) -> Iterator[Alert]:
         for event in events:
             yield from self.observe(event)
+
+    def remember_last(self, rule: Rule, key: tuple[str, ...], at_ns: int) -> None:
+        """A dormant rule learns the key's latest matching event before what it will see (from
+        a rollup, say): what tells a dormant token's next use."""
+        window = self._windows.setdefault((rule.id, key), _Window())
+        window.last_ns = at_ns if window.last_ns is None else max(window.last_ns, at_ns)
+
+    def _new_value(self, rule: Rule, key: tuple[str, ...], event: Observed) -> Alert | None:
+        assert rule.new_of is not None
+        window = self._windows.setdefault((rule.id, key), _Window())
+        at, value = event.time_ns, event.value(rule.new_of)
+        if not value:
+            return None
+        span_ns = int(rule.window.total_seconds() * NS_PER_S)
+        seen = window.seen
+        for old in [v for v, t in seen.items() if t < at - span_ns]:
+            del seen[old]  # not seen within the window: new again when it comes back
+        new = value not in seen and bool(seen)  # the key is in use, from elsewhere
+        seen[value] = max(seen.get(value, at), at)
+        if not new:
+            return None
+        return self._alert(rule, (*key, value), (*rule.group_by, rule.new_of), window, 1, at, at)
+
+    def _dormant(self, rule: Rule, key: tuple[str, ...], event: Observed) -> Alert | None:
+        window = self._windows.setdefault((rule.id, key), _Window())
+        at, previous = event.time_ns, window.last_ns
+        window.last_ns = at if previous is None else max(previous, at)
+        if previous is None or at - previous < rule.window.total_seconds() * NS_PER_S:
+            return None
+        return self._alert(rule, key, rule.group_by, window, 1, previous, at)
+
+    def _alert(
+        self,
+        rule: Rule,
+        values: tuple[str, ...],
+        names: tuple[str, ...],
+        window: _Window,
+        count: int,
+        first_ns: int,
+        last_ns: int,
+    ) -> Alert | None:
+        """An alert, unless the rule alerted for the same key within its suppression."""
+        if last_ns < window.quiet_until_ns:
+            return None
+        window.quiet_until_ns = last_ns + int(rule.suppress_for.total_seconds() * NS_PER_S)
+        return Alert(rule, tuple(zip(names, values, strict=True)), count, first_ns, last_ns)
 
     def _count(self, rule: Rule, key: tuple[str, ...], event: Observed) -> Alert | None:
         window = self._windows.setdefault((rule.id, key), _Window())
@@ -132,10 +185,7 @@ class Detector:
             count, first, at = _busiest(rule, window, at, span_ns)
             if count < rule.threshold:
                 return None
-        if at < window.quiet_until_ns:
-            return None
-        window.quiet_until_ns = at + int(rule.suppress_for.total_seconds() * NS_PER_S)
-        return Alert(rule, tuple(zip(rule.group_by, key, strict=True)), count, first, at)
+        return self._alert(rule, key, rule.group_by, window, count, first, at)
 
 
 def _busiest(rule: Rule, window: _Window, at: int, span_ns: int) -> tuple[int, int, int]:

@@ -6,6 +6,7 @@ from collections.abc import Iterator
 from datetime import datetime, timedelta
 
 from tokenotel.detect.engine import NS_PER_S, Alert, Detector, Observed
+from tokenotel.detect.rules import Kind, Rule
 from tokenotel.store.client import EVENTS_TABLE, Store
 
 #: The fields the rules read, of the events in one slice of time, oldest first.
@@ -17,6 +18,15 @@ FROM {EVENTS_TABLE}
 WHERE event_time >= fromUnixTimestamp64Nano({{start:Int64}}, 'UTC')
   AND event_time < fromUnixTimestamp64Nano({{end:Int64}}, 'UTC')
 ORDER BY event_time
+"""
+#: Each token's last event a dormant rule matches, before a time (to the minute).
+LAST_SEEN_SQL = """
+SELECT token_key, toUnixTimestamp(max(minute)) * 1000000000
+FROM token_minutes
+WHERE minute < fromUnixTimestamp64Nano({before:Int64}, 'UTC')
+  AND (empty({events:Array(String)}) OR event_name IN {events:Array(String)})
+  AND ({outcome:String} = '' OR outcome = {outcome:String})
+GROUP BY token_key
 """
 #: How much history one read takes: a day of a busy source fits in memory.
 SLICE = timedelta(hours=6)
@@ -36,8 +46,34 @@ def stored_events(store: Store, since: datetime, until: datetime) -> Iterator[Ob
 
 
 def replay(detector: Detector, store: Store, since: datetime, until: datetime) -> Iterator[Alert]:
-    """The alerts ``detector`` raises on the stored events of [since, until)."""
-    return detector.observe_all(stored_events(store, since, until))
+    """The alerts ``detector`` raises on the stored events of [since, until). The rules first
+    see the events of the longest window before ``since`` (raising nothing), and a dormant
+    rule each token's last matching event before that: as a service running all along would
+    have known them."""
+    warm_up = max(
+        (rule.window for rule in detector.rules if rule.kind is not Kind.DORMANT),
+        default=timedelta(0),
+    )
+    start = since - warm_up
+    for rule in detector.rules:
+        if rule.kind is Kind.DORMANT:
+            for token, last_ns in _last_seen(store, rule, start):
+                detector.remember_last(rule, (token,), last_ns)
+    since_ns = _ns(since)
+    for event in stored_events(store, start, until):
+        alerts = detector.observe(event)
+        if event.time_ns >= since_ns:
+            yield from alerts
+
+
+def _last_seen(store: Store, rule: Rule, before: datetime) -> list[tuple[str, int]]:
+    params = {
+        "before": _ns(before),
+        "events": list(rule.match.events),
+        "outcome": rule.match.outcome or "",
+    }
+    rows = store.query(LAST_SEEN_SQL, params, settings={"max_threads": 1}).result_rows
+    return [(token, last_ns) for token, last_ns in rows]
 
 
 def _ns(moment: datetime) -> int:

@@ -29,6 +29,9 @@ class Kind(StrEnum):
     EVENT = "event"  # every matching event is a detection
     COUNT = "count"  # at least ``threshold`` matching events of one key within ``window``
     DISTINCT = "distinct"  # at least ``threshold`` distinct ``distinct_of`` of one key
+    NEW_VALUE = "new_value"  # a ``new_of`` not seen with the key within ``window``, while
+    # the key was seen with others
+    DORMANT = "dormant"  # the key's first matching event after ``window`` without one
 
 
 class Severity(StrEnum):
@@ -90,6 +93,7 @@ class Rule(BaseModel):
     window: timedelta = timedelta(0)
     threshold: Annotated[int, Field(ge=1)] = 1
     distinct_of: Field_ | None = None
+    new_of: Field_ | None = None
     #: After an alert, the same rule stays quiet for the same key this long.
     suppress_for: timedelta
 
@@ -106,6 +110,18 @@ class Rule(BaseModel):
             raise ValueError(f"rule {self.id}: a {self.kind} rule needs a window")
         if (self.kind is Kind.DISTINCT) != (self.distinct_of is not None):
             raise ValueError(f"rule {self.id}: distinct_of goes with kind distinct, and only")
+        if (self.kind is Kind.NEW_VALUE) != (self.new_of is not None):
+            raise ValueError(f"rule {self.id}: new_of goes with kind new_value, and only")
+        if self.kind is Kind.DORMANT and (
+            self.group_by != ("token",)
+            or self.match.token_status
+            or self.match.actor_is_not_principal
+            or self.match.lifetime_over is not None
+        ):
+            raise ValueError(
+                f"rule {self.id}: a dormant rule groups by token and matches on events and "
+                "outcome only (what the token_minutes rollup keeps of the past)"
+            )
         return self
 
 
