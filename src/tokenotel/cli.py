@@ -16,6 +16,7 @@ from typing import Annotated, Any, NoReturn
 
 import typer
 from rich.console import Console
+from rich.progress import BarColumn, Progress, TextColumn
 
 from tokenotel import __version__
 from tokenotel.api.readers import (
@@ -569,12 +570,24 @@ def detect(
         _fail(str(e))
     detector = Detector(chosen if chosen is not None else shipped_rules())
     store = _open_store(settings)
-    try:
-        alerts = [alert.as_row() for alert in replay(detector, store, start, end)]
-    except TokenotelError as e:
-        _fail(str(e), code=2 if isinstance(e, PermanentError) else 1)
-    finally:
-        store.close()
+    with Progress(
+        TextColumn("replaying stored events"), BarColumn(), TextColumn("{task.description}"),
+        console=err, transient=True,
+    ) as bar:  # fmt: skip
+        task = bar.add_task("", total=None)
+
+        def read_up_to(first: datetime, reached: datetime) -> None:
+            done = (reached - first).total_seconds()
+            total = (end - first).total_seconds()
+            bar.update(task, completed=done, total=total, description=f"{reached:%Y-%m-%d %H:%M}")
+
+        try:
+            found = replay(detector, store, start, end, read_up_to)
+            alerts = [alert.as_row() for alert in found]
+        except TokenotelError as e:
+            _fail(str(e), code=2 if isinstance(e, PermanentError) else 1)
+        finally:
+            store.close()
     write_alerts(alerts, fmt)
 
 

@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import random
 from datetime import timedelta
 
-from tokenotel.detect import Detector, Observed, Rule
+import pytest
+
+from tokenotel.detect import Detector, Observed, Rule, engine
 from tokenotel.detect.engine import NS_PER_S, matches
 from tokenotel.detect.rules import Match, parse_rules
 
@@ -175,3 +178,25 @@ def test_a_dormant_rule_learns_the_last_use_from_before() -> None:
     dormant = Detector(NEW_AND_DORMANT[1:])
     dormant.remember_last(NEW_AND_DORMANT[1], ("t1",), 0)
     assert [a.first_ns for a in dormant.observe(use(2 * 86400, "a"))] == [0]
+
+
+def test_letting_go_of_old_state_changes_no_alert(monkeypatch: pytest.MonkeyPatch) -> None:
+    """The sweep (every SWEEP_EVERY events) drops only what no later event can count."""
+    generator = random.Random(7)
+    events = []
+    for n in range(3000):
+        at = n * 20 + generator.randrange(0, 15) + (2 * 86400 if n >= 1500 else 0)  # a pause
+        token, ip = f"t{generator.randrange(8)}", f"192.0.2.{generator.randrange(12)}"
+        outcome = "failure" if generator.random() < 0.4 else "success"
+        name = "token.auth_failed" if outcome == "failure" else "token.used"
+        events.append(Observed(at * S, name, outcome, "active", token, ip, "p", "", None))
+    rules = [*BURST, *NEW_AND_DORMANT]
+
+    def alerts() -> list[tuple[str, dict[str, str], int, int]]:
+        found = Detector(rules).observe_all(events)
+        return [(a.rule.id, a.labels, a.count, a.last_ns) for a in found]
+
+    kept = alerts()
+    monkeypatch.setattr(engine, "SWEEP_EVERY", 3)
+    assert alerts() == kept
+    assert {rule for rule, *_ in kept} == {"burst", "spray", "new-ip", "dormant"}

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import bisect
 from collections.abc import Iterable, Iterator
-from dataclasses import dataclass, field
-from datetime import UTC, datetime
+from dataclasses import dataclass
+from datetime import UTC, datetime, timedelta
 
 from tokenotel.detect.rules import Kind, Match, Rule
 
@@ -64,15 +64,11 @@ def _rfc3339(ns: int) -> str:
     return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{ns % NS_PER_S:09d}Z"
 
 
-@dataclass
-class _Window:
-    """The matching events of one rule and key still inside its window, oldest first."""
+#: Every this many events, the state no later event can count is dropped.
+SWEEP_EVERY = 1 << 20
 
-    times: list[int] = field(default_factory=list)
-    values: list[str] = field(default_factory=list)
-    quiet_until_ns: int = -1
-    last_ns: int | None = None  # dormant: the key's latest matching event
-    seen: dict[str, int] = field(default_factory=dict)  # new_value: value -> latest time
+#: A rule's state is kept per key: (rule id, the key's values).
+Key = tuple[str, tuple[str, ...]]
 
 
 def matches(match: Match, event: Observed) -> bool:
@@ -96,13 +92,26 @@ class Detector:
     unless the rule already alerted for the same key within its suppression window.
 
     Events are placed in their windows by their own time, so a late one counts where it
-    belongs; windows keep what the newest event of their key still needs."""
+    belongs; what is older than a rule's window before the newest event is let go."""
 
     def __init__(self, rules: Iterable[Rule]) -> None:
         self.rules = list(rules)
-        self._windows: dict[tuple[str, tuple[str, ...]], _Window] = {}
+        self._span_ns = {rule.id: _ns(rule.window) for rule in self.rules}
+        # The state of each kind of rule, per key: the matching events inside the window
+        # (times and the values counted, oldest first); the values seen, each with its latest
+        # time; the latest matching event; and the end of each key's suppression.
+        self._events: dict[Key, tuple[list[int], list[str]]] = {}
+        self._seen: dict[Key, dict[str, int]] = {}
+        self._last: dict[Key, int] = {}
+        self._quiet: dict[Key, int] = {}
+        self._observed = 0
+        self._latest_ns = 0
 
     def observe(self, event: Observed) -> list[Alert]:
+        self._observed += 1
+        self._latest_ns = max(self._latest_ns, event.time_ns)
+        if self._observed % SWEEP_EVERY == 0:
+            self._sweep()
         alerts = []
         for rule in self.rules:
             if not matches(rule.match, event):
@@ -114,6 +123,8 @@ class Detector:
                 alert = self._new_value(rule, key, event)
             elif rule.kind is Kind.DORMANT:
                 alert = self._dormant(rule, key, event)
+            elif rule.kind is Kind.EVENT:
+                alert = self._alert(rule, key, rule.group_by, 1, event.time_ns, event.time_ns)
             else:
                 alert = self._count(rule, key, event)
             if alert is not None:
@@ -127,80 +138,92 @@ class Detector:
     def remember_last(self, rule: Rule, key: tuple[str, ...], at_ns: int) -> None:
         """A dormant rule learns the key's latest matching event before what it will see (from
         a rollup, say): what tells a dormant token's next use."""
-        window = self._windows.setdefault((rule.id, key), _Window())
-        window.last_ns = at_ns if window.last_ns is None else max(window.last_ns, at_ns)
+        self._last[rule.id, key] = max(self._last.get((rule.id, key), at_ns), at_ns)
+
+    def _sweep(self) -> None:
+        """Drops what no later event can count: events and values older than their rule's
+        window before the newest event, and suppressions that are over. A dormant rule keeps
+        each key's latest event: that is what it knows."""
+        latest = self._latest_ns
+        for (rule_id, key), (times, _) in list(self._events.items()):
+            if times[-1] < latest - self._span_ns[rule_id]:
+                del self._events[rule_id, key]
+        for (rule_id, key), seen in list(self._seen.items()):
+            if max(seen.values()) < latest - self._span_ns[rule_id]:
+                del self._seen[rule_id, key]
+        for held, until_ns in list(self._quiet.items()):
+            if until_ns <= latest:
+                del self._quiet[held]
 
     def _new_value(self, rule: Rule, key: tuple[str, ...], event: Observed) -> Alert | None:
         assert rule.new_of is not None
-        window = self._windows.setdefault((rule.id, key), _Window())
         at, value = event.time_ns, event.value(rule.new_of)
         if not value:
             return None
-        span_ns = int(rule.window.total_seconds() * NS_PER_S)
-        seen = window.seen
-        for old in [v for v, t in seen.items() if t < at - span_ns]:
+        seen = self._seen.setdefault((rule.id, key), {})
+        horizon = at - self._span_ns[rule.id]
+        for old in [v for v, t in seen.items() if t < horizon]:
             del seen[old]  # not seen within the window: new again when it comes back
         new = value not in seen and bool(seen)  # the key is in use, from elsewhere
         seen[value] = max(seen.get(value, at), at)
         if not new:
             return None
-        return self._alert(rule, (*key, value), (*rule.group_by, rule.new_of), window, 1, at, at)
+        return self._alert(rule, (*key, value), (*rule.group_by, rule.new_of), 1, at, at)
 
     def _dormant(self, rule: Rule, key: tuple[str, ...], event: Observed) -> Alert | None:
-        window = self._windows.setdefault((rule.id, key), _Window())
-        at, previous = event.time_ns, window.last_ns
-        window.last_ns = at if previous is None else max(previous, at)
-        if previous is None or at - previous < rule.window.total_seconds() * NS_PER_S:
+        at, previous = event.time_ns, self._last.get((rule.id, key))
+        self._last[rule.id, key] = at if previous is None else max(previous, at)
+        if previous is None or at - previous < self._span_ns[rule.id]:
             return None
-        return self._alert(rule, key, rule.group_by, window, 1, previous, at)
+        return self._alert(rule, key, rule.group_by, 1, previous, at)
+
+    def _count(self, rule: Rule, key: tuple[str, ...], event: Observed) -> Alert | None:
+        at, span_ns = event.time_ns, self._span_ns[rule.id]
+        times, values = self._events.setdefault((rule.id, key), ([], []))
+        where = bisect.bisect_right(times, at)
+        times.insert(where, at)
+        values.insert(where, event.value(rule.distinct_of or rule.group_by[0]))
+        stale = bisect.bisect_left(times, times[-1] - span_ns)
+        del times[:stale], values[:stale]
+        count, first, last = _busiest(rule.kind, times, values, at, span_ns)
+        if count < rule.threshold:
+            return None
+        return self._alert(rule, key, rule.group_by, count, first, last)
 
     def _alert(
         self,
         rule: Rule,
         values: tuple[str, ...],
         names: tuple[str, ...],
-        window: _Window,
         count: int,
         first_ns: int,
         last_ns: int,
     ) -> Alert | None:
         """An alert, unless the rule alerted for the same key within its suppression."""
-        if last_ns < window.quiet_until_ns:
+        held = (rule.id, values[: len(rule.group_by)])
+        if last_ns < self._quiet.get(held, -1):
             return None
-        window.quiet_until_ns = last_ns + int(rule.suppress_for.total_seconds() * NS_PER_S)
+        self._quiet[held] = last_ns + _ns(rule.suppress_for)
         return Alert(rule, tuple(zip(names, values, strict=True)), count, first_ns, last_ns)
 
-    def _count(self, rule: Rule, key: tuple[str, ...], event: Observed) -> Alert | None:
-        window = self._windows.setdefault((rule.id, key), _Window())
-        at = event.time_ns
-        if rule.kind is Kind.EVENT:
-            count, first = 1, at
-        else:
-            span_ns = int(rule.window.total_seconds() * NS_PER_S)
-            where = bisect.bisect_right(window.times, at)
-            window.times.insert(where, at)
-            window.values.insert(where, event.value(rule.distinct_of or rule.group_by[0]))
-            stale = bisect.bisect_left(window.times, window.times[-1] - span_ns)
-            del window.times[:stale], window.values[:stale]
-            count, first, at = _busiest(rule, window, at, span_ns)
-            if count < rule.threshold:
-                return None
-        return self._alert(rule, key, rule.group_by, window, count, first, at)
 
-
-def _busiest(rule: Rule, window: _Window, at: int, span_ns: int) -> tuple[int, int, int]:
+def _busiest(
+    kind: Kind, times: list[int], values: list[str], at: int, span_ns: int
+) -> tuple[int, int, int]:
     """The fullest window of ``span_ns`` that holds the event at ``at``: its count, first and
     last time. In order, that is the window ending at the event; an event that came late may
     also complete a window that ends at a later event."""
     best = (0, at, at)
-    ends = range(
-        bisect.bisect_right(window.times, at), bisect.bisect_right(window.times, at + span_ns) + 1
-    )
+    ends = range(bisect.bisect_right(times, at), bisect.bisect_right(times, at + span_ns) + 1)
     for end in ends:  # the window of the events before ``end``, ending at the last of them
-        last = window.times[end - 1]
-        start = bisect.bisect_left(window.times, last - span_ns)
-        inside = window.values[start:end]
-        count = len(set(inside)) if rule.kind is Kind.DISTINCT else len(inside)
+        last = times[end - 1]
+        start = bisect.bisect_left(times, last - span_ns)
+        inside = values[start:end]
+        count = len(set(inside)) if kind is Kind.DISTINCT else len(inside)
         if count > best[0]:
-            best = (count, window.times[start], last)
+            best = (count, times[start], last)
     return best
+
+
+def _ns(span: timedelta) -> int:
+    return int(span.total_seconds() * NS_PER_S)

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from datetime import datetime, timedelta
 
 from tokenotel.detect.engine import NS_PER_S, Alert, Detector, Observed
@@ -32,7 +32,13 @@ GROUP BY token_key
 SLICE = timedelta(hours=6)
 
 
-def stored_events(store: Store, since: datetime, until: datetime) -> Iterator[Observed]:
+#: Called with the start of the history read and how far it has got.
+Progress = Callable[[datetime, datetime], None]
+
+
+def stored_events(
+    store: Store, since: datetime, until: datetime, progress: Progress | None = None
+) -> Iterator[Observed]:
     """The events of [since, until), oldest first, read a slice at a time."""
     start = since
     while start < until:
@@ -42,10 +48,18 @@ def stored_events(store: Store, since: datetime, until: datetime) -> Iterator[Ob
         ).result_rows
         for row in rows:
             yield Observed(*row)
+        if progress is not None:
+            progress(since, end)
         start = end
 
 
-def replay(detector: Detector, store: Store, since: datetime, until: datetime) -> Iterator[Alert]:
+def replay(
+    detector: Detector,
+    store: Store,
+    since: datetime,
+    until: datetime,
+    progress: Progress | None = None,
+) -> Iterator[Alert]:
     """The alerts ``detector`` raises on the stored events of [since, until). The rules first
     see the events of the longest window before ``since`` (raising nothing), and a dormant
     rule each token's last matching event before that: as a service running all along would
@@ -60,7 +74,7 @@ def replay(detector: Detector, store: Store, since: datetime, until: datetime) -
             for token, last_ns in _last_seen(store, rule, start):
                 detector.remember_last(rule, (token,), last_ns)
     since_ns = _ns(since)
-    for event in stored_events(store, start, until):
+    for event in stored_events(store, start, until, progress):
         alerts = detector.observe(event)
         if event.time_ns >= since_ns:
             yield from alerts
