@@ -7,7 +7,7 @@ from datetime import timedelta
 
 import pytest
 
-from tokenotel.detect import Detector, Observed, Rule, engine
+from tokenotel.detect import Detector, Observed, Rule, engine, shipped_rules
 from tokenotel.detect.engine import NS_PER_S, matches
 from tokenotel.detect.rules import Match, parse_rules
 
@@ -200,3 +200,21 @@ def test_letting_go_of_old_state_changes_no_alert(monkeypatch: pytest.MonkeyPatc
     monkeypatch.setattr(engine, "SWEEP_EVERY", 3)
     assert alerts() == kept
     assert {rule for rule, *_ in kept} == {"burst", "spray", "new-ip", "dormant"}
+
+
+def test_a_distinct_count_leaves_out_what_the_source_did_not_tell() -> None:
+    (networks,) = [r for r in shipped_rules() if r.id == "token-from-several-networks"]
+    detector = Detector([networks])
+
+    def used(at_s: int, asn: str) -> Observed:
+        return Observed(
+            at_s * S, "token.used", "success", "active", "t1", "192.0.2.1", "p", "", None, asn
+        )
+
+    assert fired(detector, used(0, "64500"), used(60, ""), used(120, "64500")) == []
+    assert fired(detector, used(180, "64501")) == [
+        ("token-from-several-networks", {"token": "t1"}, 2)
+    ]
+    assert fired(detector, used(4000, "64500"), used(4100, "64502")) == [  # 30 minutes later
+        ("token-from-several-networks", {"token": "t1"}, 2)
+    ]

@@ -25,9 +25,10 @@ class Observed:
     principal: str
     actor: str
     expires_at_ns: int | None
+    asn: str = ""  # the client's autonomous system, when the source tells
 
     def value(self, name: str) -> str:
-        """The field a rule groups by or counts distinct (token, ip, principal, actor)."""
+        """The field a rule groups by or counts distinct (token, ip, principal, actor, asn)."""
         return str(getattr(self, name))
 
 
@@ -179,10 +180,13 @@ class Detector:
 
     def _count(self, rule: Rule, key: tuple[str, ...], event: Observed) -> Alert | None:
         at, span_ns = event.time_ns, self._span_ns[rule.id]
+        value = event.value(rule.distinct_of or rule.group_by[0])
+        if not value:  # a distinct count of what the source did not tell
+            return None
         times, values = self._events.setdefault((rule.id, key), ([], []))
         where = bisect.bisect_right(times, at)
         times.insert(where, at)
-        values.insert(where, event.value(rule.distinct_of or rule.group_by[0]))
+        values.insert(where, value)
         stale = bisect.bisect_left(times, times[-1] - span_ns)
         del times[:stale], values[:stale]
         count, first, last = _busiest(rule.kind, times, values, at, span_ns)

@@ -13,7 +13,8 @@ from tokenotel.store.client import EVENTS_TABLE, Store
 EVENTS_SQL = f"""
 SELECT toUnixTimestamp64Nano(event_time), event_name, outcome, token_status, token_key,
        replaceRegexpOne(IPv6NumToString(client_ip), '^(::ffff:|::$)', ''),
-       principal_id, actor_id, toUnixTimestamp64Nano(toDateTime64(expires_at, 9, 'UTC'))
+       principal_id, actor_id, toUnixTimestamp64Nano(toDateTime64(expires_at, 9, 'UTC')),
+       if(asn = 0, '', toString(asn))
 FROM {EVENTS_TABLE}
 WHERE event_time >= fromUnixTimestamp64Nano({{start:Int64}}, 'UTC')
   AND event_time < fromUnixTimestamp64Nano({{end:Int64}}, 'UTC')
