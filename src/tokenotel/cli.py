@@ -569,6 +569,12 @@ def detect(
     except TokenotelError as e:
         _fail(str(e))
     detector = Detector(chosen if chosen is not None else shipped_rules())
+    if settings.clickhouse_url is None and running_service(settings.data_dir) is not None:
+        _fail(
+            f"the data directory {settings.data_dir} is in use by a running `tokenotel serve`: "
+            "`tokenotel detect` reads a stopped data directory or a ClickHouse server "
+            "(--clickhouse-url); stop the service first"
+        )
     store = _open_store(settings)
     with Progress(
         TextColumn("replaying stored events"), BarColumn(), TextColumn("{task.description}"),

@@ -6,7 +6,7 @@ from __future__ import annotations
 import json
 import sys
 import time
-from collections.abc import Iterator
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
@@ -18,7 +18,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "grafana"))
 import grafana_scenarios as scenarios
 
 from inprocess import InProcessIngest
-from processes import run_cli
+from processes import ServeProcess, run_cli
 from tokenotel.detect import Detector, shipped_rules
 from tokenotel.detect.replay import replay
 
@@ -113,3 +113,14 @@ def test_the_command_prints_the_alerts_and_takes_a_users_rules(
     done = run_cli("detect", "--data-dir", data_dir, "--rules", str(broken))
     assert done.returncode == 2
     assert f"{broken}, rule 1: severity: Field required" in done.stderr
+
+
+@pytest.mark.e2e
+def test_a_data_directory_a_service_holds_is_refused_saying_why(
+    serve_factory: Callable[..., ServeProcess],
+) -> None:
+    serve = serve_factory()
+    done = run_cli("detect", "--data-dir", str(serve.data_dir))
+    assert done.returncode == 2
+    assert "is in use by a running `tokenotel serve`" in done.stderr
+    assert "stop the service first" in done.stderr
