@@ -15,7 +15,6 @@ import logging
 import time
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
-from pathlib import Path
 
 from tokenotel.config import Settings
 from tokenotel.errors import Overloaded, StoreUnavailable
@@ -37,23 +36,6 @@ from tokenotel.store.repair import InsertJournal
 from tokenotel.store.writer import BatchWriter
 
 log = logging.getLogger(__name__)
-
-#: CAP_SYS_NICE's bit in a capability set (linux/capability.h).
-_CAP_SYS_NICE = 23
-
-
-def may_renice_threads() -> bool:
-    """Whether this process may raise its threads' priority again (CAP_SYS_NICE): ClickHouse
-    sets a query's or a merge's thread priority only then."""
-    try:
-        status = Path("/proc/self/status").read_text()
-    except OSError:  # not Linux
-        return False
-    for line in status.splitlines():
-        if line.startswith("CapEff:"):
-            return bool(int(line.split()[1], 16) >> _CAP_SYS_NICE & 1)
-    return False
-
 
 #: In the data directory: the insert in progress (see store/repair.py).
 JOURNAL_FILE = "insert-in-progress.json"
@@ -137,8 +119,10 @@ class Pipeline:
         if settings.ingest_nice and settings.clickhouse_server is None:
             reniced = "the mapping workers" + (
                 ", inserts and merges"
-                if may_renice_threads()
-                else " (without CAP_SYS_NICE the store's inserts and merges keep the service's)"
+                if self.store.renices_threads
+                else " (the store's inserts and merges keep the service's: this process may not "
+                "raise a thread's priority again, which takes CAP_SYS_NICE outside a user "
+                "namespace)"
             )
             log.info("ingest runs %d nice steps below the reads: %s", settings.ingest_nice, reniced)
         self.ledger: ledger.Ledger | None = None

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import fcntl
 import logging
+import os
 import threading
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -107,6 +108,29 @@ class StoreOptions:
     ingest_nice: int = 0
 
 
+def may_renice_threads() -> bool:
+    """Whether this process may give a thread its priority back after lowering it, as
+    ClickHouse does after each query with ``os_thread_priority``: tried on a thread of its
+    own. ClickHouse asks only for CAP_SYS_NICE, which a user namespace grants without the
+    right to raise a priority again; there, the query's end would abort the process."""
+    outcome: list[bool] = []
+
+    def attempt() -> None:
+        thread = threading.get_native_id()
+        try:
+            now = os.getpriority(os.PRIO_PROCESS, thread)
+            os.setpriority(os.PRIO_PROCESS, thread, min(now + 1, 19))
+            os.setpriority(os.PRIO_PROCESS, thread, now)
+            outcome.append(now < 19)
+        except OSError:
+            outcome.append(False)
+
+    probe = threading.Thread(target=attempt, name="tokenotel-nice-probe")
+    probe.start()
+    probe.join()
+    return outcome[0]
+
+
 class Store:
     """One connection to ClickHouse, opened lazily and re-opened after failures.
 
@@ -128,7 +152,9 @@ class Store:
         self._readers: list[Client] = []
         self._schemas_written: set[str] = set()
         self._insert_settings = dict(INSERT_SETTINGS)
-        if options.ingest_nice:
+        #: Whether the inserts and (embedded) merges run ``ingest_nice`` below the reads.
+        self.renices_threads = bool(options.ingest_nice) and may_renice_threads()
+        if self.renices_threads:
             self._insert_settings["os_thread_priority"] = options.ingest_nice
         self._generation = 0  # closing makes every thread's client one to replace
         #: Told every statement the store's clients send, before it is sent (tests record
@@ -240,7 +266,7 @@ class Store:
         if self.options.server is None:
             dsn = f"chdb://{self.options.data_dir.resolve()}"
             engine = {}  # options of the engine, applied by the first client to open it
-            if self.options.ingest_nice:
+            if self.renices_threads:
                 engine["os_threads_nice_value_merge_mutate"] = self.options.ingest_nice
             client = clickhouse_connect.get_client(
                 dsn=dsn, database=database, chdb_options=engine or None
