@@ -564,6 +564,11 @@ def detect(
     settings = _settings(config, data_dir=data_dir, clickhouse_url=clickhouse_url)
     now = datetime.now(UTC)
     start, end = _when(since, "--since") or now, _when(until, "--until") or now
+    if start >= end:
+        _fail(
+            f"--since ({start:%Y-%m-%d %H:%M:%S}Z) must be before "
+            f"--until ({end:%Y-%m-%d %H:%M:%S}Z)"
+        )
     try:
         chosen = [rule for path in rules for rule in load_rules(path)] if rules else None
     except TokenotelError as e:

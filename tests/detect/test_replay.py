@@ -108,6 +108,10 @@ def test_the_command_prints_the_alerts_and_takes_a_users_rules(
     assert done.returncode == 0, done.stderr
     assert "no alerts match" in done.stdout
 
+    done = run_cli("detect", "--data-dir", data_dir, "--since", "1h", "--until", "2h")
+    assert done.returncode == 2
+    assert "must be before --until" in done.stderr
+
     broken = tmp_path / "broken.yaml"
     broken.write_text("rules:\n  - id: x\n")
     done = run_cli("detect", "--data-dir", data_dir, "--rules", str(broken))
