@@ -23,7 +23,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "security": {"model", "errors"},
     "ingest": {"model", "errors", "mapping", "security"},
     "query": {"model", "errors", "store"},
-    "detect": {"model", "errors", "store"},
+    "detect": {"model", "errors", "store", "query"},
     "config": {"errors", "store", "security"},
     "integrity": {"model", "errors", "store"},
     "pipeline": {"model", "errors", "config", "ingest", "mapping", "store", "integrity"},

@@ -73,7 +73,7 @@ def test_ingest_runs_below_the_reads_priority_where_clickhouse_may_set_it(tmp_pa
         ingest.close()
 
 
-WITHOUT_CAP_SYS_NICE = """
+CANNOT_RENICE = """
 import logging, sys, time
 logging.basicConfig(level=logging.INFO)
 sys.path.insert(0, sys.argv[2])
@@ -112,7 +112,7 @@ def test_where_threads_cannot_be_reniced_ingest_keeps_working_and_says_so(
     # and merges at its own priority where it cannot.
     tests = Path(__file__).resolve().parents[1]
     done = subprocess.run(
-        [*launcher, sys.executable, "-c", WITHOUT_CAP_SYS_NICE, str(tmp_path / "data"),
+        [*launcher, sys.executable, "-c", CANNOT_RENICE, str(tmp_path / "data"),
          str(tests)],
         capture_output=True, text=True, timeout=120,
         env={**os.environ, "PYTHONPATH": str(tests)},

@@ -5,9 +5,10 @@ from __future__ import annotations
 import bisect
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
-from datetime import UTC, datetime, timedelta
+from datetime import timedelta
 
 from tokenotel.detect.rules import Kind, Match, Rule
+from tokenotel.query.readable import format_ns
 
 NS_PER_S = 1_000_000_000
 
@@ -54,15 +55,10 @@ class Alert:
             "severity": self.rule.severity.value,
             **self.labels,
             "count": self.count,
-            "first": _rfc3339(self.first_ns),
-            "last": _rfc3339(self.last_ns),
+            "first": format_ns(self.first_ns),
+            "last": format_ns(self.last_ns),
             "description": self.rule.description,
         }
-
-
-def _rfc3339(ns: int) -> str:
-    moment = datetime.fromtimestamp(ns // NS_PER_S, UTC)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S") + f".{ns % NS_PER_S:09d}Z"
 
 
 #: Every this many events, the state no later event can count is dropped.

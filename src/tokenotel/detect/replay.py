@@ -7,12 +7,13 @@ from datetime import datetime, timedelta
 
 from tokenotel.detect.engine import NS_PER_S, Alert, Detector, Observed
 from tokenotel.detect.rules import Kind, Rule
+from tokenotel.query.readable import IP_TEXT_SQL
 from tokenotel.store.client import EVENTS_TABLE, Store
 
 #: The fields the rules read, of the events in one slice of time, oldest first.
 EVENTS_SQL = f"""
 SELECT toUnixTimestamp64Nano(event_time), event_name, outcome, token_status, token_key,
-       replaceRegexpOne(IPv6NumToString(client_ip), '^(::ffff:|::$)', ''),
+       {IP_TEXT_SQL.format("client_ip")},
        principal_id, actor_id, toUnixTimestamp64Nano(toDateTime64(expires_at, 9, 'UTC')),
        if(asn = 0, '', toString(asn))
 FROM {EVENTS_TABLE}
