@@ -26,7 +26,16 @@ MAY_IMPORT: dict[str, set[str]] = {
     "detect": {"model", "errors", "store", "query"},
     "config": {"errors", "store", "security"},
     "integrity": {"model", "errors", "store"},
-    "pipeline": {"model", "errors", "config", "ingest", "mapping", "store", "integrity"},
+    "pipeline": {
+        "model",
+        "errors",
+        "config",
+        "ingest",
+        "mapping",
+        "store",
+        "integrity",
+        "detect",
+    },
     "api": {
         "model",
         "errors",

@@ -158,10 +158,16 @@ def serve(
     clickhouse_url: UrlOpt = None,
     max_request_bytes: Annotated[int | None, _flag("max_request_bytes")] = None,
     checkpoint_dir: Annotated[Path | None, _flag("checkpoint_dir")] = None,
+    detection: Annotated[bool | None, _flag("detection", "--detection/--no-detection")] = None,
+    detection_rules_files: Annotated[str | None, _flag("detection_rules_files")] = None,
+    alert_webhook_urls: Annotated[str | None, _flag("alert_webhook_urls")] = None,
+    alert_otlp_endpoint: Annotated[str | None, _flag("alert_otlp_endpoint")] = None,
+    grafana_url: Annotated[str | None, _flag("grafana_url")] = None,
     log_level: Annotated[str | None, _flag("log_level")] = None,
 ) -> None:
-    """Receive OTLP logs (gRPC and HTTP), store every token event, and answer the query API
-    (and, when asked, the ClickHouse HTTP interface for Grafana)."""
+    """Receive OTLP logs (gRPC and HTTP), store every token event, run the detection rules on
+    it, and answer the query API (and, when asked, the ClickHouse HTTP interface for
+    Grafana)."""
     from tokenotel.service import Service
 
     settings = _settings(
@@ -181,6 +187,11 @@ def serve(
         clickhouse_url=clickhouse_url,
         max_request_bytes=max_request_bytes,
         checkpoint_dir=checkpoint_dir,
+        detection=detection,
+        detection_rules_files=detection_rules_files,
+        alert_webhook_urls=alert_webhook_urls,
+        alert_otlp_endpoint=alert_otlp_endpoint,
+        grafana_url=grafana_url,
         log_level=log_level,
     )
     _logging(settings.log_level)

@@ -97,6 +97,7 @@ ReadableFile = Annotated[Path, AfterValidator(_check_readable)]
 ClickHouseUrl = Annotated[str, AfterValidator(_check_clickhouse_url)]
 HttpUrl = Annotated[str, AfterValidator(_check_http_url)]
 PathList = Annotated[list[Path], NoDecode, BeforeValidator(_split_paths)]
+HttpUrlList = Annotated[list[HttpUrl], NoDecode, BeforeValidator(_split_paths)]
 Identifier = Annotated[str, AfterValidator(_check_identifier)]
 
 
@@ -289,6 +290,30 @@ class Settings(BaseSettings):
         shown="unset",
         description="OTLP/gRPC endpoint (http://host:4317) every checkpoint is sent to as a "
         "log record.",
+    )
+    detection: bool = _setting(
+        True,
+        description="Run the detection rules on every committed insert (docs/detection.md).",
+    )
+    detection_rules_files: PathList = _setting(
+        list,
+        shown="none",
+        description="YAML files of rules run besides the shipped ones (comma-separated).",
+    )
+    alert_webhook_urls: HttpUrlList = _setting(
+        list,
+        shown="none",
+        description="URLs each alert is POSTed to, as Alertmanager's webhook JSON "
+        "(comma-separated), retried.",
+    )
+    alert_otlp_endpoint: HttpUrl | None = _setting(
+        shown="unset",
+        description="OTLP/gRPC endpoint (http://host:4317) each alert is sent to as a log "
+        "record (event tokenotel.alert).",
+    )
+    grafana_url: HttpUrl = _setting(
+        "http://localhost:3000",
+        description="Where Grafana is, for the dashboard link in each alert.",
     )
     log_level: Literal["debug", "info", "warning", "error"] = _setting(
         "info", description="debug, info, warning or error."

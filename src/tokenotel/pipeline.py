@@ -17,7 +17,10 @@ from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
 from tokenotel.config import Settings
-from tokenotel.errors import Overloaded, StoreUnavailable
+from tokenotel.detect.notify import OtlpNotifier, WebhookNotifier
+from tokenotel.detect.rules import load_rules, shipped_rules
+from tokenotel.detect.stream import Notifier, StreamDetector
+from tokenotel.errors import ConfigError, Overloaded, StoreUnavailable
 from tokenotel.ingest.consumer import BodyBudget, ExportResult, Resize, error_summary
 from tokenotel.integrity.checkpointer import Checkpointer
 from tokenotel.integrity.publish import (
@@ -131,6 +134,7 @@ class Pipeline:
             self.ledger = ledger.Ledger(
                 self.store, settings.data_dir / ledger.JOURNAL_FILE, settings.retry_after_s
             )
+        self.detection = _detection(settings, self.store)
         self.writer = BatchWriter(
             self.store,
             max_rows=settings.batch_max_rows,
@@ -143,6 +147,7 @@ class Pipeline:
             if settings.clickhouse_server is None
             else None,
             ledger=self.ledger,
+            on_commit=self.detection.committed if self.detection is not None else None,
         )
         self.checkpointer = _checkpointer(settings, self.ledger, self.store)
         self.stats = IngestStats()
@@ -161,6 +166,8 @@ class Pipeline:
             for outcome in started:
                 if isinstance(outcome, BaseException):
                     raise outcome
+            if self.detection is not None:
+                self.detection.start()
             self.writer.start()
             if self.checkpointer is not None:
                 self.checkpointer.start()
@@ -254,9 +261,33 @@ class Pipeline:
             await self.writer.stop()
             if self.checkpointer is not None:  # after the last insert: the final checkpoint
                 await self.checkpointer.stop()
+            if self.detection is not None:  # the last inserts evaluated, their alerts sent
+                await asyncio.to_thread(self.detection.stop)
         finally:
             self.mapping.close()
             self.store.close()
+
+
+def _detection(settings: Settings, store: Store) -> StreamDetector | None:
+    """The detection rules on every committed insert (docs/detection.md); None when off."""
+    if not settings.detection:
+        return None
+    rules = shipped_rules()
+    for path in settings.detection_rules_files:
+        rules += load_rules(path)
+    ids = [rule.id for rule in rules]
+    repeated = sorted({rule_id for rule_id in ids if ids.count(rule_id) > 1})
+    if repeated:
+        raise ConfigError(
+            f"detection rule ids must be unique across the shipped rules and "
+            f"detection_rules_files: {', '.join(repeated)} more than once"
+        )
+    notifiers: list[Notifier] = [
+        WebhookNotifier(url, settings.grafana_url) for url in settings.alert_webhook_urls
+    ]
+    if settings.alert_otlp_endpoint is not None:
+        notifiers.append(OtlpNotifier(settings.alert_otlp_endpoint))
+    return StreamDetector(store, rules, settings.grafana_url, notifiers)
 
 
 def _checkpointer(

@@ -43,6 +43,8 @@ class Alert:
     count: int
     first_ns: int
     last_ns: int
+    #: Until when (event time) the rule stays quiet for the key after this alert.
+    quiet_until_ns: int = 0
 
     @property
     def labels(self) -> dict[str, str]:
@@ -105,28 +107,31 @@ class Detector:
         self._latest_ns = 0
 
     def observe(self, event: Observed) -> list[Alert]:
+        alerts = []
+        for rule in self.rules:
+            if matches(rule.match, event):
+                alert = self.apply(rule, event)
+                if alert is not None:
+                    alerts.append(alert)
+        return alerts
+
+    def apply(self, rule: Rule, event: Observed) -> Alert | None:
+        """``rule`` on an event it matches (``matches``, or the same test over many events at
+        once): the alert it completes, if any."""
         self._observed += 1
         self._latest_ns = max(self._latest_ns, event.time_ns)
         if self._observed % SWEEP_EVERY == 0:
             self._sweep()
-        alerts = []
-        for rule in self.rules:
-            if not matches(rule.match, event):
-                continue
-            key = tuple(event.value(name) for name in rule.group_by)
-            if not all(key):  # an event without an address is no one's in a rule by address
-                continue
-            if rule.kind is Kind.NEW_VALUE:
-                alert = self._new_value(rule, key, event)
-            elif rule.kind is Kind.DORMANT:
-                alert = self._dormant(rule, key, event)
-            elif rule.kind is Kind.EVENT:
-                alert = self._alert(rule, key, rule.group_by, 1, event.time_ns, event.time_ns)
-            else:
-                alert = self._count(rule, key, event)
-            if alert is not None:
-                alerts.append(alert)
-        return alerts
+        key = tuple(event.value(name) for name in rule.group_by)
+        if not all(key):  # an event without an address is no one's in a rule by address
+            return None
+        if rule.kind is Kind.NEW_VALUE:
+            return self._new_value(rule, key, event)
+        if rule.kind is Kind.DORMANT:
+            return self._dormant(rule, key, event)
+        if rule.kind is Kind.EVENT:
+            return self._alert(rule, key, rule.group_by, 1, event.time_ns, event.time_ns)
+        return self._count(rule, key, event)
 
     def observe_all(self, events: Iterable[Observed]) -> Iterator[Alert]:
         for event in events:
@@ -136,6 +141,16 @@ class Detector:
         """A dormant rule learns the key's latest matching event before what it will see (from
         a rollup, say): what tells a dormant token's next use."""
         self._last[rule.id, key] = max(self._last.get((rule.id, key), at_ns), at_ns)
+
+    def remember_value(self, rule: Rule, key: tuple[str, ...], value: str, at_ns: int) -> None:
+        """A new-value rule learns that the key had ``value`` at ``at_ns`` (from the store)."""
+        seen = self._seen.setdefault((rule.id, key), {})
+        seen[value] = max(seen.get(value, at_ns), at_ns)
+
+    def remember_alert(self, rule: Rule, key: tuple[str, ...], quiet_until_ns: int) -> None:
+        """The rule alerted for ``key`` before (a stored alert): it stays quiet until then."""
+        held = (rule.id, key)
+        self._quiet[held] = max(self._quiet.get(held, quiet_until_ns), quiet_until_ns)
 
     def _sweep(self) -> None:
         """Drops what no later event can count: events and values older than their rule's
@@ -203,8 +218,9 @@ class Detector:
         held = (rule.id, values[: len(rule.group_by)])
         if last_ns < self._quiet.get(held, -1):
             return None
-        self._quiet[held] = last_ns + _ns(rule.suppress_for)
-        return Alert(rule, tuple(zip(names, values, strict=True)), count, first_ns, last_ns)
+        quiet_until_ns = self._quiet[held] = last_ns + _ns(rule.suppress_for)
+        key = tuple(zip(names, values, strict=True))
+        return Alert(rule, key, count, first_ns, last_ns, quiet_until_ns)
 
 
 def _busiest(

@@ -39,14 +39,21 @@ Progress = Callable[[datetime, datetime], None]
 
 
 def stored_events(
-    store: Store, since: datetime, until: datetime, progress: Progress | None = None
+    store: Store,
+    since: datetime,
+    until: datetime,
+    progress: Progress | None = None,
+    committed_before_ms: int = 2**62,
 ) -> Iterator[Observed]:
-    """The events of [since, until), oldest first, read a slice at a time."""
+    """The events of [since, until) committed before ``committed_before_ms`` (the ingest
+    stamp, ms), oldest first, read a slice at a time."""
     start = since
     while start < until:
         end = min(start + SLICE, until)
         rows = store.query(
-            EVENTS_SQL, {"start": _ns(start), "end": _ns(end)}, settings={"max_threads": 1}
+            EVENTS_SQL,
+            {"start": _ns(start), "end": _ns(end), "before_ms": committed_before_ms},
+            settings={"max_threads": 1},
         ).result_rows
         for row in rows:
             yield Observed(*row)
@@ -73,7 +80,7 @@ def replay(
     start = since - warm_up
     for rule in detector.rules:
         if rule.kind is Kind.DORMANT:
-            for token, last_ns in _last_seen(store, rule, start):
+            for token, last_ns in last_seen(store, rule, start):
                 detector.remember_last(rule, (token,), last_ns)
     since_ns = _ns(since)
     for event in stored_events(store, start, until, progress):
@@ -82,7 +89,7 @@ def replay(
             yield from alerts
 
 
-def _last_seen(store: Store, rule: Rule, before: datetime) -> list[tuple[str, int]]:
+def last_seen(store: Store, rule: Rule, before: datetime) -> list[tuple[str, int]]:
     params = {
         "before": _ns(before),
         "events": list(rule.match.events),

@@ -62,6 +62,8 @@ def run(
         batches = {
             "batch_max_rows": min(settings.batch_max_rows, INSERT_ROWS),
             "batch_max_delay_ms": max(settings.batch_max_delay_ms, INSERT_DELAY_MS),
+            # History is not news: `tokenotel detect` tells what it would have raised.
+            "detection": False,
         }
         sink = PipelineSink(Pipeline(settings.model_copy(update=batches)))
         target = (

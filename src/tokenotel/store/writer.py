@@ -19,6 +19,7 @@ import asyncio
 import contextlib
 import logging
 import time
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -83,12 +84,16 @@ class BatchWriter:
         retry_after_s: float,
         journal: InsertJournal | None,
         ledger: Ledger | None = None,
+        on_commit: Callable[[pa.Table], None] | None = None,
     ) -> None:
         """``journal``: where each insert is noted before it starts, so that one a crash
         interrupted is settled at the next start (the embedded store, which dies with the
         service); None for a server, which finishes or fails an insert on its own.
-        ``ledger``: where committed inserts are sealed (None: tamper evidence is off)."""
+        ``ledger``: where committed inserts are sealed (None: tamper evidence is off).
+        ``on_commit``: told each committed insert's rows (as inserted), after the commit and
+        before its requests are answered; it must not block (detection queues them)."""
         self._store = store
+        self._on_commit = on_commit
         self._journal = journal
         self.ledger = ledger
         #: Inserts that failed and may have been committed all the same: (stamp, scope).
@@ -280,6 +285,8 @@ class BatchWriter:
                 self._journal.end()
             if self.ledger is not None:
                 self.ledger.committed(stamp, batch)
+            if self._on_commit is not None:
+                self._on_commit(batch)
             # Committed: from here on a retry of these rows is a duplicate.
             self._recent.add(batch["event_id"].to_numpy())
         self.stats.inserts += 1

@@ -1,0 +1,208 @@
+"""Where alerts go besides ``token_alerts``: webhooks, in the JSON Alertmanager sends its own
+receivers (most receivers of alerts read it), and an OpenTelemetry collector, each alert a log
+record (event ``tokenotel.alert``) a collector routes on. Neither holds up detection: each sends
+from its own thread, with a bounded backlog, retrying."""
+
+from __future__ import annotations
+
+import contextlib
+import hashlib
+import logging
+import queue
+import threading
+import time
+import urllib.error
+import urllib.request
+
+import orjson
+from opentelemetry._logs import SeverityNumber
+from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+from opentelemetry.sdk.resources import Resource
+
+from tokenotel.detect.rules import Severity
+from tokenotel.detect.stream import RaisedAlert
+from tokenotel.query.readable import format_ns
+
+log = logging.getLogger(__name__)
+
+#: Alert groups waiting for a webhook before the oldest is dropped.
+WEBHOOK_BACKLOG = 1000
+WEBHOOK_ATTEMPTS = 5
+WEBHOOK_TIMEOUT_S = 10
+OTLP_EVENT = "tokenotel.alert"
+#: The log record's severity of each rule severity.
+SEVERITY_NUMBERS = {
+    Severity.INFO: SeverityNumber.INFO,
+    Severity.WARNING: SeverityNumber.WARN,
+    Severity.CRITICAL: SeverityNumber.ERROR,
+}
+#: Alertmanager's "no end known" for a firing alert.
+NO_END = "0001-01-01T00:00:00Z"
+
+
+def alert_labels(raised: RaisedAlert) -> dict[str, str]:
+    """An alert's labels: ``alertname`` (the rule), ``severity``, and what it is about."""
+    alert = raised.alert
+    return {"alertname": alert.rule.id, "severity": alert.rule.severity.value, **alert.labels}
+
+
+def alertmanager_message(raised: list[RaisedAlert], grafana_url: str) -> dict[str, object]:
+    """Alerts of one rule as the body of an Alertmanager webhook (version 4)."""
+    rule = raised[0].alert.rule
+    alerts = []
+    for item in raised:
+        labels = alert_labels(item)
+        summary = ", ".join(f"{k} {v}" for k, v in item.alert.labels.items())
+        alerts.append(
+            {
+                "status": "firing",
+                "labels": labels,
+                "annotations": {
+                    "summary": f"{rule.description} ({summary}; {item.alert.count} events)",
+                    "description": rule.description,
+                    "runbook": rule.runbook,
+                    "first_event": format_ns(item.alert.first_ns),
+                    "last_event": format_ns(item.alert.last_ns),
+                    "count": str(item.alert.count),
+                },
+                "startsAt": format_ns(item.alert.first_ns),
+                "endsAt": NO_END,
+                "generatorURL": item.link,
+                "fingerprint": _fingerprint(labels),
+            }
+        )
+    common = {
+        k: v
+        for k, v in alert_labels(raised[0]).items()
+        if all(alert_labels(item).get(k) == v for item in raised)
+    }
+    return {
+        "version": "4",
+        "groupKey": f'{{}}:{{alertname="{rule.id}"}}',
+        "truncatedAlerts": 0,
+        "status": "firing",
+        "receiver": "tokenotel",
+        "groupLabels": {"alertname": rule.id},
+        "commonLabels": common,
+        "commonAnnotations": {"description": rule.description, "runbook": rule.runbook},
+        "externalURL": grafana_url,
+        "alerts": alerts,
+    }
+
+
+def _fingerprint(labels: dict[str, str]) -> str:
+    """Alertmanager's identity of an alert: a digest of its sorted labels (16 hex digits)."""
+    text = "\xff".join(f"{k}\xff{v}" for k, v in sorted(labels.items()))
+    return hashlib.sha256(text.encode()).hexdigest()[:16]
+
+
+class WebhookNotifier:
+    """POSTs each rule's alerts of an insert (Alertmanager's JSON) to a URL, in order,
+    retrying with a growing delay."""
+
+    def __init__(self, url: str, grafana_url: str) -> None:
+        self.url = url
+        self.grafana_url = grafana_url
+        self._queue: queue.Queue[bytes | None] = queue.Queue(WEBHOOK_BACKLOG)
+        self._stopping = threading.Event()
+        self._thread = threading.Thread(target=self._send_all, name="tokenotel-alert-webhook")
+        self._thread.daemon = True
+        self._thread.start()
+
+    def send(self, alerts: list[RaisedAlert]) -> None:
+        by_rule: dict[str, list[RaisedAlert]] = {}
+        for item in alerts:
+            by_rule.setdefault(item.alert.rule.id, []).append(item)
+        for group in by_rule.values():
+            body = orjson.dumps(alertmanager_message(group, self.grafana_url))
+            while True:
+                try:
+                    self._queue.put_nowait(body)
+                    break
+                except queue.Full:
+                    try:
+                        self._queue.get_nowait()
+                        self._queue.task_done()
+                        log.error("the alert webhook %s is behind: an alert was not sent", self.url)
+                    except queue.Empty:
+                        pass
+
+    def close(self) -> None:
+        """Sends what waits (for twice WEBHOOK_TIMEOUT_S at most), then stops."""
+        deadline = time.monotonic() + 2 * WEBHOOK_TIMEOUT_S
+        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+            time.sleep(0.05)
+        self._stopping.set()
+        with contextlib.suppress(queue.Full):
+            self._queue.put_nowait(None)
+        self._thread.join(timeout=WEBHOOK_TIMEOUT_S)
+
+    def _send_all(self) -> None:
+        while True:
+            body = self._queue.get()
+            try:
+                if body is None:
+                    return
+                self._send(body)
+            finally:
+                self._queue.task_done()
+
+    def _send(self, body: bytes) -> None:
+        problem = ""
+        for attempt in range(WEBHOOK_ATTEMPTS):
+            request = urllib.request.Request(
+                self.url, data=body, headers={"Content-Type": "application/json"}, method="POST"
+            )
+            try:
+                with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_S) as reply:
+                    if reply.status < 300:
+                        return
+                    problem = f"HTTP {reply.status}"
+            except urllib.error.HTTPError as e:
+                problem = f"HTTP {e.code}"
+            except (urllib.error.URLError, OSError) as e:
+                problem = str(getattr(e, "reason", e)) or type(e).__name__
+            if self._stopping.wait(min(2**attempt, 30)):
+                break
+        log.error("cannot send alerts to the webhook %s: %s", self.url, problem)
+
+
+class OtlpNotifier:
+    """Each alert as an OTLP log record to a collector, through the SDK's batching exporter
+    (its own thread, queue and retries)."""
+
+    def __init__(self, endpoint: str) -> None:
+        self._provider = LoggerProvider(resource=Resource({"service.name": "tokenotel"}))
+        self._provider.add_log_record_processor(
+            BatchLogRecordProcessor(OTLPLogExporter(endpoint=endpoint))
+        )
+        self._logger = self._provider.get_logger("tokenotel.detect")
+
+    def send(self, alerts: list[RaisedAlert]) -> None:
+        for item in alerts:
+            alert = item.alert
+            attributes: dict[str, str | int] = {
+                "tokenotel.alert.rule": alert.rule.id,
+                "tokenotel.alert.severity": alert.rule.severity.value,
+                "tokenotel.alert.count": alert.count,
+                "tokenotel.alert.first_event": format_ns(alert.first_ns),
+                "tokenotel.alert.last_event": format_ns(alert.last_ns),
+                "tokenotel.alert.link": item.link,
+                "tokenotel.alert.runbook": alert.rule.runbook,
+            }
+            for field, value in alert.labels.items():
+                attributes[f"tokenotel.alert.{field}"] = value
+            self._logger.emit(
+                event_name=OTLP_EVENT,
+                body=alert.rule.description,
+                timestamp=alert.last_ns,
+                observed_timestamp=item.raised_ns,
+                severity_number=SEVERITY_NUMBERS[alert.rule.severity],
+                severity_text=alert.rule.severity.value.upper(),
+                attributes=attributes,
+            )
+
+    def close(self) -> None:
+        self._provider.shutdown()

@@ -1,0 +1,246 @@
+"""Detection in the service (docs/detection.md): every committed insert goes through the rules;
+alerts are stored in token_alerts and POSTed to webhooks as Alertmanager's JSON; a restart
+neither raises again what was raised nor loses a window in progress."""
+
+from __future__ import annotations
+
+import asyncio
+import sys
+import threading
+import time
+from collections.abc import Iterator
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+from typing import Any
+from urllib.parse import parse_qs, urlsplit
+
+import pyarrow as pa
+import pytest
+from aiohttp import web
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "grafana"))
+
+import grafana_scenarios as scenarios
+
+from inprocess import InProcessIngest
+from otlp_builders import export_request, log_record
+from processes import free_port
+from tokenotel.detect import Detector, shipped_rules
+from tokenotel.detect.replay import replay
+from tokenotel.detect.rules import parse_rules
+from tokenotel.detect.stream import frame, observations
+
+ALERTS_SQL = "SELECT rule, token_key, client_ip, event_count, link FROM token_alerts"
+
+
+def _alerts(ingest: InProcessIngest) -> list[tuple[Any, ...]]:
+    assert ingest.pipeline.detection is not None
+    assert ingest.pipeline.detection.drain(60)
+    return ingest.rows(ALERTS_SQL + " ORDER BY raised_at, rule, token_key, client_ip")
+
+
+@pytest.mark.parametrize("name", ["attack", "benign"])
+def test_the_service_raises_what_a_replay_of_the_same_history_raises(
+    tmp_path: Path, name: str
+) -> None:
+    now_ns = time.time_ns()
+    ingest = InProcessIngest(tmp_path / "data")
+    try:
+        for request in scenarios.build(name, now_ns).requests():
+            assert not ingest.send(request).rejected
+        rows = _alerts(ingest)
+        now = datetime.fromtimestamp(now_ns / 1e9, UTC)
+        window = now - timedelta(days=400), now + timedelta(seconds=1)
+        replayed = list(replay(Detector(shipped_rules()), ingest.pipeline.store, *window))
+    finally:
+        ingest.close()
+    streamed = [(rule, token or ip, count) for rule, token, ip, count, _ in rows]
+    assert sorted(streamed) == sorted(
+        (a.rule.id, a.labels.get("token") or a.labels["ip"], a.count) for a in replayed
+    )
+    spray = [row for row in rows if row[0] == "token-spray"]
+    if name == "attack":
+        (spray_alert,) = spray
+        assert spray_alert[2] == scenarios.SPRAY_IP and spray_alert[3] == 15
+        burst = next(row for row in rows if row[0] == "failure-burst")
+        assert burst[1] == scenarios.BURST_TOKEN
+        link = urlsplit(burst[4])
+        assert link.path == "/d/tokenotel-investigation/tokenotel-token-investigation"
+        assert parse_qs(link.query)["var-token"] == [scenarios.BURST_TOKEN]
+    else:
+        assert spray == []
+
+
+def _failure(token: str, at_ns: int, n: int) -> Any:
+    return log_record(
+        "token.auth_failed",
+        {"token.id": token, "client.address": "203.0.113.9", "log.record.uid": f"f-{token}-{n}"},
+        time_unix_nano=at_ns,
+    )
+
+
+def test_a_restart_keeps_windows_in_progress_and_what_was_raised(tmp_path: Path) -> None:
+    now = time.time_ns()
+    revoked = [
+        log_record("token.revoked", {"token.id": "tok-gone"}, time_unix_nano=now - 600 * 10**9),
+        log_record("token.used", {"token.id": "tok-gone", "log.record.uid": "use-1"},
+                   time_unix_nano=now - 300 * 10**9),
+    ]  # fmt: skip
+    first = InProcessIngest(tmp_path / "data")
+    try:
+        first.send(export_request(*revoked))
+        # Six failures of ten within five minutes: no alert yet.
+        first.send(export_request(*(_failure("tok-a", now - (120 - n) * 10**9, n)
+                                    for n in range(6))))  # fmt: skip
+        assert [row[0] for row in _alerts(first)] == ["use-after-revocation-or-expiry"]
+    finally:
+        first.close()
+
+    second = InProcessIngest(tmp_path / "data")
+    try:
+        assert second.pipeline.detection is not None
+        assert second.pipeline.detection.ready.wait(30)
+        # The revoked token again, within the hour its alert keeps the rule quiet: nothing new.
+        used_again = log_record("token.used", {"token.id": "tok-gone", "log.record.uid": "use-2"},
+                                time_unix_nano=now - 60 * 10**9)  # fmt: skip
+        second.send(export_request(used_again))
+        # Four more failures: ten within five minutes, across the restart.
+        second.send(export_request(*(_failure("tok-a", now - (60 - n) * 10**9, n)
+                                     for n in range(6, 10))))  # fmt: skip
+        rows = _alerts(second)
+    finally:
+        second.close()
+    assert [(rule, token, count) for rule, token, _, count, _ in rows] == [
+        ("use-after-revocation-or-expiry", "tok-gone", 1),
+        ("failure-burst", "tok-a", 10),
+    ]
+
+
+class Receiver:
+    """A webhook receiver on its own event loop: answers 503 to the first POST, then 200."""
+
+    def __init__(self) -> None:
+        self.bodies: list[Any] = []
+        self.refused = 0
+        self.port = free_port()
+
+    async def post(self, request: web.Request) -> web.Response:
+        if not self.refused:
+            self.refused += 1
+            return web.Response(status=503)
+        assert request.content_type == "application/json"
+        self.bodies.append(await request.json())
+        return web.Response(status=200)
+
+
+@pytest.fixture
+def receiver() -> Iterator[Receiver]:
+    receiver = Receiver()
+    loop = asyncio.new_event_loop()
+    app = web.Application()
+    app.router.add_post("/alerts", receiver.post)
+    runner = web.AppRunner(app)
+    loop.run_until_complete(runner.setup())
+    loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", receiver.port).start())
+    thread = threading.Thread(target=loop.run_forever, daemon=True)
+    thread.start()
+    try:
+        yield receiver
+    finally:
+        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
+        loop.call_soon_threadsafe(loop.stop)
+        thread.join()
+        loop.close()
+
+
+def test_alerts_are_posted_as_alertmanager_webhook_messages(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    now = time.time_ns()
+    ingest = InProcessIngest(
+        tmp_path / "data",
+        alert_webhook_urls=f"http://127.0.0.1:{receiver.port}/alerts",
+        grafana_url="https://grafana.example.com/",
+    )
+    try:
+        ingest.send(export_request(*(_failure("tok-b", now - (100 - n) * 10**9, n)
+                                     for n in range(10))))  # fmt: skip
+        _alerts(ingest)
+    finally:
+        ingest.close()  # what waits for the webhook is sent
+    assert receiver.refused == 1  # sent again after the receiver failed
+    (message,) = receiver.bodies
+    assert message["version"] == "4" and message["status"] == "firing"
+    assert message["groupLabels"] == {"alertname": "failure-burst"}
+    assert message["externalURL"] == "https://grafana.example.com/"
+    (alert,) = message["alerts"]
+    assert alert["labels"] == {
+        "alertname": "failure-burst",
+        "severity": "warning",
+        "token": "tok-b",
+    }
+    assert alert["annotations"]["count"] == "10"
+    assert "tok-b" in alert["annotations"]["summary"]
+    assert alert["startsAt"] < alert["annotations"]["last_event"]
+    assert alert["endsAt"] == "0001-01-01T00:00:00Z"
+    assert alert["generatorURL"].startswith(
+        "https://grafana.example.com/d/tokenotel-investigation/tokenotel-token-investigation?"
+    )
+    assert "var-token=tok-b" in alert["generatorURL"]
+    assert len(alert["fingerprint"]) == 16
+
+
+NEW_IP = parse_rules(
+    """
+rules:
+  - id: new-ip
+    severity: warning
+    description: d
+    runbook: r
+    kind: new_value
+    match: {events: [token.used]}
+    group_by: [token]
+    new_of: ip
+    window: 1h
+    suppress_for: 1m
+""",
+    "test",
+)[0]
+
+
+def _batch(events: list[tuple[int, str, str]]) -> pa.Table:
+    """Committed rows as the rules read them: (time s, token, IPv4)."""
+    n = len(events)
+    return pa.table(
+        {
+            "event_time": pa.array([t * 10**9 for t, _, _ in events], pa.timestamp("ns", "UTC")),
+            "event_name": ["token.used"] * n,
+            "outcome": ["success"] * n,
+            "token_status": [""] * n,
+            "token_id": [token for _, token, _ in events],
+            "token_fingerprint": [""] * n,
+            "client_ip": pa.array(
+                [b"\0" * 10 + b"\xff\xff" + bytes(map(int, ip.split("."))) for _, _, ip in events],
+                pa.binary(16),
+            ),
+            "principal_id": [""] * n,
+            "actor_id": [""] * n,
+            "asn": pa.array([0] * n, pa.uint32()),
+            "expires_at": pa.array([None] * n, pa.timestamp("ms", "UTC")),
+        }
+    )
+
+
+def test_a_rule_reads_the_first_and_last_event_of_each_key_and_value_in_an_insert() -> None:
+    events = [(1000 + s, "t1", "192.0.2.1") for s in range(500)]
+    events += [(1100, "t1", "192.0.2.2"), (1200, "t2", "192.0.2.1")]
+    seen = observations(NEW_IP, frame(_batch(events)))
+    assert [(o.time_ns // 10**9, o.token, o.ip) for o in seen] == [
+        (1000, "t1", "192.0.2.1"),
+        (1100, "t1", "192.0.2.2"),
+        (1200, "t2", "192.0.2.1"),
+        (1499, "t1", "192.0.2.1"),
+    ]
+    # A key and value spread over more than the window (a backfill): every event counts.
+    spread = [(0, "t1", "192.0.2.1"), (1800, "t1", "192.0.2.1"), (3600, "t1", "192.0.2.1")]
+    assert len(observations(NEW_IP, frame(_batch(spread)))) == 3
