@@ -218,3 +218,55 @@ def test_a_distinct_count_leaves_out_what_the_source_did_not_tell() -> None:
     assert fired(detector, used(4000, "64500"), used(4100, "64502")) == [  # 30 minutes later
         ("token-from-several-networks", {"token": "t1"}, 2)
     ]
+
+
+SPIKE = parse_rules(
+    """
+rules:
+  - id: spike
+    severity: warning
+    description: far above its usual rate
+    runbook: look
+    kind: spike
+    match: {events: [token.used]}
+    group_by: [token]
+    window: 10m
+    baseline: 1d
+    threshold: 10
+    suppress_for: 30m
+""",
+    "test",
+)[0]
+HOUR_S = 3600
+
+
+def test_a_spike_is_over_ten_times_the_usual_rate_and_at_least_ten_a_minute() -> None:
+    quiet = Detector([SPIKE])
+    # No history: the usual rate is taken as one a minute, so 100 calls in 10 minutes are not
+    # a spike and the 101st is.
+    calls = [use(5 * HOUR_S + n, "a") for n in range(101)]
+    assert fired(quiet, *calls[:100]) == []
+    (alert,) = quiet.observe(calls[100])
+    assert (alert.count, alert.first_ns // S, alert.last_ns // S) == (
+        101,
+        5 * HOUR_S,
+        5 * HOUR_S + 100,
+    )
+    assert fired(quiet, use(5 * HOUR_S + 200, "a")) == []  # quiet for 30 minutes
+
+    busy = Detector([SPIKE])
+    # Usually 12 a minute (720 in each of the 4 hours before): 101 in 10 minutes is ordinary,
+    # and so are 1,200; 1,201 are more than ten times 12 a minute.
+    for hour in range(1, 5):
+        busy.remember_rate(SPIKE, ("t1",), hour * HOUR_S * S, 720)
+    assert fired(busy, *(use(5 * HOUR_S + n // 2, "a") for n in range(1200))) == []
+    (alert,) = busy.observe(use(5 * HOUR_S + 599, "a"))
+    assert alert.count == 1201
+
+
+def test_a_spike_counts_the_events_an_observation_stands_for() -> None:
+    detector = Detector([SPIKE])
+    minute = Observed(3 * HOUR_S * S, "token.used", "success", "", "t1", "a", "", "", None,
+                      weight=101)  # fmt: skip
+    (alert,) = detector.observe(minute)
+    assert alert.count == 101

@@ -33,6 +33,8 @@ ATTACK_ALERTS = {
     ("new-ip-for-token", scenarios.REVOKED_TOKEN, 1),  # the dead tokens, from theirs
     ("new-ip-for-token", scenarios.EXPIRED_TOKEN, 1),
     ("dormant-token-used", scenarios.DORMANT_TOKEN, 1),  # 45 days after its last use
+    # 101 calls within 10 minutes: over ten times its usual (under one a minute, taken as one)
+    ("call-rate-spike", scenarios.SPIKE_TOKEN, 101),
 }
 #: The scenarios' own history of the hours before (the same in both): a replayed refresh
 #: token, and a token an administrator made for another principal, without expiry.

@@ -39,6 +39,7 @@ def test_the_shipped_rules_load_and_each_says_what_to_do() -> None:
         "new-ip-for-token",
         "token-from-several-networks",
         "dormant-token-used",
+        "call-rate-spike",
     ]
     assert all(r.description and r.runbook for r in rules)
     assert {r.kind for r in rules} == set(Kind)

@@ -421,6 +421,15 @@ def test_security_panels_point_at_each_attack_and_stay_empty_on_ordinary_traffic
         assert escalations.column("added") == ["admin"]
         leaks = rows("Leaks and refresh-token reuse", scenario)
         assert leaks.column("token") == [scenarios.REUSED_REFRESH_TOKEN]
+    # What the service's own rules raised as the scenario arrived: the attack, named.
+    raised = rows("Alerts raised by tokenotel", "attack")
+    about = set(
+        zip(raised.column("rule"), raised.column("token"), raised.column("ip"), strict=True)
+    )
+    assert ("failure-burst", scenarios.BURST_TOKEN, "") in about
+    assert ("token-spray", "", scenarios.SPRAY_IP) in about
+    quiet = rows("Alerts raised by tokenotel", "benign")
+    assert "failure-burst" not in quiet.column("rule") and "token-spray" not in quiet.column("rule")
 
 
 def test_overview_shows_volume_top_talkers_expiries_and_liveness(traffic: Traffic) -> None:

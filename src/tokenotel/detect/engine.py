@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import bisect
+import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
@@ -11,6 +12,8 @@ from tokenotel.detect.rules import Kind, Match, Rule
 from tokenotel.query.readable import format_ns
 
 NS_PER_S = 1_000_000_000
+NS_PER_MINUTE = 60 * NS_PER_S
+NS_PER_HOUR = 3600 * NS_PER_S
 
 
 @dataclass(frozen=True)
@@ -27,6 +30,9 @@ class Observed:
     actor: str
     expires_at_ns: int | None
     asn: str = ""  # the client's autonomous system, when the source tells
+    #: How many events of the same key and minute this one stands for (a spike rule reads
+    #: counts a minute).
+    weight: int = 1
 
     def value(self, name: str) -> str:
         """The field a rule groups by or counts distinct (token, ip, principal, actor, asn)."""
@@ -95,6 +101,7 @@ class Detector:
 
     def __init__(self, rules: Iterable[Rule]) -> None:
         self.rules = list(rules)
+        self._rules = {rule.id: rule for rule in self.rules}
         self._span_ns = {rule.id: _ns(rule.window) for rule in self.rules}
         # The state of each kind of rule, per key: the matching events inside the window
         # (times and the values counted, oldest first); the values seen, each with its latest
@@ -103,6 +110,7 @@ class Detector:
         self._seen: dict[Key, dict[str, int]] = {}
         self._last: dict[Key, int] = {}
         self._quiet: dict[Key, int] = {}
+        self._rates: dict[Key, Rate] = {}
         self._observed = 0
         self._latest_ns = 0
 
@@ -131,6 +139,8 @@ class Detector:
             return self._dormant(rule, key, event)
         if rule.kind is Kind.EVENT:
             return self._alert(rule, key, rule.group_by, 1, event.time_ns, event.time_ns)
+        if rule.kind is Kind.SPIKE:
+            return self._spike(rule, key, event)
         return self._count(rule, key, event)
 
     def observe_all(self, events: Iterable[Observed]) -> Iterator[Alert]:
@@ -146,6 +156,11 @@ class Detector:
         """A new-value rule learns that the key had ``value`` at ``at_ns`` (from the store)."""
         seen = self._seen.setdefault((rule.id, key), {})
         seen[value] = max(seen.get(value, at_ns), at_ns)
+
+    def remember_rate(self, rule: Rule, key: tuple[str, ...], hour_ns: int, count: int) -> None:
+        """A spike rule learns the key's matching events of an hour before what it will see
+        (from the token_minutes rollup): its usual rate."""
+        self._rates.setdefault((rule.id, key), Rate()).add_hour(hour_ns, count)
 
     def remember_alert(self, rule: Rule, key: tuple[str, ...], quiet_until_ns: int) -> None:
         """The rule alerted for ``key`` before (a stored alert): it stays quiet until then."""
@@ -163,6 +178,10 @@ class Detector:
         for (rule_id, key), seen in list(self._seen.items()):
             if max(seen.values()) < latest - self._span_ns[rule_id]:
                 del self._seen[rule_id, key]
+        for (rule_id, key), rate in list(self._rates.items()):
+            rule = self._rules[rule_id]
+            if rate.newest_ns < latest - _ns(rule.window) - _ns(rule.baseline):
+                del self._rates[rule_id, key]
         for held, until_ns in list(self._quiet.items()):
             if until_ns <= latest:
                 del self._quiet[held]
@@ -205,6 +224,21 @@ class Detector:
             return None
         return self._alert(rule, key, rule.group_by, count, first, last)
 
+    def _spike(self, rule: Rule, key: tuple[str, ...], event: Observed) -> Alert | None:
+        at, window_ns = event.time_ns, self._span_ns[rule.id]
+        rate = self._rates.setdefault((rule.id, key), Rate())
+        rate.add(at, event.weight)
+        start = at - window_ns
+        calls, first = rate.calls_since(start)
+        usual = rate.usual_per_minute(start, _ns(rule.baseline))
+        limit = rule.threshold * max(usual, 1.0) * window_ns / NS_PER_MINUTE
+        if calls <= limit:
+            return None
+        # The count that went over, also when this event stands for a minute's events.
+        crossed = math.floor(limit) + 1
+        count = crossed if calls - event.weight < crossed else calls
+        return self._alert(rule, key, rule.group_by, count, max(first, start), at)
+
     def _alert(
         self,
         rule: Rule,
@@ -221,6 +255,60 @@ class Detector:
         quiet_until_ns = self._quiet[held] = last_ns + _ns(rule.suppress_for)
         key = tuple(zip(names, values, strict=True))
         return Alert(rule, key, count, first_ns, last_ns, quiet_until_ns)
+
+
+class Rate:
+    """A key's matching events by minute (the recent ones: a spike rule's window) and by hour
+    (its baseline): enough to tell a burst from its usual rate."""
+
+    __slots__ = ("_usual", "hours", "minutes", "newest_ns")
+
+    def __init__(self) -> None:
+        self.minutes: dict[int, int] = {}  # start of the minute (ns): events
+        self.hours: dict[int, int] = {}  # start of the hour (ns): events
+        self.newest_ns = 0
+        self._usual: tuple[int, float] = (-1, 0.0)  # (end of the baseline, its rate)
+
+    def add(self, at_ns: int, count: int) -> None:
+        minute = at_ns - at_ns % NS_PER_MINUTE
+        self.minutes[minute] = self.minutes.get(minute, 0) + count
+        self.add_hour(at_ns, count)
+        self.newest_ns = max(self.newest_ns, at_ns)
+        if len(self.minutes) > 120:  # keep two hours of minutes: more than a window needs
+            for old in sorted(self.minutes)[:-120]:
+                del self.minutes[old]
+
+    def add_hour(self, at_ns: int, count: int) -> None:
+        hour = at_ns - at_ns % NS_PER_HOUR
+        self.hours[hour] = self.hours.get(hour, 0) + count
+        if hour < self._usual[0]:
+            self._usual = (-1, 0.0)  # a late event: the baseline is counted again
+        self.newest_ns = max(self.newest_ns, hour)
+
+    def calls_since(self, start_ns: int) -> tuple[int, int]:
+        """The events of the minutes from the one holding ``start_ns`` on, and the start of
+        the first such minute that has any."""
+        first_minute = start_ns - start_ns % NS_PER_MINUTE
+        inside = [(m, n) for m, n in self.minutes.items() if m >= first_minute]
+        return sum(n for _, n in inside), min((m for m, _ in inside), default=start_ns)
+
+    def usual_per_minute(self, before_ns: int, baseline_ns: int) -> float:
+        """Events a minute over the whole hours of ``baseline_ns`` before ``before_ns``, from the
+        first hour that has any (at least an hour, so a token's first calls are no baseline)."""
+        end = before_ns - before_ns % NS_PER_HOUR
+        if self._usual[0] == end:
+            return self._usual[1]
+        start = end - baseline_ns
+        inside = [(h, n) for h, n in self.hours.items() if start <= h < end]
+        if len(self.hours) > baseline_ns // NS_PER_HOUR + 2:
+            for old in [h for h in self.hours if h < start]:
+                del self.hours[old]
+        usual = 0.0
+        if inside:
+            first = min(h for h, _ in inside)
+            usual = sum(n for _, n in inside) / max((end - first) // NS_PER_MINUTE, 60)
+        self._usual = (end, usual)
+        return usual
 
 
 def _busiest(

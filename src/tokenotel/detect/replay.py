@@ -19,6 +19,7 @@ SELECT toUnixTimestamp64Nano(event_time), event_name, outcome, token_status, tok
 FROM {EVENTS_TABLE}
 WHERE event_time >= fromUnixTimestamp64Nano({{start:Int64}}, 'UTC')
   AND event_time < fromUnixTimestamp64Nano({{end:Int64}}, 'UTC')
+  AND ingested_at < fromUnixTimestamp64Milli({{before_ms:Int64}}, 'UTC')
 ORDER BY event_time
 """
 #: Each token's last event a dormant rule matches, before a time (to the minute).
@@ -29,6 +30,16 @@ WHERE minute < fromUnixTimestamp64Nano({before:Int64}, 'UTC')
   AND (empty({events:Array(String)}) OR event_name IN {events:Array(String)})
   AND ({outcome:String} = '' OR outcome = {outcome:String})
 GROUP BY token_key
+"""
+#: Each token's matching events of each hour of [start, before), from the per-minute rollup.
+HOURS_SQL = """
+SELECT token_key, toUnixTimestamp(toStartOfHour(minute)) * 1000000000, sum(events)
+FROM token_minutes
+WHERE minute >= fromUnixTimestamp64Nano({start:Int64}, 'UTC')
+  AND minute < fromUnixTimestamp64Nano({before:Int64}, 'UTC')
+  AND (empty({events:Array(String)}) OR event_name IN {events:Array(String)})
+  AND ({outcome:String} = '' OR outcome = {outcome:String})
+GROUP BY 1, 2
 """
 #: How much history one read takes: a day of a busy source fits in memory.
 SLICE = timedelta(hours=6)
@@ -43,7 +54,7 @@ def stored_events(
     since: datetime,
     until: datetime,
     progress: Progress | None = None,
-    committed_before_ms: int = 2**62,
+    committed_before_ms: int = 2**43,  # (the year 2248)
 ) -> Iterator[Observed]:
     """The events of [since, until) committed before ``committed_before_ms`` (the ingest
     stamp, ms), oldest first, read a slice at a time."""
@@ -78,15 +89,38 @@ def replay(
         default=timedelta(0),
     )
     start = since - warm_up
-    for rule in detector.rules:
-        if rule.kind is Kind.DORMANT:
-            for token, last_ns in last_seen(store, rule, start):
-                detector.remember_last(rule, (token,), last_ns)
+    learn_from_rollups(detector, store, start)
     since_ns = _ns(since)
     for event in stored_events(store, start, until, progress):
         alerts = detector.observe(event)
         if event.time_ns >= since_ns:
             yield from alerts
+
+
+def learn_from_rollups(detector: Detector, store: Store, before: datetime) -> None:
+    """What the dormant and spike rules know of the events before ``before`` (a whole minute),
+    from token_minutes: each token's last matching minute, and its matching events by hour
+    over a spike rule's baseline."""
+    for rule in detector.rules:
+        if rule.kind is Kind.DORMANT:
+            for token, last_ns in last_seen(store, rule, before):
+                detector.remember_last(rule, (token,), last_ns)
+        elif rule.kind is Kind.SPIKE:
+            for token, hour_ns, count in hours(store, rule, before):
+                detector.remember_rate(rule, (token,), hour_ns, count)
+
+
+def hours(store: Store, rule: Rule, before: datetime) -> list[tuple[str, int, int]]:
+    """Each token's events ``rule`` matches by hour, over its baseline and window before
+    ``before``."""
+    params = {
+        "start": _ns(before - rule.baseline - rule.window),
+        "before": _ns(before),
+        "events": list(rule.match.events),
+        "outcome": rule.match.outcome or "",
+    }
+    rows = store.query(HOURS_SQL, params, settings={"max_threads": 1}).result_rows
+    return [(token, hour_ns, count) for token, hour_ns, count in rows]
 
 
 def last_seen(store: Store, rule: Rule, before: datetime) -> list[tuple[str, int]]:

@@ -32,6 +32,8 @@ class Kind(StrEnum):
     NEW_VALUE = "new_value"  # a ``new_of`` not seen with the key within ``window``, while
     # the key was seen with others
     DORMANT = "dormant"  # the key's first matching event after ``window`` without one
+    SPIKE = "spike"  # more than ``threshold`` times the key's usual rate a minute (over
+    # ``baseline``) within ``window``
 
 
 class Severity(StrEnum):
@@ -94,10 +96,12 @@ class Rule(BaseModel):
     threshold: Annotated[int, Field(ge=1)] = 1
     distinct_of: Field_ | None = None
     new_of: Field_ | None = None
+    #: Spike: how far back the key's usual rate is taken, before the window.
+    baseline: timedelta = timedelta(0)
     #: After an alert, the same rule stays quiet for the same key this long.
     suppress_for: timedelta
 
-    @field_validator("window", "suppress_for", mode="before")
+    @field_validator("window", "suppress_for", "baseline", mode="before")
     @classmethod
     def _durations(cls, value: Any) -> timedelta:
         return duration(value)
@@ -112,15 +116,19 @@ class Rule(BaseModel):
             raise ValueError(f"rule {self.id}: distinct_of goes with kind distinct, and only")
         if (self.kind is Kind.NEW_VALUE) != (self.new_of is not None):
             raise ValueError(f"rule {self.id}: new_of goes with kind new_value, and only")
-        if self.kind is Kind.DORMANT and (
+        if (self.kind is Kind.SPIKE) != (self.baseline > timedelta(0)):
+            raise ValueError(f"rule {self.id}: baseline goes with kind spike, and only")
+        if self.kind is Kind.SPIKE and self.baseline <= self.window:
+            raise ValueError(f"rule {self.id}: a spike rule's baseline is longer than its window")
+        if self.kind in (Kind.DORMANT, Kind.SPIKE) and (
             self.group_by != ("token",)
             or self.match.token_status
             or self.match.actor_is_not_principal
             or self.match.lifetime_over is not None
         ):
             raise ValueError(
-                f"rule {self.id}: a dormant rule groups by token and matches on events and "
-                "outcome only (what the token_minutes rollup keeps of the past)"
+                f"rule {self.id}: a {self.kind} rule groups by token and matches on events "
+                "and outcome only (what the token_minutes rollup keeps of the past)"
             )
         return self
 

@@ -19,7 +19,7 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 from urllib.parse import quote
@@ -27,8 +27,8 @@ from urllib.parse import quote
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tokenotel.detect.engine import NS_PER_S, Alert, Detector, Observed, matches
-from tokenotel.detect.replay import last_seen, stored_events
+from tokenotel.detect.engine import NS_PER_MINUTE, NS_PER_S, Alert, Detector, Observed, matches
+from tokenotel.detect.replay import learn_from_rollups, stored_events
 from tokenotel.detect.rules import Kind, Match, Rule
 from tokenotel.errors import StoreUnavailable
 from tokenotel.query.readable import IP_TEXT_SQL, ip_to_text
@@ -205,6 +205,8 @@ def observations(rule: Rule, events: pa.Table) -> list[Observed]:
         return []
     if rule.kind in (Kind.EVENT, Kind.COUNT):
         observed = _each(rule, chosen)
+    elif rule.kind is Kind.SPIKE:
+        observed = _by_minute(rule, chosen)
     else:
         fields = _fields(rule)
         columns = [_COLUMNS[field] for field in fields]
@@ -221,6 +223,25 @@ def observations(rule: Rule, events: pa.Table) -> list[Observed]:
                 if group["time_max"] != group["time_min"]:
                     observed.append(_observed(group["time_max"], values, group))
     observed.sort(key=lambda event: event.time_ns)
+    return observed
+
+
+def _by_minute(rule: Rule, events: pa.Table) -> list[Observed]:
+    """A spike rule's events: one for each key and minute, the count of its events, at the
+    last of them."""
+    fields = _fields(rule)
+    columns = [_COLUMNS[field] for field in fields]
+    with_minute = events.append_column(
+        "minute", pc.multiply(pc.divide(events["time"], NS_PER_MINUTE), NS_PER_MINUTE)
+    )
+    groups = with_minute.group_by([*columns, "minute"]).aggregate(
+        [("time", "max"), ("time", "count")]
+    )
+    observed = []
+    for group in groups.to_pylist():
+        values = {field: _text(field, group[_COLUMNS[field]]) for field in fields}
+        event = _observed(group["time_max"], values, group)
+        observed.append(replace(event, weight=group["time_count"]))
     return observed
 
 
@@ -397,16 +418,17 @@ def warm(detector: Detector, store: Store, before_ms: int, now_ns: int) -> None:
             key = tuple(labels.get(field, "") for field in rule.group_by)
             detector.remember_alert(rule, key, quiet_ns)
     now = datetime.fromtimestamp(now_ns / NS_PER_S, UTC)
-    windowed = [r for r in detector.rules if r.kind in (Kind.COUNT, Kind.DISTINCT)]
+    windowed = [r for r in detector.rules if r.kind in (Kind.COUNT, Kind.DISTINCT, Kind.SPIKE)]
     longest = max((rule.window for rule in windowed), default=timedelta(0))
+    # The rollups up to a whole minute, the events from it on: nothing counted twice (but for
+    # a late event committed while this runs, which the rollup and the queue both hold).
+    cut = (now - longest).replace(second=0, microsecond=0)
+    learn_from_rollups(detector, store, cut)
     for rule in detector.rules:
-        if rule.kind is Kind.DORMANT:
-            for token, last_ns in last_seen(store, rule, now):
-                detector.remember_last(rule, (token,), last_ns)
-        elif rule.kind is Kind.NEW_VALUE:
+        if rule.kind is Kind.NEW_VALUE:
             _learn_values(detector, store, rule, before_ms, now_ns)
     if windowed:
-        for event in stored_events(store, now - longest, now, committed_before_ms=before_ms):
+        for event in stored_events(store, cut, now, committed_before_ms=before_ms):
             for rule in windowed:
                 if matches(rule.match, event):
                     detector.apply(rule, event)
