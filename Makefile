@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint format proto collector telemetrygen grpcurl chgo fuzz fuzz-merge bench-ingest bench-query bench-overload bench-import bench-api clean
+.PHONY: demo test test-fast lint format proto collector telemetrygen grpcurl chgo fuzz fuzz-merge bench-ingest bench-query bench-overload bench-import bench-api bench-detect clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -67,6 +67,9 @@ chgo:
 
 bench-ingest: $(STAMP)
 	$(BIN)/python bench/ingest.py
+
+bench-detect: $(STAMP)
+	$(BIN)/python bench/detect.py
 
 bench-query: $(STAMP)
 	$(BIN)/python bench/query.py

@@ -244,3 +244,36 @@ def test_a_rule_reads_the_first_and_last_event_of_each_key_and_value_in_an_inser
     # A key and value spread over more than the window (a backfill): every event counts.
     spread = [(0, "t1", "192.0.2.1"), (1800, "t1", "192.0.2.1"), (3600, "t1", "192.0.2.1")]
     assert len(observations(NEW_IP, frame(_batch(spread)))) == 3
+
+
+def test_a_resolved_notice_follows_when_the_condition_clears(
+    tmp_path: Path, receiver: Receiver
+) -> None:
+    receiver.refused = 1  # (no refusal here)
+    hour_ago = time.time_ns() - 3600 * 10**9
+    ingest = InProcessIngest(
+        tmp_path / "data", alert_webhook_urls=f"http://127.0.0.1:{receiver.port}/alerts"
+    )
+    try:
+        # A burst of an hour ago: its five-minute window has long emptied.
+        ingest.send(export_request(*(_failure("tok-c", hour_ago + n * 10**9, n)
+                                     for n in range(10))))  # fmt: skip
+        _alerts(ingest)
+    finally:
+        ingest.close()
+    firing, resolved = receiver.bodies
+    assert firing["status"] == "firing" and resolved["status"] == "resolved"
+    (alert,) = resolved["alerts"]
+    assert alert["status"] == "resolved"
+    assert alert["labels"] == {
+        "alertname": "failure-burst",
+        "severity": "warning",
+        "token": "tok-c",
+    }
+    # Cleared when the window that made it emptied: five minutes after its last event.
+    assert alert["endsAt"] > alert["annotations"]["last_event"]
+    assert alert["endsAt"][:16] == _minute(hour_ago + 9 * 10**9 + 300 * 10**9)
+
+
+def _minute(ns: int) -> str:
+    return datetime.fromtimestamp(ns / 1e9, UTC).strftime("%Y-%m-%dT%H:%M")

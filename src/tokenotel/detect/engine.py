@@ -111,6 +111,8 @@ class Detector:
         self._last: dict[Key, int] = {}
         self._quiet: dict[Key, int] = {}
         self._rates: dict[Key, Rate] = {}
+        #: The alerts raised whose condition may still hold, with when it clears (event time).
+        self.active: dict[Key, tuple[Alert, int]] = {}
         self._observed = 0
         self._latest_ns = 0
 
@@ -162,10 +164,14 @@ class Detector:
         (from the token_minutes rollup): its usual rate."""
         self._rates.setdefault((rule.id, key), Rate()).add_hour(hour_ns, count)
 
-    def remember_alert(self, rule: Rule, key: tuple[str, ...], quiet_until_ns: int) -> None:
-        """The rule alerted for ``key`` before (a stored alert): it stays quiet until then."""
-        held = (rule.id, key)
-        self._quiet[held] = max(self._quiet.get(held, quiet_until_ns), quiet_until_ns)
+    def remember_alert(self, alert: Alert) -> None:
+        """The rule raised ``alert`` before (a stored one): it stays quiet for the key until the
+        alert's quiet time ends, and the alert is active until it clears."""
+        held = (alert.rule.id, tuple(alert.labels.get(f, "") for f in alert.rule.group_by))
+        self._quiet[held] = max(self._quiet.get(held, alert.quiet_until_ns), alert.quiet_until_ns)
+        clears_ns = alert.last_ns + self._hold_ns(alert.rule)
+        if clears_ns > self.active.get(held, (alert, 0))[1]:
+            self.active[held] = (alert, clears_ns)
 
     def _sweep(self) -> None:
         """Drops what no later event can count: events and values older than their rule's
@@ -248,13 +254,35 @@ class Detector:
         first_ns: int,
         last_ns: int,
     ) -> Alert | None:
-        """An alert, unless the rule alerted for the same key within its suppression."""
+        """An alert, unless the rule alerted for the same key within its suppression (then the
+        alert it raised holds longer)."""
         held = (rule.id, values[: len(rule.group_by)])
+        clears_ns = last_ns + self._hold_ns(rule)
         if last_ns < self._quiet.get(held, -1):
+            active = self.active.get(held)
+            if active is not None and clears_ns > active[1]:
+                self.active[held] = (active[0], clears_ns)
             return None
         quiet_until_ns = self._quiet[held] = last_ns + _ns(rule.suppress_for)
         key = tuple(zip(names, values, strict=True))
-        return Alert(rule, key, count, first_ns, last_ns, quiet_until_ns)
+        alert = Alert(rule, key, count, first_ns, last_ns, quiet_until_ns)
+        self.active[held] = (alert, max(clears_ns, self.active.get(held, (alert, 0))[1]))
+        return alert
+
+    def _hold_ns(self, rule: Rule) -> int:
+        """How long after its last detection an alert holds: a window's count stays over the
+        threshold for at most the window; a single event's alert, for its quiet time."""
+        if rule.kind in (Kind.COUNT, Kind.DISTINCT, Kind.SPIKE):
+            return self._span_ns[rule.id]
+        return _ns(rule.suppress_for)
+
+    def resolved(self, now_ns: int) -> list[tuple[Alert, int]]:
+        """The alerts whose condition cleared by ``now_ns``, each with when it cleared; they are
+        no longer active."""
+        cleared = [(held, alert, at) for held, (alert, at) in self.active.items() if at <= now_ns]
+        for held, _, _ in cleared:
+            del self.active[held]
+        return [(alert, at) for _, alert, at in cleared]
 
 
 class Rate:

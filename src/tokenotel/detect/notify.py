@@ -49,15 +49,17 @@ def alert_labels(raised: RaisedAlert) -> dict[str, str]:
 
 
 def alertmanager_message(raised: list[RaisedAlert], grafana_url: str) -> dict[str, object]:
-    """Alerts of one rule as the body of an Alertmanager webhook (version 4)."""
+    """Alerts of one rule and state (firing or resolved) as the body of an Alertmanager
+    webhook (version 4)."""
     rule = raised[0].alert.rule
+    state = raised[0].state
     alerts = []
     for item in raised:
         labels = alert_labels(item)
         summary = ", ".join(f"{k} {v}" for k, v in item.alert.labels.items())
         alerts.append(
             {
-                "status": "firing",
+                "status": item.state,
                 "labels": labels,
                 "annotations": {
                     "summary": f"{rule.description} ({summary}; {item.alert.count} events)",
@@ -68,7 +70,7 @@ def alertmanager_message(raised: list[RaisedAlert], grafana_url: str) -> dict[st
                     "count": str(item.alert.count),
                 },
                 "startsAt": format_ns(item.alert.first_ns),
-                "endsAt": NO_END,
+                "endsAt": NO_END if item.ends_ns is None else format_ns(item.ends_ns),
                 "generatorURL": item.link,
                 "fingerprint": _fingerprint(labels),
             }
@@ -82,7 +84,7 @@ def alertmanager_message(raised: list[RaisedAlert], grafana_url: str) -> dict[st
         "version": "4",
         "groupKey": f'{{}}:{{alertname="{rule.id}"}}',
         "truncatedAlerts": 0,
-        "status": "firing",
+        "status": state,
         "receiver": "tokenotel",
         "groupLabels": {"alertname": rule.id},
         "commonLabels": common,
@@ -99,8 +101,8 @@ def _fingerprint(labels: dict[str, str]) -> str:
 
 
 class WebhookNotifier:
-    """POSTs each rule's alerts of an insert (Alertmanager's JSON) to a URL, in order,
-    retrying with a growing delay."""
+    """POSTs each rule's alerts of an insert, and its resolved notices, (Alertmanager's JSON)
+    to a URL, in order, retrying with a growing delay."""
 
     def __init__(self, url: str, grafana_url: str) -> None:
         self.url = url
@@ -112,9 +114,9 @@ class WebhookNotifier:
         self._thread.start()
 
     def send(self, alerts: list[RaisedAlert]) -> None:
-        by_rule: dict[str, list[RaisedAlert]] = {}
+        by_rule: dict[tuple[str, str], list[RaisedAlert]] = {}
         for item in alerts:
-            by_rule.setdefault(item.alert.rule.id, []).append(item)
+            by_rule.setdefault((item.alert.rule.id, item.state), []).append(item)
         for group in by_rule.values():
             body = orjson.dumps(alertmanager_message(group, self.grafana_url))
             while True:
@@ -186,6 +188,7 @@ class OtlpNotifier:
             attributes: dict[str, str | int] = {
                 "tokenotel.alert.rule": alert.rule.id,
                 "tokenotel.alert.severity": alert.rule.severity.value,
+                "tokenotel.alert.state": item.state,
                 "tokenotel.alert.count": alert.count,
                 "tokenotel.alert.first_event": format_ns(alert.first_ns),
                 "tokenotel.alert.last_event": format_ns(alert.last_ns),
@@ -194,6 +197,8 @@ class OtlpNotifier:
             }
             for field, value in alert.labels.items():
                 attributes[f"tokenotel.alert.{field}"] = value
+            if item.ends_ns is not None:
+                attributes["tokenotel.alert.resolved_at"] = format_ns(item.ends_ns)
             self._logger.emit(
                 event_name=OTLP_EVENT,
                 body=alert.rule.description,

@@ -14,6 +14,7 @@ key had within a new-value rule's window, and the events of the count rules' win
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import queue
 import threading
@@ -40,10 +41,13 @@ log = logging.getLogger(__name__)
 INVESTIGATION_PATH = "/d/tokenotel-investigation/tokenotel-token-investigation"
 #: Inserts waiting for the rules; past this the oldest waits are dropped, and counted.
 QUEUE_INSERTS = 256
+#: How often, without inserts, the alerts whose condition cleared are looked for.
+RESOLVE_EVERY_S = 1.0
 
 #: The alerts of the last ``seconds`` (their suppression may still run).
 RECENT_ALERTS_SQL = f"""
-SELECT rule, labels, toUnixTimestamp64Nano(quiet_until)
+SELECT rule, labels, event_count, toUnixTimestamp64Nano(first_event),
+       toUnixTimestamp64Nano(last_event), toUnixTimestamp64Nano(quiet_until)
 FROM {ALERTS_TABLE}
 WHERE raised_at >= now64(3) - toIntervalSecond({{seconds:UInt64}})
 """
@@ -83,6 +87,9 @@ class RaisedAlert:
     alert: Alert
     raised_ns: int
     link: str
+    #: "firing", or "resolved": the condition cleared at ``ends_ns`` (a notice, not stored).
+    state: str = "firing"
+    ends_ns: int | None = None
 
     def as_row(self) -> dict[str, object]:
         return {**self.alert.as_row(), "link": self.link}
@@ -280,6 +287,7 @@ class StreamDetector:
         self._clock = clock
         self._queue: queue.Queue[pa.Table | None] = queue.Queue(QUEUE_INSERTS)
         self._thread: threading.Thread | None = None
+        self._stopping = threading.Event()
         self.alerts_raised = 0
         self.inserts_seen = 0
         self.inserts_skipped = 0
@@ -322,36 +330,66 @@ class StreamDetector:
         return not self._queue.unfinished_tasks
 
     def stop(self) -> None:
-        """Evaluates what is queued, then stops the thread and the notifiers."""
+        """Evaluates what is queued (unless the rules never got the store's state: then
+        there is nothing to evaluate against), then stops the thread and the notifiers."""
         if self._thread is not None:
-            self._queue.put(None)
+            self._stopping.set()
+            with contextlib.suppress(queue.Full):
+                self._queue.put_nowait(None)
             self._thread.join(timeout=30)
+            if self._thread.is_alive():
+                log.warning("detection did not stop within 30 s; its last inserts are lost")
             self._thread = None
         for notifier in self.notifiers:
             notifier.close()
 
     def _run(self, started_ms: int) -> None:
         self._warm_until_done(started_ms)
+        if not self.ready.is_set():
+            return  # stopped before the store answered
         while True:
-            batch = self._queue.get()
+            try:
+                batch = self._queue.get(timeout=RESOLVE_EVERY_S)
+            except queue.Empty:
+                if self._stopping.is_set():
+                    return
+                self._resolve()
+                continue
             try:
                 if batch is None:
                     return
                 self.inserts_seen += 1
                 self._raise(evaluate(self.detector, batch))
+                self._resolve()
             except Exception:  # a bug: this insert's alerts are lost, detection goes on
                 log.exception("detection failed on a committed insert")
             finally:
                 self._queue.task_done()
 
+    def _resolve(self) -> None:
+        """Resolved notices for the alerts whose condition cleared by now."""
+        now = self._clock()
+        cleared = self.detector.resolved(now)
+        if not cleared:
+            return
+        notices = [
+            RaisedAlert(alert, now, link(self.grafana_url, alert), "resolved", at)
+            for alert, at in cleared
+        ]
+        for notice in notices:
+            labels = " ".join(f"{k}={v}" for k, v in notice.alert.labels.items())
+            log.info("alert %s resolved: %s", notice.alert.rule.id, labels)
+        for notifier in self.notifiers:
+            notifier.send(notices)
+
     def _warm_until_done(self, started_ms: int) -> None:
         delay = 1.0
-        while True:
+        while not self._stopping.is_set():
             try:
                 warm(self.detector, self.store, started_ms, self._clock())
             except StoreUnavailable as e:
                 log.warning("detection waits for the store to learn its state: %s", e)
-                time.sleep(delay)
+                self._stopping.wait(delay)
                 delay = min(delay * 2, 30.0)
                 continue
             except Exception:
@@ -412,11 +450,12 @@ def warm(detector: Detector, store: Store, before_ms: int, now_ns: int) -> None:
     longest_quiet = max((rule.suppress_for for rule in detector.rules), default=timedelta(0))
     seconds = int(longest_quiet.total_seconds()) + 60
     recent = store.query(RECENT_ALERTS_SQL, {"seconds": seconds}).result_rows
-    for rule_id, labels, quiet_ns in recent:
+    for rule_id, labels, count, first_ns, last_ns, quiet_ns in recent:
         rule = rules.get(rule_id)
         if rule is not None:
-            key = tuple(labels.get(field, "") for field in rule.group_by)
-            detector.remember_alert(rule, key, quiet_ns)
+            names = [*rule.group_by, *(n for n in [rule.new_of] if n is not None and n in labels)]
+            key = tuple((name, labels.get(name, "")) for name in names)
+            detector.remember_alert(Alert(rule, key, count, first_ns, last_ns, quiet_ns))
     now = datetime.fromtimestamp(now_ns / NS_PER_S, UTC)
     windowed = [r for r in detector.rules if r.kind in (Kind.COUNT, Kind.DISTINCT, Kind.SPIKE)]
     longest = max((rule.window for rule in windowed), default=timedelta(0))
