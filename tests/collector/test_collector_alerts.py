@@ -33,7 +33,7 @@ def test_each_alert_reaches_the_collector_naming_its_rule_and_token(
         try:
             leak = log_record(
                 "token.leak_detected",
-                {"token.id": "tok-leaked", "client.address": "198.51.100.7"},
+                {"token.id": "tok-leaked", "user.id": "dana", "client.address": "198.51.100.7"},
                 time_unix_nano=now - 10**9,
             )
             ingest.send(export_request(leak))
@@ -50,4 +50,6 @@ def test_each_alert_reaches_the_collector_naming_its_rule_and_token(
     assert "-> tokenotel.alert.rule: Str(reuse-or-leak-detected)" in output
     assert "-> tokenotel.alert.token: Str(tok-leaked)" in output
     assert "-> tokenotel.alert.count: Int(1)" in output
+    assert "-> tokenotel.alert.principal: Str(dana)" in output
+    assert "-> tokenotel.alert.state: Str(firing)" in output
     assert "var-token=tok-leaked" in output

@@ -74,7 +74,13 @@ def test_the_service_raises_what_a_replay_of_the_same_history_raises(
 def _failure(token: str, at_ns: int, n: int) -> Any:
     return log_record(
         "token.auth_failed",
-        {"token.id": token, "client.address": "203.0.113.9", "log.record.uid": f"f-{token}-{n}"},
+        {
+            "token.id": token,
+            "token.name": f"{token} deploy key",
+            "user.id": f"owner-of-{token}",
+            "client.address": "203.0.113.9",
+            "log.record.uid": f"f-{token}-{n}",
+        },
         time_unix_nano=at_ns,
     )
 
@@ -180,6 +186,8 @@ def test_alerts_are_posted_as_alertmanager_webhook_messages(
         "token": "tok-b",
     }
     assert alert["annotations"]["count"] == "10"
+    assert alert["annotations"]["token_name"] == "tok-b deploy key"
+    assert alert["annotations"]["principal"] == "owner-of-tok-b"
     assert "tok-b" in alert["annotations"]["summary"]
     assert alert["startsAt"] < alert["annotations"]["last_event"]
     assert alert["endsAt"] == "0001-01-01T00:00:00Z"

@@ -68,6 +68,8 @@ def alertmanager_message(raised: list[RaisedAlert], grafana_url: str) -> dict[st
                     "first_event": format_ns(item.alert.first_ns),
                     "last_event": format_ns(item.alert.last_ns),
                     "count": str(item.alert.count),
+                    **({"token_name": item.token_name} if item.token_name else {}),
+                    **({"principal": item.principal} if item.principal else {}),
                 },
                 "startsAt": format_ns(item.alert.first_ns),
                 "endsAt": NO_END if item.ends_ns is None else format_ns(item.ends_ns),
@@ -199,6 +201,10 @@ class OtlpNotifier:
                 attributes[f"tokenotel.alert.{field}"] = value
             if item.ends_ns is not None:
                 attributes["tokenotel.alert.resolved_at"] = format_ns(item.ends_ns)
+            if item.token_name:
+                attributes["tokenotel.alert.token_name"] = item.token_name
+            if item.principal:
+                attributes["tokenotel.alert.principal"] = item.principal
             self._logger.emit(
                 event_name=OTLP_EVENT,
                 body=alert.rule.description,

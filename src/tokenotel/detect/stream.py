@@ -63,6 +63,12 @@ WHERE event_time >= fromUnixTimestamp64Nano({{{{start:Int64}}}}, 'UTC')
 GROUP BY ALL
 """
 
+#: The name and owner of the tokens alerts are about.
+TOKENS_SQL = """
+SELECT token_key, token_name, owner FROM token_inventory
+WHERE token_key IN {keys:Array(String)}
+"""
+
 #: The stored column of each field a rule groups by or counts, and how it is read as text.
 _COLUMNS = {
     "token": "token_key",
@@ -90,6 +96,9 @@ class RaisedAlert:
     #: "firing", or "resolved": the condition cleared at ``ends_ns`` (a notice, not stored).
     state: str = "firing"
     ends_ns: int | None = None
+    #: The token's name and owner, as the inventory knows them ("" when unknown).
+    token_name: str = ""
+    principal: str = ""
 
     def as_row(self) -> dict[str, object]:
         return {**self.alert.as_row(), "link": self.link}
@@ -366,6 +375,17 @@ class StreamDetector:
             finally:
                 self._queue.task_done()
 
+    def _token_names(self, keys: set[str]) -> dict[str, tuple[str, str]]:
+        """The name and owner of each token (empty when the store cannot say now)."""
+        if not keys:
+            return {}
+        try:
+            rows = self.store.query(TOKENS_SQL, {"keys": sorted(keys)}).result_rows
+        except StoreUnavailable as e:
+            log.warning("alerts go out without their tokens' names: %s", e)
+            return {}
+        return {key: (name, owner) for key, name, owner in rows}
+
     def _resolve(self) -> None:
         """Resolved notices for the alerts whose condition cleared by now."""
         now = self._clock()
@@ -401,7 +421,17 @@ class StreamDetector:
         if not alerts:
             return
         now = self._clock()
-        raised = [RaisedAlert(alert, now, link(self.grafana_url, alert)) for alert in alerts]
+        names = self._token_names({a.labels["token"] for a in alerts if a.labels.get("token")})
+        raised = [
+            RaisedAlert(
+                alert,
+                now,
+                link(self.grafana_url, alert),
+                token_name=names.get(alert.labels.get("token", ""), ("", ""))[0],
+                principal=names.get(alert.labels.get("token", ""), ("", ""))[1],
+            )
+            for alert in alerts
+        ]
         self.alerts_raised += len(raised)
         for item in raised:
             labels = " ".join(f"{k}={v}" for k, v in item.alert.labels.items())
@@ -428,6 +458,8 @@ def alert_rows(raised: list[RaisedAlert]) -> pa.Table:
             "rule": [r.alert.rule.id for r in raised],
             "severity": [r.alert.rule.severity.value for r in raised],
             "token_key": [r.alert.labels.get("token", "") for r in raised],
+            "token_name": [r.token_name for r in raised],
+            "principal": [r.principal for r in raised],
             "client_ip": [r.alert.labels.get("ip", "") for r in raised],
             "labels": pa.array(
                 [list(r.alert.labels.items()) for r in raised], pa.map_(pa.string(), pa.string())

@@ -9,6 +9,8 @@ CREATE TABLE IF NOT EXISTS token_alerts
     rule            LowCardinality(String),
     severity        LowCardinality(String),
     token_key       String,
+    token_name      String,
+    principal       String,
     client_ip       String,
     labels          Map(String, String),
     event_count     UInt64,
