@@ -48,6 +48,7 @@ MAY_IMPORT: dict[str, set[str]] = {
         "v1",
     },
     "v1": set(),  # generated from proto/tokenotel/v1/audit.proto
+    "telemetry": {"pipeline"},
     "history": {"model", "errors", "config", "ingest", "mapping", "pipeline", "api", "security"},
     "service": {
         "model",
@@ -59,6 +60,7 @@ MAY_IMPORT: dict[str, set[str]] = {
         "security",
         "integrity",
         "v1",
+        "telemetry",
     },
     "demo": {"model", "errors", "config", "query", "service", "store"},
     "cli": {

@@ -315,6 +315,14 @@ class Settings(BaseSettings):
         "http://localhost:3000",
         description="Where Grafana is, for the dashboard link in each alert.",
     )
+    telemetry_otlp_endpoint: HttpUrl | None = _setting(
+        shown="unset",
+        description="OTLP/gRPC endpoint (http://host:4317) the service's own metrics are sent "
+        "to (they are always at /metrics on the OTLP/HTTP port).",
+    )
+    telemetry_interval_s: float = _setting(
+        60.0, shown="60", gt=0, description="How often the metrics are sent to that endpoint."
+    )
     log_level: Literal["debug", "info", "warning", "error"] = _setting(
         "info", description="debug, info, warning or error."
     )

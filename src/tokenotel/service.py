@@ -25,6 +25,7 @@ from tokenotel.security.audit import JOURNAL_FILE, Caller, SelfAudit
 from tokenotel.security.credentials import CredentialFile, Failure
 from tokenotel.security.exposure import check_exposure
 from tokenotel.security.tls import ServerTls, ServerTlsFiles
+from tokenotel.telemetry import METRICS_CONTENT_TYPE, Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -60,6 +61,9 @@ class Service:
         tls = _server_tls(settings)
         self.pipeline = Pipeline(settings)
         pipeline = self.pipeline
+        self.telemetry = Telemetry(
+            pipeline, settings.telemetry_otlp_endpoint, settings.telemetry_interval_s
+        )
         # tokenotel's own security events go into its trail through the pipeline, like any.
         self.audit = SelfAudit(pipeline.export, settings.data_dir / JOURNAL_FILE)
         self.access: Access | None = None
@@ -71,7 +75,12 @@ class Service:
             *split_listen(settings.grpc_listen), pipeline, limit, access, tls=tls
         )
         self.otlp_http = OtlpHttpListener(
-            *split_listen(settings.http_listen), pipeline, limit, access, tls=tls
+            *split_listen(settings.http_listen),
+            pipeline,
+            limit,
+            access,
+            tls=tls,
+            metrics=(self.telemetry.render, METRICS_CONTENT_TYPE),
         )
         checkpointer = pipeline.checkpointer
         self.api = TokenAuditListener(
@@ -149,6 +158,7 @@ class Service:
             await self._stop_audit()
         finally:
             await self.pipeline.stop()
+            await asyncio.to_thread(self.telemetry.close)
 
     async def _stop_audit(self) -> None:
         """Stops watching the credentials file and stores the last self-audit events."""

@@ -35,8 +35,10 @@ log = logging.getLogger(__name__)
 
 LOGS_PATH = "/v1/logs"
 _CONTENT_TYPES = (PROTOBUF, JSON)
-#: Probed by load balancers and orchestrators without a credential.
-OPEN_PATHS = frozenset({"/healthz", "/readyz"})
+#: Probed by load balancers, orchestrators and Prometheus without a credential.
+OPEN_PATHS = frozenset({"/healthz", "/readyz", "/metrics"})
+#: The service's metrics: what renders them, and their media type.
+Metrics = tuple[Callable[[], bytes], str]
 
 
 class OtlpHttpListener:
@@ -54,10 +56,12 @@ class OtlpHttpListener:
         access: Access | None = None,
         *,
         tls: ServerTls | None = None,
+        metrics: Metrics | None = None,
     ) -> None:
+        """``metrics``: the service's own metrics, served at /metrics (Prometheus's text)."""
         self.host, self._port = host, port
         self.tls = tls
-        self._app = build_app(consumer, max_request_bytes, access, self.name)
+        self._app = build_app(consumer, max_request_bytes, access, self.name, metrics)
         self._runner: web.AppRunner | None = None
         self.port = 0  # the port it listens on, once started
 
@@ -88,6 +92,7 @@ def build_app(
     max_request_bytes: int,
     access: Access | None = None,
     listener: str = OtlpHttpListener.name,
+    metrics: Metrics | None = None,
 ) -> web.Application:
     async def logs(request: web.Request) -> web.StreamResponse:
         if request.method != "POST":
@@ -133,6 +138,14 @@ def build_app(
     app.router.add_route("*", LOGS_PATH, logs)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/readyz", readyz)
+    if metrics is not None:
+        render, content_type = metrics
+
+        async def scrape(_: web.Request) -> web.Response:
+            body = await asyncio.to_thread(render)  # (the observed counters are read here)
+            return web.Response(body=body, headers={"Content-Type": content_type})
+
+        app.router.add_get("/metrics", scrape)
     return app
 
 

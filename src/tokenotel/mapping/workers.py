@@ -108,6 +108,8 @@ class MappingPool:
         self._retry_after_s = retry_after_s
         self._idle: queue.SimpleQueue[_Worker] = queue.SimpleQueue()
         self._workers: list[_Worker] = []
+        #: Workers replaced after one stopped (killed, out of memory).
+        self.restarts = 0
         self._threads: ThreadPoolExecutor | None = None
         self._mapper = Mapper(fingerprinter) if workers == 0 else None
 
@@ -149,6 +151,7 @@ class MappingPool:
             self._workers.remove(worker)
             worker = _Worker(self._key, self._nice)
             self._workers.append(worker)
+            self.restarts += 1
             raise MappingWorkerStopped(
                 "a mapping worker stopped while mapping this request", self._retry_after_s
             ) from None

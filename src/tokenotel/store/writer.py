@@ -117,6 +117,8 @@ class BatchWriter:
         #: The stamp of the insert running now: every insert before it is settled.
         self.in_progress_stamp: int | None = None
         self._commits = asyncio.Condition()
+        #: Told each insert's rows and seconds once it is committed (the service's telemetry).
+        self.observe_insert: Callable[[int, float], None] | None = None
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="tokenotel-writer")
@@ -220,6 +222,11 @@ class BatchWriter:
         async with self._commits:
             self._commits.notify_all()
 
+    @property
+    def pending_rows(self) -> int:
+        """Rows handed to ``write`` and not yet committed."""
+        return self._pending_rows
+
     def committed_up_to(self) -> int | None:
         """A stamp such that every insert stamped up to it is committed and no later insert
         will be stamped before it: the one before the insert running now. None when nothing
@@ -272,6 +279,7 @@ class BatchWriter:
                     self._retry_after_s,
                 ) from e
             self.in_progress_stamp = stamp
+            started = time.perf_counter()
             try:
                 self._store.insert_arrow(EVENTS_TABLE, batch)
             except StoreUnavailable:
@@ -285,11 +293,13 @@ class BatchWriter:
                 self._journal.end()
             if self.ledger is not None:
                 self.ledger.committed(stamp, batch)
+            if self.observe_insert is not None:
+                self.observe_insert(batch.num_rows, time.perf_counter() - started)
             if self._on_commit is not None:
                 self._on_commit(batch)
             # Committed: from here on a retry of these rows is a duplicate.
             self._recent.add(batch["event_id"].to_numpy())
-        self.stats.inserts += 1
+            self.stats.inserts += 1  # (a batch of duplicates only is no insert)
         self.stats.rows_written += rows
         self.stats.duplicates_dropped += sum(t.num_rows for t in tables) - rows
         return written
