@@ -115,12 +115,22 @@ def build(name: str, now_ns: int) -> Scenario:
     return scenario
 
 
+def home_asn(i: int) -> int:
+    """The network a service token is used from (ASNs for documentation, RFC 5398)."""
+    return 64496 + i % 15
+
+
+#: The network the new address of NEW_IP_TOKEN belongs to: none of the service tokens'.
+NEW_ASN = 64511
+
+
 def _use(i: int, **extra: Any) -> dict[str, Any]:
     return {
         "token.id": service_token(i),
         "user.id": service_principal(i),
         "token.type": "api_key",
         "client.address": home_ip(i),
+        "token.client.asn": home_asn(i),
         "user_agent.original": f"{service_principal(i)}/2.{i % 4}",
         "token.scopes": ["read:orders", "write:orders"] if i % 3 else ["read:reports"],
         "http.route": "/v1/orders" if i % 3 else "/v1/reports",
@@ -321,7 +331,8 @@ def _attacks(s: Scenario) -> None:
             2 * MINUTE + n * SECOND, "token.used", {**attributes, "client.address": DEAD_TOKEN_IP}
         )
     for n in range(3):
-        s.add(3 * MINUTE - n * SECOND, "token.used", _use(6, **{"client.address": NEW_IP}))
+        new_place = {"client.address": NEW_IP, "token.client.asn": NEW_ASN}
+        s.add(3 * MINUTE - n * SECOND, "token.used", _use(6, **new_place))
     for n in range(2):
         s.add(2 * MINUTE - n * SECOND, "token.used", _ci_use(DORMANT_TOKEN))
     spike = int(SPIKE_TOKEN[-2:])
