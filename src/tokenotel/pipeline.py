@@ -287,7 +287,13 @@ def _detection(settings: Settings, store: Store) -> StreamDetector | None:
     ]
     if settings.alert_otlp_endpoint is not None:
         notifiers.append(OtlpNotifier(settings.alert_otlp_endpoint))
-    return StreamDetector(store, rules, settings.grafana_url, notifiers)
+    return StreamDetector(
+        store,
+        rules,
+        settings.grafana_url,
+        notifiers,
+        separate_process=settings.mapping_workers > 0,  # (none: the service is one process)
+    )
 
 
 def _checkpointer(

@@ -26,9 +26,9 @@ from inprocess import InProcessIngest
 from otlp_builders import export_request, log_record
 from processes import free_port
 from tokenotel.detect import Detector, shipped_rules
+from tokenotel.detect.batch import frame, observations
 from tokenotel.detect.replay import replay
 from tokenotel.detect.rules import parse_rules
-from tokenotel.detect.stream import frame, observations
 
 ALERTS_SQL = "SELECT rule, token_key, client_ip, event_count, link FROM token_alerts"
 

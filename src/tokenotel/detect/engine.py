@@ -7,6 +7,8 @@ import math
 from collections.abc import Iterable, Iterator
 from dataclasses import dataclass
 from datetime import timedelta
+from operator import attrgetter
+from typing import NamedTuple
 
 from tokenotel.detect.rules import Kind, Match, Rule
 from tokenotel.query.readable import format_ns
@@ -16,9 +18,8 @@ NS_PER_MINUTE = 60 * NS_PER_S
 NS_PER_HOUR = 3600 * NS_PER_S
 
 
-@dataclass(frozen=True)
-class Observed:
-    """What the rules read of one stored event."""
+class Observed(NamedTuple):
+    """What the rules read of one stored event (a tuple: the stream makes many)."""
 
     time_ns: int
     event: str
@@ -103,11 +104,15 @@ class Detector:
         self.rules = list(rules)
         self._rules = {rule.id: rule for rule in self.rules}
         self._span_ns = {rule.id: _ns(rule.window) for rule in self.rules}
+        # (attrgetter: picklable, as the Detector goes to the rules' process)
+        self._key_of = {rule.id: attrgetter(*rule.group_by) for rule in self.rules}
         # The state of each kind of rule, per key: the matching events inside the window
         # (times and the values counted, oldest first); the values seen, each with its latest
-        # time; the latest matching event; and the end of each key's suppression.
+        # time, and the latest of them; the latest matching event; and the end of each key's
+        # suppression.
         self._events: dict[Key, tuple[list[int], list[str]]] = {}
         self._seen: dict[Key, dict[str, int]] = {}
+        self._seen_last: dict[Key, int] = {}
         self._last: dict[Key, int] = {}
         self._quiet: dict[Key, int] = {}
         self._rates: dict[Key, Rate] = {}
@@ -132,7 +137,9 @@ class Detector:
         self._latest_ns = max(self._latest_ns, event.time_ns)
         if self._observed % SWEEP_EVERY == 0:
             self._sweep()
-        key = tuple(event.value(name) for name in rule.group_by)
+        key = self._key_of[rule.id](event)
+        if len(rule.group_by) == 1:
+            key = (key,)
         if not all(key):  # an event without an address is no one's in a rule by address
             return None
         if rule.kind is Kind.NEW_VALUE:
@@ -156,8 +163,12 @@ class Detector:
 
     def remember_value(self, rule: Rule, key: tuple[str, ...], value: str, at_ns: int) -> None:
         """A new-value rule learns that the key had ``value`` at ``at_ns`` (from the store)."""
-        seen = self._seen.setdefault((rule.id, key), {})
+        self._see((rule.id, key), value, at_ns)
+
+    def _see(self, held: Key, value: str, at_ns: int) -> None:
+        seen = self._seen.setdefault(held, {})
         seen[value] = max(seen.get(value, at_ns), at_ns)
+        self._seen_last[held] = max(self._seen_last.get(held, at_ns), at_ns)
 
     def remember_rate(self, rule: Rule, key: tuple[str, ...], hour_ns: int, count: int) -> None:
         """A spike rule learns the key's matching events of an hour before what it will see
@@ -181,9 +192,13 @@ class Detector:
         for (rule_id, key), (times, _) in list(self._events.items()):
             if times[-1] < latest - self._span_ns[rule_id]:
                 del self._events[rule_id, key]
-        for (rule_id, key), seen in list(self._seen.items()):
-            if max(seen.values()) < latest - self._span_ns[rule_id]:
-                del self._seen[rule_id, key]
+        for held, seen in list(self._seen.items()):
+            horizon = latest - self._span_ns[held[0]]
+            if self._seen_last[held] < horizon:
+                del self._seen[held], self._seen_last[held]
+            else:
+                for old in [value for value, at in seen.items() if at < horizon]:
+                    del seen[old]
         for (rule_id, key), rate in list(self._rates.items()):
             rule = self._rules[rule_id]
             if rate.newest_ns < latest - _ns(rule.window) - _ns(rule.baseline):
@@ -197,13 +212,14 @@ class Detector:
         at, value = event.time_ns, event.value(rule.new_of)
         if not value:
             return None
-        seen = self._seen.setdefault((rule.id, key), {})
+        held = (rule.id, key)
         horizon = at - self._span_ns[rule.id]
-        for old in [v for v, t in seen.items() if t < horizon]:
-            del seen[old]  # not seen within the window: new again when it comes back
-        new = value not in seen and bool(seen)  # the key is in use, from elsewhere
-        seen[value] = max(seen.get(value, at), at)
-        if not new:
+        # New: not seen within the window before (a value seen longer ago is new again), while
+        # the key was in use within it, so from elsewhere.
+        known = self._seen.get(held, {}).get(value, horizon - 1) >= horizon
+        in_use = self._seen_last.get(held, horizon - 1) >= horizon
+        self._see(held, value, at)
+        if known or not in_use:
             return None
         return self._alert(rule, (*key, value), (*rule.group_by, rule.new_of), 1, at, at)
 

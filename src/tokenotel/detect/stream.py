@@ -2,10 +2,9 @@
 own, after the requests it holds were answered; what the rules raise is stored in
 ``token_alerts`` and handed to the notifiers (webhooks).
 
-Each rule reads the insert at once (Arrow compute): the events it matches are picked out
-together, and for the rules that remember values (new address, dormant token, distinct
-networks) the events of one key and value are taken as the first and the last of them, which
-say all those rules can tell within a batch (``observations``).
+Each rule reads the insert at once (``batch``), in a process of its own when the service
+runs mapping workers (``worker``): the service's requests never wait on the rules for the
+interpreter lock.
 
 At start the rules learn what the store knows before the first insert: the alerts raised
 within their suppression (not raised again), each token's last use (dormant), the values each
@@ -20,19 +19,20 @@ import queue
 import threading
 import time
 from collections.abc import Callable, Iterable
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
 from typing import Protocol
 from urllib.parse import quote
 
 import pyarrow as pa
-import pyarrow.compute as pc
 
-from tokenotel.detect.engine import NS_PER_MINUTE, NS_PER_S, Alert, Detector, Observed, matches
+from tokenotel.detect.batch import frame
+from tokenotel.detect.engine import NS_PER_S, Alert, Detector, matches
 from tokenotel.detect.replay import learn_from_rollups, stored_events
-from tokenotel.detect.rules import Kind, Match, Rule
+from tokenotel.detect.rules import Kind, Rule
+from tokenotel.detect.worker import Rules, RulesStopped
 from tokenotel.errors import StoreUnavailable
-from tokenotel.query.readable import IP_TEXT_SQL, ip_to_text
+from tokenotel.query.readable import IP_TEXT_SQL
 from tokenotel.store.client import ALERTS_TABLE, EVENTS_TABLE, Store
 
 log = logging.getLogger(__name__)
@@ -43,6 +43,8 @@ INVESTIGATION_PATH = "/d/tokenotel-investigation/tokenotel-token-investigation"
 QUEUE_INSERTS = 256
 #: How often, without inserts, the alerts whose condition cleared are looked for.
 RESOLVE_EVERY_S = 1.0
+#: How often at most, while inserts come, the alerts raised are written to ``token_alerts``.
+STORE_EVERY_S = 1.0
 
 #: The alerts of the last ``seconds`` (their suppression may still run).
 RECENT_ALERTS_SQL = f"""
@@ -69,14 +71,7 @@ SELECT token_key, token_name, owner FROM token_inventory
 WHERE token_key IN {keys:Array(String)}
 """
 
-#: The stored column of each field a rule groups by or counts, and how it is read as text.
-_COLUMNS = {
-    "token": "token_key",
-    "ip": "client_ip",
-    "principal": "principal_id",
-    "actor": "actor_id",
-    "asn": "asn",
-}
+#: How warm reads each field a rule groups by or counts as text (as ``batch`` does).
 _SQL_OF = {
     "token": "token_key",
     "ip": IP_TEXT_SQL.format("client_ip"),
@@ -126,153 +121,6 @@ def link(grafana_url: str, alert: Alert) -> str:
     return f"{grafana_url.rstrip('/')}{INVESTIGATION_PATH}?{'&'.join(query)}"
 
 
-def frame(batch: pa.Table) -> pa.Table:
-    """The columns the rules read of a committed insert: its events' times in ns, and the token
-    key as the store computes it (the id, else the fingerprint)."""
-    token_id = batch.column("token_id")
-    token_key = pc.if_else(pc.not_equal(token_id, ""), token_id, batch.column("token_fingerprint"))
-    return pa.table(
-        {
-            "time": batch.column("event_time").cast(pa.int64()),
-            "event": batch.column("event_name"),
-            "outcome": batch.column("outcome"),
-            "token_status": batch.column("token_status"),
-            "token_key": token_key,
-            "client_ip": batch.column("client_ip"),
-            "principal_id": batch.column("principal_id"),
-            "actor_id": batch.column("actor_id"),
-            "asn": batch.column("asn"),
-            "expires_at": pc.multiply(batch.column("expires_at").cast(pa.int64()), 1_000_000),
-        }
-    )
-
-
-def _mask(match: Match, events: pa.Table) -> pa.ChunkedArray | None:
-    """Which events ``match`` takes (``engine.matches`` over a whole table); None: all."""
-    tests = []
-    if match.events:
-        tests.append(pc.is_in(events["event"], pa.array(sorted(match.events))))
-    if match.outcome is not None:
-        tests.append(pc.equal(events["outcome"], match.outcome))
-    if match.token_status:
-        tests.append(pc.is_in(events["token_status"], pa.array(sorted(match.token_status))))
-    if match.actor_is_not_principal:
-        actor = events["actor_id"]
-        tests.append(pc.and_(pc.not_equal(actor, ""), pc.not_equal(actor, events["principal_id"])))
-    if match.lifetime_over is not None:
-        lifetime = pc.subtract(events["expires_at"], events["time"])
-        longer = pc.greater(lifetime, int(match.lifetime_over.total_seconds() * NS_PER_S))
-        tests.append(pc.or_kleene(pc.is_null(events["expires_at"]), longer))
-    if not tests:
-        return None
-    mask = tests[0]
-    for test in tests[1:]:
-        mask = pc.and_(mask, test)
-    return mask
-
-
-def _text(field: str, value: object) -> str:
-    if field == "ip":
-        return ip_to_text(value) if isinstance(value, bytes) else ""
-    if field == "asn":
-        return str(value) if value else ""
-    return str(value) if value is not None else ""
-
-
-def _observed(time_ns: int, values: dict[str, str], event: dict[str, object]) -> Observed:
-    expires = event.get("expires_at")
-    return Observed(
-        time_ns=time_ns,
-        event=str(event.get("event", "")),
-        outcome=str(event.get("outcome", "")),
-        token_status=str(event.get("token_status", "")),
-        token=values.get("token", ""),
-        ip=values.get("ip", ""),
-        principal=values.get("principal", ""),
-        actor=values.get("actor", ""),
-        expires_at_ns=expires if isinstance(expires, int) else None,
-        asn=values.get("asn", ""),
-    )
-
-
-def _each(rule: Rule, events: pa.Table) -> list[Observed]:
-    fields = _fields(rule)
-    observed = []
-    for event in events.to_pylist():
-        values = {field: _text(field, event[_COLUMNS[field]]) for field in fields}
-        observed.append(_observed(int(event["time"]), values, event))
-    return observed
-
-
-def _fields(rule: Rule) -> list[str]:
-    value = rule.new_of or rule.distinct_of
-    return [*rule.group_by, *([value] if value and value not in rule.group_by else [])]
-
-
-def observations(rule: Rule, events: pa.Table) -> list[Observed]:
-    """The events of ``events`` (a ``frame``) that ``rule`` matches, as the rule reads them,
-    oldest first. For a new-value, dormant or distinct rule, the events of one key and value
-    within less than the rule's window are its first and its last: what such a rule knows of
-    them (whether the value is new, the gap before the first, the windows holding one of them).
-    """
-    mask = _mask(rule.match, events)
-    chosen = events if mask is None else events.filter(mask)
-    if not chosen.num_rows:
-        return []
-    if rule.kind in (Kind.EVENT, Kind.COUNT):
-        observed = _each(rule, chosen)
-    elif rule.kind is Kind.SPIKE:
-        observed = _by_minute(rule, chosen)
-    else:
-        fields = _fields(rule)
-        columns = [_COLUMNS[field] for field in fields]
-        groups = chosen.group_by(columns).aggregate([("time", "min"), ("time", "max")])
-        span_ns = int(rule.window.total_seconds() * NS_PER_S)
-        spread = pc.subtract(groups["time_max"], groups["time_min"])
-        if pc.any(pc.greater_equal(spread, span_ns)).as_py():
-            observed = _each(rule, chosen)  # (a backfill, most likely: every event counts)
-        else:
-            observed = []
-            for group in groups.to_pylist():
-                values = {field: _text(field, group[_COLUMNS[field]]) for field in fields}
-                observed.append(_observed(group["time_min"], values, group))
-                if group["time_max"] != group["time_min"]:
-                    observed.append(_observed(group["time_max"], values, group))
-    observed.sort(key=lambda event: event.time_ns)
-    return observed
-
-
-def _by_minute(rule: Rule, events: pa.Table) -> list[Observed]:
-    """A spike rule's events: one for each key and minute, the count of its events, at the
-    last of them."""
-    fields = _fields(rule)
-    columns = [_COLUMNS[field] for field in fields]
-    with_minute = events.append_column(
-        "minute", pc.multiply(pc.divide(events["time"], NS_PER_MINUTE), NS_PER_MINUTE)
-    )
-    groups = with_minute.group_by([*columns, "minute"]).aggregate(
-        [("time", "max"), ("time", "count")]
-    )
-    observed = []
-    for group in groups.to_pylist():
-        values = {field: _text(field, group[_COLUMNS[field]]) for field in fields}
-        event = _observed(group["time_max"], values, group)
-        observed.append(replace(event, weight=group["time_count"]))
-    return observed
-
-
-def evaluate(detector: Detector, batch: pa.Table) -> list[Alert]:
-    """Every rule of ``detector`` on one committed insert: the alerts raised."""
-    events = frame(batch)
-    alerts = []
-    for rule in detector.rules:
-        for event in observations(rule, events):
-            alert = detector.apply(rule, event)
-            if alert is not None:
-                alerts.append(alert)
-    return alerts
-
-
 class StreamDetector:
     """The rules on each committed insert (``committed``), in a thread of its own.
 
@@ -288,9 +136,12 @@ class StreamDetector:
         grafana_url: str,
         notifiers: Iterable[Notifier] = (),
         clock: Callable[[], int] = time.time_ns,
+        separate_process: bool = False,
     ) -> None:
+        """``separate_process``: the rules run in a process of their own (``worker``)."""
         self.store = store
-        self.detector = Detector(rules)
+        self.rules = list(rules)
+        self.separate_process = separate_process
         self.grafana_url = grafana_url
         self.notifiers = list(notifiers)
         self._clock = clock
@@ -300,6 +151,10 @@ class StreamDetector:
         self.alerts_raised = 0
         self.inserts_seen = 0
         self.inserts_skipped = 0
+        self._unstored: list[RaisedAlert] = []
+        #: The rules' process (None: they run in this one, or have not started).
+        self.rules_pid: int | None = None
+        self._stored_at = 0.0
         #: Set once the rules learned the store's state (see ``warm``).
         self.ready = threading.Event()
 
@@ -332,11 +187,13 @@ class StreamDetector:
                 )
 
     def drain(self, timeout_s: float = 10.0) -> bool:
-        """Waits until every insert queued so far is evaluated (tests, and a stop)."""
+        """Waits until every insert queued so far is evaluated and its alerts stored."""
         deadline = time.monotonic() + timeout_s
-        while self._queue.unfinished_tasks and time.monotonic() < deadline:
+        while self._queue.unfinished_tasks or self._unstored:
+            if time.monotonic() >= deadline:
+                return False
             time.sleep(0.01)
-        return not self._queue.unfinished_tasks
+        return True
 
     def stop(self) -> None:
         """Evaluates what is queued (unless the rules never got the store's state: then
@@ -353,27 +210,45 @@ class StreamDetector:
             notifier.close()
 
     def _run(self, started_ms: int) -> None:
-        self._warm_until_done(started_ms)
-        if not self.ready.is_set():
-            return  # stopped before the store answered
-        while True:
+        rules = self._warm_until_done(started_ms)
+        while rules is not None:
             try:
                 batch = self._queue.get(timeout=RESOLVE_EVERY_S)
             except queue.Empty:
                 if self._stopping.is_set():
-                    return
-                self._resolve()
+                    break
+                rules = self._evaluate(rules, None)
+                self._store(now=True)
                 continue
             try:
                 if batch is None:
-                    return
+                    break
                 self.inserts_seen += 1
-                self._raise(evaluate(self.detector, batch))
-                self._resolve()
-            except Exception:  # a bug: this insert's alerts are lost, detection goes on
-                log.exception("detection failed on a committed insert")
+                rules = self._evaluate(rules, batch)
+                self._store()
             finally:
                 self._queue.task_done()
+        self._store(now=True)
+        if rules is not None:
+            rules.close()
+
+    def _evaluate(self, rules: Rules, batch: pa.Table | None) -> Rules | None:
+        """The rules on an insert (None: only the alerts that cleared by now); the rules to go
+        on with: learnt again from the store when their process stopped (None: stopping)."""
+        now = self._clock()
+        try:
+            raised, cleared = rules.evaluate(None if batch is None else frame(batch), now)
+            self._raise(raised)
+            self._resolve(cleared, now)
+        except RulesStopped as e:
+            rules.close()
+            # (the inserts committed but still queued now are counted twice)
+            log.warning("%s; the rules learn the store's state again", e)
+            self._store(now=True)  # (what they raised, not to be raised again)
+            return self._warm_until_done(now // 1_000_000)
+        except Exception:  # a bug: this insert's alerts are lost, detection goes on
+            log.exception("detection failed on a committed insert")
+        return rules
 
     def _token_names(self, keys: set[str]) -> dict[str, tuple[str, str]]:
         """The name and owner of each token (empty when the store cannot say now)."""
@@ -386,10 +261,8 @@ class StreamDetector:
             return {}
         return {key: (name, owner) for key, name, owner in rows}
 
-    def _resolve(self) -> None:
-        """Resolved notices for the alerts whose condition cleared by now."""
-        now = self._clock()
-        cleared = self.detector.resolved(now)
+    def _resolve(self, cleared: list[tuple[Alert, int]], now: int) -> None:
+        """Resolved notices for the alerts whose condition cleared."""
         if not cleared:
             return
         notices = [
@@ -402,11 +275,14 @@ class StreamDetector:
         for notifier in self.notifiers:
             notifier.send(notices)
 
-    def _warm_until_done(self, started_ms: int) -> None:
+    def _warm_until_done(self, started_ms: int) -> Rules | None:
+        """The rules, having learnt the store's state before ``started_ms`` (None: stopped
+        before the store answered)."""
         delay = 1.0
         while not self._stopping.is_set():
+            detector = Detector(self.rules)
             try:
-                warm(self.detector, self.store, started_ms, self._clock())
+                warm(detector, self.store, started_ms, self._clock())
             except StoreUnavailable as e:
                 log.warning("detection waits for the store to learn its state: %s", e)
                 self._stopping.wait(delay)
@@ -414,24 +290,27 @@ class StreamDetector:
                 continue
             except Exception:
                 log.exception("detection could not learn the store's state; it starts afresh")
+                detector = Detector(self.rules)
+            rules = Rules(detector, self.separate_process)
+            self.rules_pid = rules.pid
             self.ready.set()
-            return
+            return rules
+        return None
 
     def _raise(self, alerts: list[Alert]) -> None:
+        """Logs the alerts, hands them to the notifiers, and keeps them to be stored."""
         if not alerts:
             return
         now = self._clock()
         names = self._token_names({a.labels["token"] for a in alerts if a.labels.get("token")})
-        raised = [
-            RaisedAlert(
-                alert,
-                now,
-                link(self.grafana_url, alert),
-                token_name=names.get(alert.labels.get("token", ""), ("", ""))[0],
-                principal=names.get(alert.labels.get("token", ""), ("", ""))[1],
+        raised = []
+        for alert in alerts:
+            name, principal = names.get(alert.labels.get("token", ""), ("", ""))
+            raised.append(
+                RaisedAlert(
+                    alert, now, link(self.grafana_url, alert), "firing", None, name, principal
+                )
             )
-            for alert in alerts
-        ]
         self.alerts_raised += len(raised)
         for item in raised:
             labels = " ".join(f"{k}={v}" for k, v in item.alert.labels.items())
@@ -439,12 +318,23 @@ class StreamDetector:
                 "alert %s (%s): %s; %d events", item.alert.rule.id,
                 item.alert.rule.severity.value, labels, item.alert.count,
             )  # fmt: skip
-        try:
-            self.store.insert_arrow(ALERTS_TABLE, alert_rows(raised))
-        except StoreUnavailable as e:
-            log.warning("%d alerts not stored (they are still sent): %s", len(raised), e)
         for notifier in self.notifiers:
             notifier.send(raised)
+        self._unstored += raised
+
+    def _store(self, now: bool = False) -> None:
+        """Writes the alerts raised since the last write to ``token_alerts``: at most every
+        ``STORE_EVERY_S`` while inserts come (each write of the store has a fixed cost of
+        milliseconds), at once when ``now``."""
+        due = time.monotonic() - self._stored_at >= STORE_EVERY_S
+        if not self._unstored or not (now or due):
+            return
+        try:
+            self.store.insert_arrow(ALERTS_TABLE, alert_rows(self._unstored))
+        except StoreUnavailable as e:
+            log.warning("%d alerts not stored (they were sent): %s", len(self._unstored), e)
+        self._unstored = []
+        self._stored_at = time.monotonic()
 
 
 def alert_rows(raised: list[RaisedAlert]) -> pa.Table:

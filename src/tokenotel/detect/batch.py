@@ -1,0 +1,182 @@
+"""The rules over one committed insert at once, with Arrow compute.
+
+Each rule picks out the events it matches together; for the rules that remember values (new
+address, dormant token, distinct networks) the events of one key and value are taken as the
+first and the last of them, which say all those rules can tell within an insert
+(``observations``); a spike rule reads counts a minute.
+"""
+
+from __future__ import annotations
+
+from functools import lru_cache
+from operator import itemgetter
+
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from tokenotel.detect.engine import NS_PER_MINUTE, NS_PER_S, Alert, Detector, Observed
+from tokenotel.detect.rules import Kind, Match, Rule
+from tokenotel.query.readable import ip_to_text
+
+#: The stored column of each field a rule groups by or counts.
+_COLUMNS = {
+    "token": "token_key",
+    "ip": "client_ip",
+    "principal": "principal_id",
+    "actor": "actor_id",
+    "asn": "asn",
+}
+
+
+def frame(batch: pa.Table) -> pa.Table:
+    """The columns the rules read of a committed insert: its events' times in ns, and the token
+    key as the store computes it (the id, else the fingerprint)."""
+    token_id = batch.column("token_id")
+    token_key = pc.if_else(pc.not_equal(token_id, ""), token_id, batch.column("token_fingerprint"))
+    return pa.table(
+        {
+            "time": batch.column("event_time").cast(pa.int64()),
+            "event": batch.column("event_name"),
+            "outcome": batch.column("outcome"),
+            "token_status": batch.column("token_status"),
+            "token_key": token_key,
+            "client_ip": batch.column("client_ip"),
+            "principal_id": batch.column("principal_id"),
+            "actor_id": batch.column("actor_id"),
+            "asn": batch.column("asn"),
+            "expires_at": pc.multiply(batch.column("expires_at").cast(pa.int64()), 1_000_000),
+        }
+    )
+
+
+def _mask(match: Match, events: pa.Table) -> pa.ChunkedArray | None:
+    """Which events ``match`` takes (``engine.matches`` over a whole table); None: all."""
+    tests = []
+    if match.events:
+        tests.append(pc.is_in(events["event"], pa.array(sorted(match.events))))
+    if match.outcome is not None:
+        tests.append(pc.equal(events["outcome"], match.outcome))
+    if match.token_status:
+        tests.append(pc.is_in(events["token_status"], pa.array(sorted(match.token_status))))
+    if match.actor_is_not_principal:
+        actor = events["actor_id"]
+        tests.append(pc.and_(pc.not_equal(actor, ""), pc.not_equal(actor, events["principal_id"])))
+    if match.lifetime_over is not None:
+        lifetime = pc.subtract(events["expires_at"], events["time"])
+        longer = pc.greater(lifetime, int(match.lifetime_over.total_seconds() * NS_PER_S))
+        tests.append(pc.or_kleene(pc.is_null(events["expires_at"]), longer))
+    if not tests:
+        return None
+    mask = tests[0]
+    for test in tests[1:]:
+        mask = pc.and_(mask, test)
+    return mask
+
+
+@lru_cache(maxsize=1 << 16)
+def _ip_text(value: bytes) -> str:
+    return ip_to_text(value)
+
+
+def _text(field: str, value: object) -> str:
+    if field == "ip":
+        return _ip_text(value) if isinstance(value, bytes) else ""
+    if field == "asn":
+        return str(value) if value else ""
+    return str(value) if value is not None else ""
+
+
+def _fields(rule: Rule) -> list[str]:
+    value = rule.new_of or rule.distinct_of
+    return [*rule.group_by, *([value] if value and value not in rule.group_by else [])]
+
+
+def _observe(rule: Rule, rows: pa.Table, times: str, weights: str | None = None) -> list[Observed]:
+    """Each row of ``rows`` as the rule reads it: its time (column ``times``), the fields the
+    rule groups by or counts (the other fields of ``Observed`` are left empty), and what it
+    stands for (column ``weights``, else one event)."""
+    fields = _fields(rule)
+    values: dict[str, list[str]] = {}
+    for field in fields:
+        column = rows[_COLUMNS[field]]
+        if field not in ("ip", "asn") and not column.null_count:
+            values[field] = column.to_pylist()  # (text already)
+            continue
+        texts = {value: _text(field, value) for value in set(column.to_pylist())}
+        values[field] = [texts[value] for value in column.to_pylist()]
+    empty = [""] * rows.num_rows
+    token, ip, principal, actor, asn = (
+        values.get(field, empty) for field in ("token", "ip", "principal", "actor", "asn")
+    )
+    weight = rows[weights].to_pylist() if weights else [1] * rows.num_rows
+    return [
+        Observed(at, "", "", "", t, i, p, a, None, s, n)
+        for at, t, i, p, a, s, n in zip(
+            rows[times].to_pylist(), token, ip, principal, actor, asn, weight, strict=True
+        )
+    ]
+
+
+def observations(rule: Rule, events: pa.Table) -> list[Observed]:
+    """The events of ``events`` (a ``frame``) that ``rule`` matches, as the rule reads them,
+    oldest first. For a new-value, dormant or distinct rule, the events of one key and value
+    within less than the rule's window are its first and its last: what such a rule knows of
+    them (whether the value is new, the gap before the first, the windows holding one of them).
+    """
+    return _read(rule, _matching(rule.match, events))
+
+
+def _matching(match: Match, events: pa.Table) -> pa.Table:
+    mask = _mask(match, events)
+    return events if mask is None else events.filter(mask)
+
+
+def _read(rule: Rule, chosen: pa.Table) -> list[Observed]:
+    """``observations`` of the events a rule matches."""
+    if not chosen.num_rows:
+        return []
+    if rule.kind in (Kind.EVENT, Kind.COUNT):
+        observed = _observe(rule, chosen, "time")
+    elif rule.kind is Kind.SPIKE:
+        observed = _by_minute(rule, chosen)
+    else:
+        columns = [_COLUMNS[field] for field in _fields(rule)]
+        groups = chosen.group_by(columns).aggregate([("time", "min"), ("time", "max")])
+        span_ns = int(rule.window.total_seconds() * NS_PER_S)
+        spread = pc.subtract(groups["time_max"], groups["time_min"])
+        if pc.any(pc.greater_equal(spread, span_ns)).as_py():
+            observed = _observe(rule, chosen, "time")  # (a backfill, most likely)
+        else:
+            observed = _observe(rule, groups, "time_min")
+            twice = groups.filter(pc.not_equal(groups["time_max"], groups["time_min"]))
+            observed += _observe(rule, twice, "time_max")
+    observed.sort(key=itemgetter(0))  # (by time)
+    return observed
+
+
+def _by_minute(rule: Rule, events: pa.Table) -> list[Observed]:
+    """A spike rule's events: one for each key and minute, the count of its events, at the
+    last of them."""
+    columns = [_COLUMNS[field] for field in _fields(rule)]
+    with_minute = events.append_column(
+        "minute", pc.multiply(pc.divide(events["time"], NS_PER_MINUTE), NS_PER_MINUTE)
+    )
+    groups = with_minute.group_by([*columns, "minute"]).aggregate(
+        [("time", "max"), ("time", "count")]
+    )
+    return _observe(rule, groups, "time_max", "time_count")
+
+
+def evaluate(detector: Detector, events: pa.Table) -> list[Alert]:
+    """Every rule of ``detector`` on one committed insert (its ``frame``): the alerts raised."""
+    alerts = []
+    matching: dict[Match, pa.Table] = {}  # (rules that match alike share the filtering)
+    for rule in detector.rules:
+        chosen = matching.get(rule.match)
+        if chosen is None:
+            chosen = matching[rule.match] = _matching(rule.match, events)
+        for event in _read(rule, chosen):
+            alert = detector.apply(rule, event)
+            if alert is not None:
+                alerts.append(alert)
+    return alerts
