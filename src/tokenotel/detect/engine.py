@@ -366,8 +366,7 @@ def _busiest(
     for end in ends:  # the window of the events before ``end``, ending at the last of them
         last = times[end - 1]
         start = bisect.bisect_left(times, last - span_ns)
-        inside = values[start:end]
-        count = len(set(inside)) if kind is Kind.DISTINCT else len(inside)
+        count = len(set(values[start:end])) if kind is Kind.DISTINCT else end - start
         if count > best[0]:
             best = (count, times[start], last)
     return best
