@@ -4,9 +4,7 @@ neither raises again what was raised nor loses a window in progress."""
 
 from __future__ import annotations
 
-import asyncio
 import sys
-import threading
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
@@ -16,7 +14,6 @@ from urllib.parse import parse_qs, urlsplit
 
 import pyarrow as pa
 import pytest
-from aiohttp import web
 
 sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "grafana"))
 
@@ -24,11 +21,11 @@ import grafana_scenarios as scenarios
 
 from inprocess import InProcessIngest
 from otlp_builders import export_request, log_record
-from processes import free_port
 from tokenotel.detect import Detector, shipped_rules
 from tokenotel.detect.batch import frame, observations
 from tokenotel.detect.replay import replay
 from tokenotel.detect.rules import parse_rules
+from webhook_receiver import Receiver, running_receiver
 
 ALERTS_SQL = "SELECT rule, token_key, client_ip, event_count, link FROM token_alerts"
 
@@ -122,41 +119,10 @@ def test_a_restart_keeps_windows_in_progress_and_what_was_raised(tmp_path: Path)
     ]
 
 
-class Receiver:
-    """A webhook receiver on its own event loop: answers 503 to the first POST, then 200."""
-
-    def __init__(self) -> None:
-        self.bodies: list[Any] = []
-        self.refused = 0
-        self.port = free_port()
-
-    async def post(self, request: web.Request) -> web.Response:
-        if not self.refused:
-            self.refused += 1
-            return web.Response(status=503)
-        assert request.content_type == "application/json"
-        self.bodies.append(await request.json())
-        return web.Response(status=200)
-
-
 @pytest.fixture
 def receiver() -> Iterator[Receiver]:
-    receiver = Receiver()
-    loop = asyncio.new_event_loop()
-    app = web.Application()
-    app.router.add_post("/alerts", receiver.post)
-    runner = web.AppRunner(app)
-    loop.run_until_complete(runner.setup())
-    loop.run_until_complete(web.TCPSite(runner, "127.0.0.1", receiver.port).start())
-    thread = threading.Thread(target=loop.run_forever, daemon=True)
-    thread.start()
-    try:
+    with running_receiver() as receiver:
         yield receiver
-    finally:
-        asyncio.run_coroutine_threadsafe(runner.cleanup(), loop).result(10)
-        loop.call_soon_threadsafe(loop.stop)
-        thread.join()
-        loop.close()
 
 
 def test_alerts_are_posted_as_alertmanager_webhook_messages(
@@ -165,7 +131,7 @@ def test_alerts_are_posted_as_alertmanager_webhook_messages(
     now = time.time_ns()
     ingest = InProcessIngest(
         tmp_path / "data",
-        alert_webhook_urls=f"http://127.0.0.1:{receiver.port}/alerts",
+        alert_webhook_urls=receiver.url("/alerts"),
         grafana_url="https://grafana.example.com/",
     )
     try:
@@ -175,7 +141,8 @@ def test_alerts_are_posted_as_alertmanager_webhook_messages(
     finally:
         ingest.close()  # what waits for the webhook is sent
     assert receiver.refused == 1  # sent again after the receiver failed
-    (message,) = receiver.bodies
+    assert set(receiver.content_types) == {"application/json"}
+    (message,) = receiver.documents
     assert message["version"] == "4" and message["status"] == "firing"
     assert message["groupLabels"] == {"alertname": "failure-burst"}
     assert message["externalURL"] == "https://grafana.example.com/"
@@ -259,9 +226,7 @@ def test_a_resolved_notice_follows_when_the_condition_clears(
 ) -> None:
     receiver.refused = 1  # (no refusal here)
     hour_ago = time.time_ns() - 3600 * 10**9
-    ingest = InProcessIngest(
-        tmp_path / "data", alert_webhook_urls=f"http://127.0.0.1:{receiver.port}/alerts"
-    )
+    ingest = InProcessIngest(tmp_path / "data", alert_webhook_urls=receiver.url("/alerts"))
     try:
         # A burst of an hour ago: its five-minute window has long emptied.
         ingest.send(export_request(*(_failure("tok-c", hour_ago + n * 10**9, n)
@@ -269,7 +234,7 @@ def test_a_resolved_notice_follows_when_the_condition_clears(
         _alerts(ingest)
     finally:
         ingest.close()
-    firing, resolved = receiver.bodies
+    firing, resolved = receiver.documents
     assert firing["status"] == "firing" and resolved["status"] == "resolved"
     (alert,) = resolved["alerts"]
     assert alert["status"] == "resolved"

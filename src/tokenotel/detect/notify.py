@@ -5,14 +5,8 @@ from its own thread, with a bounded backlog, retrying."""
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
-import queue
-import threading
-import time
-import urllib.error
-import urllib.request
 
 import orjson
 from opentelemetry._logs import SeverityNumber
@@ -24,13 +18,12 @@ from opentelemetry.sdk.resources import Resource
 from tokenotel.detect.rules import Severity
 from tokenotel.detect.stream import RaisedAlert
 from tokenotel.query.readable import format_ns
+from tokenotel.webhook import WebhookSender
 
 log = logging.getLogger(__name__)
 
 #: Alert groups waiting for a webhook before the oldest is dropped.
 WEBHOOK_BACKLOG = 1000
-WEBHOOK_ATTEMPTS = 5
-WEBHOOK_TIMEOUT_S = 10
 OTLP_EVENT = "tokenotel.alert"
 #: The log record's severity of each rule severity.
 SEVERITY_NUMBERS = {
@@ -109,68 +102,19 @@ class WebhookNotifier:
     def __init__(self, url: str, grafana_url: str) -> None:
         self.url = url
         self.grafana_url = grafana_url
-        self._queue: queue.Queue[bytes | None] = queue.Queue(WEBHOOK_BACKLOG)
-        self._stopping = threading.Event()
-        self._thread = threading.Thread(target=self._send_all, name="tokenotel-alert-webhook")
-        self._thread.daemon = True
-        self._thread.start()
+        self._sender = WebhookSender(url, "application/json", WEBHOOK_BACKLOG)
 
     def send(self, alerts: list[RaisedAlert]) -> None:
         by_rule: dict[tuple[str, str], list[RaisedAlert]] = {}
         for item in alerts:
             by_rule.setdefault((item.alert.rule.id, item.state), []).append(item)
-        for group in by_rule.values():
+        for (rule_id, state), group in by_rule.items():
             body = orjson.dumps(alertmanager_message(group, self.grafana_url))
-            while True:
-                try:
-                    self._queue.put_nowait(body)
-                    break
-                except queue.Full:
-                    try:
-                        self._queue.get_nowait()
-                        self._queue.task_done()
-                        log.error("the alert webhook %s is behind: an alert was not sent", self.url)
-                    except queue.Empty:
-                        pass
+            self._sender.post(body, f"{len(group)} {state} alerts of {rule_id}")
 
     def close(self) -> None:
-        """Sends what waits (for twice WEBHOOK_TIMEOUT_S at most), then stops."""
-        deadline = time.monotonic() + 2 * WEBHOOK_TIMEOUT_S
-        while self._queue.unfinished_tasks and time.monotonic() < deadline:
-            time.sleep(0.05)
-        self._stopping.set()
-        with contextlib.suppress(queue.Full):
-            self._queue.put_nowait(None)
-        self._thread.join(timeout=WEBHOOK_TIMEOUT_S)
-
-    def _send_all(self) -> None:
-        while True:
-            body = self._queue.get()
-            try:
-                if body is None:
-                    return
-                self._send(body)
-            finally:
-                self._queue.task_done()
-
-    def _send(self, body: bytes) -> None:
-        problem = ""
-        for attempt in range(WEBHOOK_ATTEMPTS):
-            request = urllib.request.Request(
-                self.url, data=body, headers={"Content-Type": "application/json"}, method="POST"
-            )
-            try:
-                with urllib.request.urlopen(request, timeout=WEBHOOK_TIMEOUT_S) as reply:
-                    if reply.status < 300:
-                        return
-                    problem = f"HTTP {reply.status}"
-            except urllib.error.HTTPError as e:
-                problem = f"HTTP {e.code}"
-            except (urllib.error.URLError, OSError) as e:
-                problem = str(getattr(e, "reason", e)) or type(e).__name__
-            if self._stopping.wait(min(2**attempt, 30)):
-                break
-        log.error("cannot send alerts to the webhook %s: %s", self.url, problem)
+        """Sends what waits (for 20 s at most), then stops."""
+        self._sender.close()
 
 
 class OtlpNotifier:

@@ -15,26 +15,23 @@ from __future__ import annotations
 
 import asyncio
 import base64
-import contextlib
 import logging
 import os
 from pathlib import Path
 from typing import Protocol
 
-import aiohttp
 from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
 from opentelemetry.sdk._logs import LoggerProvider
 from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
 from opentelemetry.sdk.resources import Resource
 
 from tokenotel.integrity.checkpoint import Checkpoint, format_time
+from tokenotel.webhook import WebhookSender
 
 log = logging.getLogger(__name__)
 
 #: Checkpoints waiting for the webhook before the oldest is dropped (a day of minutes).
 WEBHOOK_BACKLOG = 1440
-WEBHOOK_ATTEMPTS = 5
-WEBHOOK_TIMEOUT_S = 10
 OTLP_EVENT = "tokenotel.checkpoint"
 
 
@@ -88,55 +85,17 @@ class WebhookPublisher:
 
     def __init__(self, url: str) -> None:
         self.url = url
-        self._queue: asyncio.Queue[Checkpoint] = asyncio.Queue(WEBHOOK_BACKLOG)
-        self._task: asyncio.Task[None] | None = None
+        self._sender: WebhookSender | None = None
 
     async def publish(self, checkpoint: Checkpoint) -> None:
-        if self._task is None:
-            self._task = asyncio.create_task(self._send_all(), name="tokenotel-webhook")
-        if self._queue.full():
-            dropped = self._queue.get_nowait()
-            log.error("the checkpoint webhook is behind: checkpoint %d not sent", dropped.size)
-        self._queue.put_nowait(checkpoint)
+        if self._sender is None:
+            self._sender = WebhookSender(self.url, "text/plain; charset=utf-8", WEBHOOK_BACKLOG)
+        self._sender.post(checkpoint.note.encode(), f"checkpoint {checkpoint.size}")
 
     async def close(self) -> None:
-        """Sends what is waiting, for twice WEBHOOK_TIMEOUT_S at most, then stops."""
-        if self._task is None:
-            return
-        with contextlib.suppress(TimeoutError):
-            await asyncio.wait_for(self._queue.join(), WEBHOOK_TIMEOUT_S * 2)
-        self._task.cancel()
-        with contextlib.suppress(asyncio.CancelledError):
-            await self._task
-
-    async def _send_all(self) -> None:
-        timeout = aiohttp.ClientTimeout(total=WEBHOOK_TIMEOUT_S)
-        async with aiohttp.ClientSession(timeout=timeout) as session:
-            while True:
-                checkpoint = await self._queue.get()
-                try:
-                    await self._send(session, checkpoint)
-                finally:
-                    self._queue.task_done()
-
-    async def _send(self, session: aiohttp.ClientSession, checkpoint: Checkpoint) -> None:
-        headers = {"Content-Type": "text/plain; charset=utf-8"}
-        problem = ""
-        for attempt in range(WEBHOOK_ATTEMPTS):
-            try:
-                async with session.post(self.url, data=checkpoint.note, headers=headers) as reply:
-                    if reply.status < 300:
-                        return
-                    problem = f"HTTP {reply.status}"
-            except (aiohttp.ClientError, TimeoutError) as e:
-                problem = str(e) or type(e).__name__
-            await asyncio.sleep(min(2**attempt, 30))
-        log.error(
-            "cannot publish checkpoint %d to the webhook after %d attempts: %s",
-            checkpoint.size,
-            WEBHOOK_ATTEMPTS,
-            problem,
-        )
+        """Sends what is waiting (for 20 s at most), then stops."""
+        if self._sender is not None:
+            await asyncio.to_thread(self._sender.close)
 
 
 class OtlpPublisher:
