@@ -10,12 +10,19 @@ from tokenotel.detect.rules import Kind, Rule
 from tokenotel.query.readable import IP_TEXT_SQL
 from tokenotel.store.client import EVENTS_TABLE, Store
 
+#: Each field a rule groups by or counts, as text, in SQL over the events table.
+FIELD_SQL = {
+    "token": "token_key",
+    "ip": IP_TEXT_SQL.format("client_ip"),
+    "principal": "principal_id",
+    "actor": "actor_id",
+    "asn": "if(asn = 0, '', toString(asn))",
+}
 #: The fields the rules read, of the events in one slice of time, oldest first.
 EVENTS_SQL = f"""
-SELECT toUnixTimestamp64Nano(event_time), event_name, outcome, token_status, token_key,
-       {IP_TEXT_SQL.format("client_ip")},
-       principal_id, actor_id, toUnixTimestamp64Nano(toDateTime64(expires_at, 9, 'UTC')),
-       if(asn = 0, '', toString(asn))
+SELECT toUnixTimestamp64Nano(event_time), event_name, outcome, token_status,
+       {FIELD_SQL["token"]}, {FIELD_SQL["ip"]}, {FIELD_SQL["principal"]}, {FIELD_SQL["actor"]},
+       toUnixTimestamp64Nano(toDateTime64(expires_at, 9, 'UTC')), {FIELD_SQL["asn"]}
 FROM {EVENTS_TABLE}
 WHERE event_time >= fromUnixTimestamp64Nano({{start:Int64}}, 'UTC')
   AND event_time < fromUnixTimestamp64Nano({{end:Int64}}, 'UTC')

@@ -28,11 +28,10 @@ import pyarrow as pa
 
 from tokenotel.detect.batch import frame
 from tokenotel.detect.engine import NS_PER_S, Alert, Detector, matches
-from tokenotel.detect.replay import learn_from_rollups, stored_events
+from tokenotel.detect.replay import FIELD_SQL, learn_from_rollups, stored_events
 from tokenotel.detect.rules import Kind, Rule
 from tokenotel.detect.worker import Rules, RulesStopped
 from tokenotel.errors import StoreUnavailable
-from tokenotel.query.readable import IP_TEXT_SQL
 from tokenotel.store.client import ALERTS_TABLE, EVENTS_TABLE, Store
 
 log = logging.getLogger(__name__)
@@ -70,15 +69,6 @@ TOKENS_SQL = """
 SELECT token_key, token_name, owner FROM token_inventory
 WHERE token_key IN {keys:Array(String)}
 """
-
-#: How warm reads each field a rule groups by or counts as text (as ``batch`` does).
-_SQL_OF = {
-    "token": "token_key",
-    "ip": IP_TEXT_SQL.format("client_ip"),
-    "principal": "principal_id",
-    "actor": "actor_id",
-    "asn": "if(asn = 0, '', toString(asn))",
-}
 
 
 @dataclass(frozen=True)
@@ -406,7 +396,7 @@ def _learn_values(
         "events": list(rule.match.events),
         "outcome": rule.match.outcome or "",
     }
-    sql = VALUES_SQL.format(fields=", ".join(_SQL_OF[field] for field in fields))
+    sql = VALUES_SQL.format(fields=", ".join(FIELD_SQL[field] for field in fields))
     for *key, value, at_ns in store.query(sql, params, settings={"max_threads": 1}).result_rows:
         if all(key) and value:
             detector.remember_value(rule, tuple(key), value, at_ns)
