@@ -147,8 +147,10 @@ class Pipeline:
             if settings.clickhouse_server is None
             else None,
             ledger=self.ledger,
-            on_commit=self.detection.committed if self.detection is not None else None,
         )
+        if self.detection is not None:
+            detection = self.detection
+            self.writer.commit_observers.append(lambda batch, _: detection.committed(batch))
         self.checkpointer = _checkpointer(settings, self.ledger, self.store)
         self.stats = IngestStats()
         self.sources = SourceTallies()

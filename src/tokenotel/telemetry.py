@@ -11,6 +11,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Iterable
 
+import pyarrow as pa
 from opentelemetry.exporter.otlp.proto.grpc.metric_exporter import OTLPMetricExporter
 from opentelemetry.exporter.prometheus import PrometheusMetricReader
 from opentelemetry.metrics import CallbackOptions, Observation
@@ -127,11 +128,12 @@ class Telemetry:
             "tokenotel.insert.rows", unit="{event}", description="Token events an insert held."
         )
 
-        def observe_insert(count: int, seconds: float) -> None:
+        def observe_insert(batch: pa.Table, seconds: float) -> None:
             duration.record(seconds)
-            rows.record(count)
+            rows.record(batch.num_rows)
 
-        writer.observe_insert = observe_insert
+        self._observe_insert = observe_insert
+        writer.commit_observers.append(observe_insert)
 
     def render(self) -> bytes:
         """The metrics now, in Prometheus's text format."""
@@ -139,7 +141,7 @@ class Telemetry:
 
     def close(self) -> None:
         """Exports a last time (to the collector, when set) and stops."""
-        self.pipeline.writer.observe_insert = None
+        self.pipeline.writer.commit_observers.remove(self._observe_insert)
         self.provider.shutdown()
 
 

@@ -323,6 +323,8 @@ class StreamDetector:
             self.store.insert_arrow(ALERTS_TABLE, alert_rows(self._unstored))
         except StoreUnavailable as e:
             log.warning("%d alerts not stored (they were sent): %s", len(self._unstored), e)
+        except Exception:  # a bug: these alerts are not stored, detection goes on
+            log.exception("%d alerts not stored (they were sent)", len(self._unstored))
         self._unstored = []
         self._stored_at = time.monotonic()
 
@@ -347,7 +349,8 @@ def alert_rows(raised: list[RaisedAlert]) -> pa.Table:
             "event_count": pa.array([r.alert.count for r in raised], pa.uint64()),
             "first_event": pa.array([r.alert.first_ns for r in raised], ns),
             "last_event": pa.array([r.alert.last_ns for r in raised], ns),
-            "quiet_until": pa.array([r.alert.quiet_until_ns for r in raised], ns),
+            # (an hour's quiet after an event near the end of nanosecond time stops there)
+            "quiet_until": pa.array([min(r.alert.quiet_until_ns, 2**63 - 1) for r in raised], ns),
             "description": [r.alert.rule.description for r in raised],
             "link": [r.link for r in raised],
         }

@@ -84,16 +84,12 @@ class BatchWriter:
         retry_after_s: float,
         journal: InsertJournal | None,
         ledger: Ledger | None = None,
-        on_commit: Callable[[pa.Table], None] | None = None,
     ) -> None:
         """``journal``: where each insert is noted before it starts, so that one a crash
         interrupted is settled at the next start (the embedded store, which dies with the
         service); None for a server, which finishes or fails an insert on its own.
-        ``ledger``: where committed inserts are sealed (None: tamper evidence is off).
-        ``on_commit``: told each committed insert's rows (as inserted), after the commit and
-        before its requests are answered; it must not block (detection queues them)."""
+        ``ledger``: where committed inserts are sealed (None: tamper evidence is off)."""
         self._store = store
-        self._on_commit = on_commit
         self._journal = journal
         self.ledger = ledger
         #: Inserts that failed and may have been committed all the same: (stamp, scope).
@@ -117,8 +113,10 @@ class BatchWriter:
         #: The stamp of the insert running now: every insert before it is settled.
         self.in_progress_stamp: int | None = None
         self._commits = asyncio.Condition()
-        #: Told each insert's rows and seconds once it is committed (the service's telemetry).
-        self.observe_insert: Callable[[int, float], None] | None = None
+        #: Told each committed insert's rows (as inserted) and the seconds it took, after the
+        #: commit and before its requests are answered; none may block (detection queues the
+        #: rows, the service's telemetry records the figures).
+        self.commit_observers: list[Callable[[pa.Table, float], None]] = []
 
     def start(self) -> None:
         self._task = asyncio.create_task(self._run(), name="tokenotel-writer")
@@ -293,10 +291,9 @@ class BatchWriter:
                 self._journal.end()
             if self.ledger is not None:
                 self.ledger.committed(stamp, batch)
-            if self.observe_insert is not None:
-                self.observe_insert(batch.num_rows, time.perf_counter() - started)
-            if self._on_commit is not None:
-                self._on_commit(batch)
+            seconds = time.perf_counter() - started
+            for observer in self.commit_observers:
+                observer(batch, seconds)
             # Committed: from here on a retry of these rows is a duplicate.
             self._recent.add(batch["event_id"].to_numpy())
             self.stats.inserts += 1  # (a batch of duplicates only is no insert)
