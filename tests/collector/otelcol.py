@@ -75,6 +75,33 @@ _SAMPLE = re.compile(r"(?P<name>[a-zA-Z_:][a-zA-Z0-9_:]*)(?:\{(?P<labels>.*)\})?
 _LABEL = re.compile(r'(\w+)="((?:[^"\\]|\\.)*)"')
 
 
+def printing_config(signal: str) -> str:
+    """A collector config that takes OTLP/gRPC and prints each record of ``signal`` (logs,
+    metrics) it receives, in full, to its log."""
+    return f"""
+receivers:
+  otlp:
+    protocols:
+      grpc:
+        endpoint: ${{env:GATEWAY_GRPC_ENDPOINT}}
+exporters:
+  debug:
+    verbosity: detailed
+extensions:
+  health_check:
+    endpoint: ${{env:HEALTH_CHECK_ENDPOINT}}
+service:
+  extensions: [health_check]
+  pipelines:
+    {signal}:
+      receivers: [otlp]
+      exporters: [debug]
+  telemetry:
+    metrics:
+      level: none
+"""
+
+
 def wait_until(condition: Callable[[], bool], timeout_s: float, what: str) -> None:
     """Polls ``condition`` until it holds; fails naming ``what`` after ``timeout_s``."""
     deadline = time.monotonic() + timeout_s

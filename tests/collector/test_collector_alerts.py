@@ -7,8 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from otelcol import collector_env, start_collector
-from test_collector_checkpoints import CONFIG
+from otelcol import collector_env, printing_config, start_collector
 
 from inprocess import InProcessIngest
 from otlp_builders import export_request, log_record
@@ -20,7 +19,7 @@ def test_each_alert_reaches_the_collector_naming_its_rule_and_token(
     tmp_path: Path, collector_binary: Path
 ) -> None:
     config = tmp_path / "collector.yaml"
-    config.write_text(CONFIG)
+    config.write_text(printing_config("logs"))
     env = collector_env(tmp_path / "storage")
     collector = start_collector(config, env, tmp_path / "collector.log")
     now = time.time_ns()

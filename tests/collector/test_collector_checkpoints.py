@@ -7,7 +7,7 @@ import re
 from pathlib import Path
 
 import pytest
-from otelcol import collector_env, start_collector
+from otelcol import collector_env, printing_config, start_collector
 
 from inprocess import InProcessIngest
 from otlp_builders import RECENT_NS, export_request, log_record
@@ -16,36 +16,12 @@ from tokenotel.integrity.signing import VerifierKey
 
 pytestmark = [pytest.mark.collector, pytest.mark.e2e]
 
-#: A collector that prints every log record it receives, in full.
-CONFIG = """
-receivers:
-  otlp:
-    protocols:
-      grpc:
-        endpoint: ${env:GATEWAY_GRPC_ENDPOINT}
-exporters:
-  debug:
-    verbosity: detailed
-extensions:
-  health_check:
-    endpoint: ${env:HEALTH_CHECK_ENDPOINT}
-service:
-  extensions: [health_check]
-  pipelines:
-    logs:
-      receivers: [otlp]
-      exporters: [debug]
-  telemetry:
-    metrics:
-      level: none
-"""
-
 
 def test_each_checkpoint_reaches_the_collector_as_a_signed_note(
     tmp_path: Path, collector_binary: Path
 ) -> None:
     config = tmp_path / "collector.yaml"
-    config.write_text(CONFIG)
+    config.write_text(printing_config("logs"))
     env = collector_env(tmp_path / "storage")
     collector = start_collector(config, env, tmp_path / "collector.log")
     try:

@@ -7,7 +7,7 @@ import time
 from pathlib import Path
 
 import pytest
-from otelcol import collector_env, start_collector
+from otelcol import collector_env, printing_config, start_collector
 
 from inprocess import InProcessIngest
 from otlp_builders import export_request, log_record
@@ -15,34 +15,10 @@ from tokenotel.telemetry import Telemetry
 
 pytestmark = [pytest.mark.collector, pytest.mark.e2e]
 
-#: A collector that prints every metric it receives, in full.
-CONFIG = """
-receivers:
-  otlp:
-    protocols:
-      grpc:
-        endpoint: ${env:GATEWAY_GRPC_ENDPOINT}
-exporters:
-  debug:
-    verbosity: detailed
-extensions:
-  health_check:
-    endpoint: ${env:HEALTH_CHECK_ENDPOINT}
-service:
-  extensions: [health_check]
-  pipelines:
-    metrics:
-      receivers: [otlp]
-      exporters: [debug]
-  telemetry:
-    metrics:
-      level: none
-"""
-
 
 def test_the_metrics_reach_a_collector(tmp_path: Path, collector_binary: Path) -> None:
     config = tmp_path / "collector.yaml"
-    config.write_text(CONFIG)
+    config.write_text(printing_config("metrics"))
     env = collector_env(tmp_path / "storage")
     collector = start_collector(config, env, tmp_path / "collector.log")
     try:
