@@ -7,7 +7,8 @@ service takes it. Beside it a probe sends a request of one ``token.leak_detected
 quarter of a second, each for a token of its own: with the rules on, ``reuse-or-leak-detected``
 raises an alert naming it, and the time from the Export answer to the webhook's receipt of that
 alert is its latency. A shared machine's speed drifts between runs, so each rules-on run is set
-against the rules-off run just before it under the same load, over several rounds.
+against the rules-off run beside it (the same round and load), over several rounds that take
+turns in which runs first; every run's data directory is kept until the end.
 
 Prints the throughputs, each round's ratio and the latency percentiles; the last line is
 machine-readable: ``alert_p99_ms=<p99 over every probe at the paced load>
@@ -97,10 +98,13 @@ class Run:
     skipped: int  # inserts the rules let go, being too far behind
 
 
-def run(detection: bool, events: int, batch: int, concurrency: int, rate: float = 0) -> Run:
-    """One service, one load (``rate`` events/s offered; 0: as fast as it takes them):
-    throughput, CPU, and (rules on) each probe's alert latency."""
-    workdir = Path(tempfile.mkdtemp(prefix="tokenotel-bench-detect-"))
+def run(
+    workdir: Path, detection: bool, events: int, batch: int, concurrency: int, rate: float = 0
+) -> Run:
+    """One service over a data directory in ``workdir``, one load (``rate`` events/s offered;
+    0: as fast as it takes them): throughput, CPU, and (rules on) each probe's alert latency.
+    The directory is left for the caller to delete: files deleted in the minutes before slow
+    the next run's inserts (see the README), and each run would slow the one after it."""
     alerts = Alerts()
     webhook, webhook_port = alerts.serve()  # (bound first: the ports below stay free)
     grpc_port, http_port = free_port(), free_port()
@@ -190,7 +194,6 @@ def run(detection: bool, events: int, batch: int, concurrency: int, rate: float 
     )
     missing = len(answered) - len(latencies) if detection else 0
     log_text = log_path.read_text()
-    shutil.rmtree(workdir, ignore_errors=True)
     if missing:
         raise SystemExit(f"{missing} of {len(answered)} probe alerts never reached the webhook")
     return Run(
@@ -219,15 +222,27 @@ def main() -> None:
     args = parser.parse_args()
     runs: dict[tuple[str, bool], list[Run]] = {}
     loads = [("paced", args.rate), ("unpaced", 0.0)]
-    for n in range(args.rounds):
-        for load, rate in loads:
-            for detection in (False, True):
-                rules = "on" if detection else "off"
-                console.print(f"round {n + 1} of {args.rounds}, {load}, rules {rules} …")
-                done = run(detection, args.events, args.batch, args.concurrency, rate)
-                runs.setdefault((load, detection), []).append(done)
-                console.print(f"  {done.events_per_s:,.0f} events/s")
-    # Each rules-on run against the rules-off run just before it, under the same load.
+    workdir = Path(tempfile.mkdtemp(prefix="tokenotel-bench-detect-"))
+    try:
+        for n in range(args.rounds):
+            for load, rate in loads:
+                # (off first in one round, on first in the next: neither always runs second)
+                for detection in (False, True) if n % 2 == 0 else (True, False):
+                    rules = "on" if detection else "off"
+                    console.print(f"round {n + 1} of {args.rounds}, {load}, rules {rules} …")
+                    done = run(
+                        Path(tempfile.mkdtemp(dir=workdir)),
+                        detection,
+                        args.events,
+                        args.batch,
+                        args.concurrency,
+                        rate,
+                    )
+                    runs.setdefault((load, detection), []).append(done)
+                    console.print(f"  {done.events_per_s:,.0f} events/s")
+    finally:
+        shutil.rmtree(workdir, ignore_errors=True)
+    # Each rules-on run against the rules-off run of the same round and load.
     kept = {
         load: [
             on.events_per_s / off.events_per_s * 100
