@@ -31,6 +31,7 @@ ATTACK_ALERTS = {
     ("use-after-revocation-or-expiry", scenarios.EXPIRED_TOKEN, 1),
     ("new-ip-for-token", scenarios.NEW_IP_TOKEN, 1),  # in use, and now from another address
     ("new-network-for-token", scenarios.NEW_IP_TOKEN, 1),  # ...in another network,
+    ("new-country-for-token", scenarios.NEW_IP_TOKEN, 1),  # ...and country,
     ("token-from-several-networks", scenarios.NEW_IP_TOKEN, 2),  # within 30 minutes of its own
     ("new-ip-for-token", scenarios.REVOKED_TOKEN, 1),  # the dead tokens, from theirs
     ("new-ip-for-token", scenarios.EXPIRED_TOKEN, 1),

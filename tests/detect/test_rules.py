@@ -38,6 +38,7 @@ def test_the_shipped_rules_load_and_each_says_what_to_do() -> None:
         "brute-force",
         "new-ip-for-token",
         "new-network-for-token",
+        "new-country-for-token",
         "token-from-several-networks",
         "dormant-token-used",
         "call-rate-spike",

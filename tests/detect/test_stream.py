@@ -201,6 +201,7 @@ def _batch(events: list[tuple[int, str, str]]) -> pa.Table:
             "principal_id": [""] * n,
             "actor_id": [""] * n,
             "asn": pa.array([0] * n, pa.uint32()),
+            "country": [""] * n,
             "expires_at": pa.array([None] * n, pa.timestamp("ms", "UTC")),
         }
     )

@@ -122,6 +122,9 @@ def home_asn(i: int) -> int:
 
 #: The network the new address of NEW_IP_TOKEN belongs to: none of the service tokens'.
 NEW_ASN = 64511
+#: Where the service tokens are used from, and the new address of NEW_IP_TOKEN.
+HOME_COUNTRY = "DE"
+NEW_COUNTRY = "BR"
 
 
 def _use(i: int, **extra: Any) -> dict[str, Any]:
@@ -131,6 +134,7 @@ def _use(i: int, **extra: Any) -> dict[str, Any]:
         "token.type": "api_key",
         "client.address": home_ip(i),
         "token.client.asn": home_asn(i),
+        "geo.country.iso_code": HOME_COUNTRY,
         "user_agent.original": f"{service_principal(i)}/2.{i % 4}",
         "token.scopes": ["read:orders", "write:orders"] if i % 3 else ["read:reports"],
         "http.route": "/v1/orders" if i % 3 else "/v1/reports",
@@ -331,7 +335,11 @@ def _attacks(s: Scenario) -> None:
             2 * MINUTE + n * SECOND, "token.used", {**attributes, "client.address": DEAD_TOKEN_IP}
         )
     for n in range(3):
-        new_place = {"client.address": NEW_IP, "token.client.asn": NEW_ASN}
+        new_place = {
+            "client.address": NEW_IP,
+            "token.client.asn": NEW_ASN,
+            "geo.country.iso_code": NEW_COUNTRY,
+        }
         s.add(3 * MINUTE - n * SECOND, "token.used", _use(6, **new_place))
     for n in range(2):
         s.add(2 * MINUTE - n * SECOND, "token.used", _ci_use(DORMANT_TOKEN))

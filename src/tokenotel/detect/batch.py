@@ -25,6 +25,7 @@ _COLUMNS = {
     "principal": "principal_id",
     "actor": "actor_id",
     "asn": "asn",
+    "country": "country",
 }
 
 
@@ -44,6 +45,7 @@ def frame(batch: pa.Table) -> pa.Table:
             "principal_id": batch.column("principal_id"),
             "actor_id": batch.column("actor_id"),
             "asn": batch.column("asn"),
+            "country": batch.column("country"),
             "expires_at": pc.multiply(batch.column("expires_at").cast(pa.int64()), 1_000_000),
         }
     )
@@ -105,14 +107,15 @@ def _observe(rule: Rule, rows: pa.Table, times: str, weights: str | None = None)
         texts = {value: _text(field, value) for value in set(column.to_pylist())}
         values[field] = [texts[value] for value in column.to_pylist()]
     empty = [""] * rows.num_rows
-    token, ip, principal, actor, asn = (
-        values.get(field, empty) for field in ("token", "ip", "principal", "actor", "asn")
+    token, ip, principal, actor, asn, country = (
+        values.get(field, empty)
+        for field in ("token", "ip", "principal", "actor", "asn", "country")
     )
     weight = rows[weights].to_pylist() if weights else [1] * rows.num_rows
     return [
-        Observed(at, "", "", "", t, i, p, a, None, s, n)
-        for at, t, i, p, a, s, n in zip(
-            rows[times].to_pylist(), token, ip, principal, actor, asn, weight, strict=True
+        Observed(at, "", "", "", t, i, p, a, None, s, n, c)
+        for at, t, i, p, a, s, n, c in zip(
+            rows[times].to_pylist(), token, ip, principal, actor, asn, weight, country, strict=True
         )
     ]
 

@@ -17,12 +17,14 @@ FIELD_SQL = {
     "principal": "principal_id",
     "actor": "actor_id",
     "asn": "if(asn = 0, '', toString(asn))",
+    "country": "country",
 }
 #: The fields the rules read, of the events in one slice of time, oldest first.
 EVENTS_SQL = f"""
 SELECT toUnixTimestamp64Nano(event_time), event_name, outcome, token_status,
        {FIELD_SQL["token"]}, {FIELD_SQL["ip"]}, {FIELD_SQL["principal"]}, {FIELD_SQL["actor"]},
-       toUnixTimestamp64Nano(toDateTime64(expires_at, 9, 'UTC')), {FIELD_SQL["asn"]}
+       toUnixTimestamp64Nano(toDateTime64(expires_at, 9, 'UTC')), {FIELD_SQL["asn"]},
+       {FIELD_SQL["country"]}
 FROM {EVENTS_TABLE}
 WHERE event_time >= fromUnixTimestamp64Nano({{start:Int64}}, 'UTC')
   AND event_time < fromUnixTimestamp64Nano({{end:Int64}}, 'UTC')
@@ -73,8 +75,8 @@ def stored_events(
             {"start": _ns(start), "end": _ns(end), "before_ms": committed_before_ms},
             settings={"max_threads": 1},
         ).result_rows
-        for row in rows:
-            yield Observed(*row)
+        for row in rows:  # (each event on its own: weight 1)
+            yield Observed._make((*row[:10], 1, row[10]))
         if progress is not None:
             progress(since, end)
         start = end

@@ -43,7 +43,7 @@ class Severity(StrEnum):
 
 
 #: What a rule may group by and count distinct: the event's fields of those names.
-Field_ = Annotated[str, Field(pattern="^(token|ip|principal|actor|asn)$")]
+Field_ = Annotated[str, Field(pattern="^(token|ip|principal|actor|asn|country)$")]
 
 _DURATION = re.compile(r"^(\d+)(s|m|h|d)$")
 _UNIT_S = {"s": 1, "m": 60, "h": 3600, "d": 86400}
