@@ -244,7 +244,8 @@ class Settings(BaseSettings):
         lambda: os.cpu_count() or 1,
         shown="number of CPUs",
         ge=0,
-        description="Processes that decode and map requests (0 = in the service process).",
+        description="Processes that decode and map requests (0 = in the service process, and "
+        "the detection rules with them; else the rules have a process of their own).",
     )
     ingest_nice: int = _setting(
         5,
