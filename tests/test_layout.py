@@ -10,23 +10,23 @@ from pathlib import Path
 ROOT = Path(__file__).parents[1]
 PACKAGE = ROOT / "src" / "tokenotel"
 
-#: What each part may import besides itself. The leaves (model, errors, webhook) import nothing of
+#: What each part may import besides itself. The leaves (model, errors, outbound) import nothing of
 #: ours; the source mappings know only the leaves; mapping knows them and the sources, the store
 #: only the leaves (mapping never knows ClickHouse, the store never knows OTLP); the edges hand
 #: requests to mapping; the wiring sits on top.
 MAY_IMPORT: dict[str, set[str]] = {
     "model": set(),
     "errors": set(),
-    "webhook": set(),
+    "outbound": set(),
     "mapping": {"model", "errors", "sources"},
     "sources": {"model", "errors"},
     "store": {"model", "errors"},
     "security": {"model", "errors"},
     "ingest": {"model", "errors", "mapping", "security"},
     "query": {"model", "errors", "store"},
-    "detect": {"model", "errors", "store", "query", "webhook"},
+    "detect": {"model", "errors", "store", "query", "outbound"},
     "config": {"errors", "store", "security"},
-    "integrity": {"model", "errors", "store", "webhook"},
+    "integrity": {"model", "errors", "store", "outbound"},
     "pipeline": {
         "model",
         "errors",

@@ -10,15 +10,11 @@ import logging
 
 import orjson
 from opentelemetry._logs import SeverityNumber
-from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
-from opentelemetry.sdk._logs import LoggerProvider
-from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
-from opentelemetry.sdk.resources import Resource
 
 from tokenotel.detect.rules import Severity
 from tokenotel.detect.stream import RaisedAlert
+from tokenotel.outbound import WebhookSender, otlp_logger
 from tokenotel.query.readable import format_ns
-from tokenotel.webhook import WebhookSender
 
 log = logging.getLogger(__name__)
 
@@ -122,11 +118,7 @@ class OtlpNotifier:
     (its own thread, queue and retries)."""
 
     def __init__(self, endpoint: str) -> None:
-        self._provider = LoggerProvider(resource=Resource({"service.name": "tokenotel"}))
-        self._provider.add_log_record_processor(
-            BatchLogRecordProcessor(OTLPLogExporter(endpoint=endpoint))
-        )
-        self._logger = self._provider.get_logger("tokenotel.detect")
+        self._provider, self._logger = otlp_logger(endpoint, "tokenotel.detect")
 
     def send(self, alerts: list[RaisedAlert]) -> None:
         for item in alerts:

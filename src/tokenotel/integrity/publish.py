@@ -20,13 +20,8 @@ import os
 from pathlib import Path
 from typing import Protocol
 
-from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
-from opentelemetry.sdk._logs import LoggerProvider
-from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
-from opentelemetry.sdk.resources import Resource
-
 from tokenotel.integrity.checkpoint import Checkpoint, format_time
-from tokenotel.webhook import WebhookSender
+from tokenotel.outbound import WebhookSender, otlp_logger
 
 log = logging.getLogger(__name__)
 
@@ -103,11 +98,7 @@ class OtlpPublisher:
     (its own thread, queue and retries)."""
 
     def __init__(self, endpoint: str) -> None:
-        self._provider = LoggerProvider(resource=Resource({"service.name": "tokenotel"}))
-        self._provider.add_log_record_processor(
-            BatchLogRecordProcessor(OTLPLogExporter(endpoint=endpoint))
-        )
-        self._logger = self._provider.get_logger("tokenotel.integrity")
+        self._provider, self._logger = otlp_logger(endpoint, "tokenotel.integrity")
 
     async def publish(self, checkpoint: Checkpoint) -> None:
         self._logger.emit(

@@ -1,6 +1,9 @@
-"""POSTs to a webhook from a thread of its own: in order, with a bounded backlog (the oldest
-waiting is dropped, and logged, when it is full), each retried with a growing delay. Whoever
-hands a body over never waits on the receiver. Checkpoints and alerts leave this way."""
+"""How checkpoints and alerts leave the service for elsewhere, never holding it up:
+
+- ``WebhookSender`` POSTs from a thread of its own: in order, with a bounded backlog (the
+  oldest waiting is dropped, and logged, when it is full), each retried with a growing delay;
+- ``otlp_logger`` emits OpenTelemetry log records to a collector through the SDK's batching
+  exporter (its own thread, queue and retries)."""
 
 from __future__ import annotations
 
@@ -11,6 +14,12 @@ import threading
 import time
 import urllib.error
 import urllib.request
+
+from opentelemetry._logs import Logger
+from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
+from opentelemetry.sdk._logs import LoggerProvider
+from opentelemetry.sdk._logs.export import BatchLogRecordProcessor
+from opentelemetry.sdk.resources import Resource
 
 log = logging.getLogger(__name__)
 
@@ -81,3 +90,11 @@ class WebhookSender:
             if self._stopping.wait(min(2**attempt, 30)):
                 break
         log.error("cannot send %s to the webhook %s: %s", about, self.url, problem)
+
+
+def otlp_logger(endpoint: str, scope: str) -> tuple[LoggerProvider, Logger]:
+    """A logger whose records go to the collector at ``endpoint`` (OTLP/gRPC), as service
+    ``tokenotel``; shut the provider down to send what waits and stop."""
+    provider = LoggerProvider(resource=Resource({"service.name": "tokenotel"}))
+    provider.add_log_record_processor(BatchLogRecordProcessor(OTLPLogExporter(endpoint=endpoint)))
+    return provider, provider.get_logger(scope)
