@@ -10,21 +10,22 @@ from pathlib import Path
 ROOT = Path(__file__).parents[1]
 PACKAGE = ROOT / "src" / "tokenotel"
 
-#: What each part may import besides itself. The leaves (model, errors, outbound) import nothing of
-#: ours; the source mappings know only the leaves; mapping knows them and the sources, the store
-#: only the leaves (mapping never knows ClickHouse, the store never knows OTLP); the edges hand
-#: requests to mapping; the wiring sits on top.
+#: What each part may import besides itself. The leaves (model, errors, outbound, child)
+#: import nothing of ours; the source mappings know only the leaves; mapping knows them and the
+#: sources, the store only the leaves (mapping never knows ClickHouse, the store never knows
+#: OTLP); the edges hand requests to mapping; the wiring sits on top.
 MAY_IMPORT: dict[str, set[str]] = {
     "model": set(),
     "errors": set(),
     "outbound": set(),
-    "mapping": {"model", "errors", "sources"},
+    "child": set(),
+    "mapping": {"model", "errors", "sources", "child"},
     "sources": {"model", "errors"},
     "store": {"model", "errors"},
     "security": {"model", "errors"},
     "ingest": {"model", "errors", "mapping", "security"},
     "query": {"model", "errors", "store"},
-    "detect": {"model", "errors", "store", "query", "outbound"},
+    "detect": {"model", "errors", "store", "query", "outbound", "child"},
     "config": {"errors", "store", "security"},
     "integrity": {"model", "errors", "store", "outbound"},
     "pipeline": {

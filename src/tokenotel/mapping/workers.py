@@ -10,9 +10,7 @@ import asyncio
 import gc
 import importlib.abc
 import logging
-import multiprocessing
 import os
-import pickle
 import queue
 import struct
 import sys
@@ -23,6 +21,7 @@ from typing import Any
 
 import pyarrow as pa
 
+from tokenotel.child import ChildProcess, read_table_stream, ready, serve_calls, table_stream
 from tokenotel.errors import MappingWorkerStopped
 from tokenotel.mapping.columns import rows_to_arrow
 from tokenotel.mapping.decode import JSON, PROTOBUF, decode
@@ -36,8 +35,7 @@ log = logging.getLogger(__name__)
 class MappedTable:
     """The token events of one request as columns, and what was left out and why.
 
-    Between processes the columns travel as one Arrow IPC stream: a single buffer to copy,
-    read back without copying (pickling the table costs both sides more).
+    Between processes the columns travel as one Arrow IPC stream (``child.table_stream``).
     """
 
     table: pa.Table
@@ -48,11 +46,8 @@ class MappedTable:
     sources: dict[str, list[int]] = field(default_factory=dict)
 
     def __reduce__(self) -> tuple[Any, ...]:
-        sink = pa.BufferOutputStream()
-        with pa.ipc.new_stream(sink, self.table.schema) as writer:
-            writer.write_table(self.table)
         return _from_stream, (
-            sink.getvalue(),
+            table_stream(self.table),
             self.ignored,
             self.rejected,
             self.errors,
@@ -67,7 +62,7 @@ def _from_stream(
     errors: list[str],
     sources: dict[str, list[int]],
 ) -> MappedTable:
-    return MappedTable(pa.ipc.open_stream(stream).read_all(), ignored, rejected, errors, sources)
+    return MappedTable(read_table_stream(stream), ignored, rejected, errors, sources)
 
 
 #: The "content type" of a source's lines (``MappingPool.map_lines``): the body is the source's
@@ -180,37 +175,23 @@ class _Worker:
     """One worker process and the service's end of its pipe (one request at a time)."""
 
     def __init__(self, key: bytes, nice: int = 0) -> None:
-        context = multiprocessing.get_context("spawn")
-        self._conn, theirs = context.Pipe()
-        self._process = context.Process(
-            target=_serve, args=(theirs, key, nice), name="tokenotel-map", daemon=True
-        )
-        self._process.start()
-        theirs.close()
-        self._conn.recv_bytes()  # ready: modules imported, mapper built
+        self._child = ChildProcess(_serve, (key, nice), "tokenotel-map")
 
     @property
     def pid(self) -> int:
-        return self._process.pid or 0
+        return self._child.pid
 
     @property
     def exitcode(self) -> int | None:
-        return self._process.exitcode
+        return self._child.exitcode
 
     def call(self, body: bytes, content_type: str, received_ns: int) -> MappedTable:
-        self._conn.send_bytes(_HEADER.pack(received_ns, _CONTENT_TYPES.index(content_type)))
-        self._conn.send_bytes(body)
-        ok, value = pickle.loads(self._conn.recv_bytes())
-        if not ok:
-            raise value
-        return value
+        header = _HEADER.pack(received_ns, _CONTENT_TYPES.index(content_type))
+        result: MappedTable = self._child.call(header, body)
+        return result
 
     def close(self) -> None:
-        self._conn.close()  # the worker reads the end of its pipe and exits
-        self._process.join(5)
-        if self._process.is_alive():
-            self._process.kill()
-            self._process.join()
+        self._child.close()
 
 
 class _WithoutPandas(importlib.abc.MetaPathFinder):
@@ -224,9 +205,9 @@ class _WithoutPandas(importlib.abc.MetaPathFinder):
 
 
 def _serve(conn: Connection, key: bytes, nice: int) -> None:
-    """A worker's life: map each request that comes down the pipe until the pipe closes
-    (also when the service was killed: the kernel closes its end). ``nice`` lowers its CPU
-    priority below the service's, whose reads then go first when the cores are busy."""
+    """A worker's life: map each request that comes down the pipe until the pipe closes.
+    ``nice`` lowers its CPU priority below the service's, whose reads then go first when the
+    cores are busy."""
     os.nice(nice)
     sys.meta_path.insert(0, _WithoutPandas())
     mapper = Mapper(Fingerprinter(key))
@@ -235,21 +216,10 @@ def _serve(conn: Connection, key: bytes, nice: int) -> None:
     # (the collector cost a tenth of the mapping's CPU).
     gc.freeze()
     gc.set_threshold(50_000, 20, 20)
-    conn.send_bytes(b"ready")
-    while True:
-        try:
-            received_ns, content_type = _HEADER.unpack(conn.recv_bytes())
-            body = conn.recv_bytes()
-        except (EOFError, OSError):
-            return
-        try:
-            reply: tuple[bool, Any] = (
-                True,
-                decode_and_map(mapper, body, _CONTENT_TYPES[content_type], received_ns),
-            )
-        except Exception as e:  # raised again in the service (MalformedRequest, ...)
-            reply = (False, e)
-        try:
-            conn.send_bytes(pickle.dumps(reply, protocol=pickle.HIGHEST_PROTOCOL))
-        except OSError:  # the service is gone (killed): nobody to answer
-            return
+    ready(conn)
+
+    def handle(header: bytes, body: bytes) -> MappedTable:
+        received_ns, content_type = _HEADER.unpack(header)
+        return decode_and_map(mapper, body, _CONTENT_TYPES[content_type], received_ns)
+
+    serve_calls(conn, handle)
