@@ -113,7 +113,7 @@ def _observe(rule: Rule, rows: pa.Table, times: str, weights: str | None = None)
     )
     weight = rows[weights].to_pylist() if weights else [1] * rows.num_rows
     return [
-        Observed(at, "", "", "", t, i, p, a, None, s, n, c)
+        Observed(at, "", "", "", t, i, p, a, None, s, c, n)
         for at, t, i, p, a, s, n, c in zip(
             rows[times].to_pylist(), token, ip, principal, actor, asn, weight, country, strict=True
         )

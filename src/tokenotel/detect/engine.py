@@ -31,10 +31,10 @@ class Observed(NamedTuple):
     actor: str
     expires_at_ns: int | None
     asn: str = ""  # the client's autonomous system, when the source tells
+    country: str = ""  # the client's country (ISO 3166-1 alpha-2), when the source tells
     #: How many events of the same key and minute this one stands for (a spike rule reads
     #: counts a minute).
     weight: int = 1
-    country: str = ""  # the client's country (ISO 3166-1 alpha-2), when the source tells
 
     def value(self, name: str) -> str:
         """The field a rule groups by or counts distinct (token, ip, principal, actor, asn,

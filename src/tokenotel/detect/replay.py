@@ -75,8 +75,8 @@ def stored_events(
             {"start": _ns(start), "end": _ns(end), "before_ms": committed_before_ms},
             settings={"max_threads": 1},
         ).result_rows
-        for row in rows:  # (each event on its own: weight 1)
-            yield Observed._make((*row[:10], 1, row[10]))
+        for row in rows:
+            yield Observed(*row)
         if progress is not None:
             progress(since, end)
         start = end
