@@ -28,6 +28,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "detect": {"model", "errors", "store", "query", "outbound", "child"},
     "config": {"errors", "store", "security"},
     "integrity": {"model", "errors", "store", "outbound"},
+    "report": {"errors", "store", "query", "integrity"},
     "pipeline": {
         "model",
         "errors",
@@ -47,6 +48,7 @@ MAY_IMPORT: dict[str, set[str]] = {
         "security",
         "store",
         "integrity",
+        "report",
         "v1",
     },
     "v1": set(),  # generated from proto/tokenotel/v1/audit.proto
@@ -61,6 +63,7 @@ MAY_IMPORT: dict[str, set[str]] = {
         "api",
         "security",
         "integrity",
+        "report",
         "v1",
         "telemetry",
     },
@@ -77,6 +80,7 @@ MAY_IMPORT: dict[str, set[str]] = {
         "demo",
         "api",
         "integrity",
+        "report",
         "history",
         "sources",
         "security",

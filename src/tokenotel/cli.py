@@ -54,6 +54,11 @@ from tokenotel.query.output import (
 from tokenotel.query.search import EventFilter
 from tokenotel.query.timeparse import parse_time
 from tokenotel.query.tokens import TokenFilter
+from tokenotel.report.build import SECTIONS, Integrity
+from tokenotel.report.model import Policy, load_policy, period_name, report_period
+from tokenotel.report.output import Trail
+from tokenotel.report.render import ReportFormat
+from tokenotel.report.seal import check as check_report
 from tokenotel.security.credentials import (
     Role,
     add_credential,
@@ -834,10 +839,19 @@ def verify(
     verbose: Annotated[
         bool, typer.Option("--verbose", help="Print every insert, the valid ones too.")
     ] = False,
+    report_file: Annotated[
+        Path | None,
+        typer.Option(
+            "--report",
+            help="Check a report file made by `tokenotel report` instead: unchanged since it was "
+            "sealed, and signed by a trusted key.",
+        ),
+    ] = None,
 ) -> None:
     """Check the trail against its ledger and signed checkpoints, interval by interval: valid
-    or INVALID with the reason, then a summary. Exit status 0 when everything checked is valid,
-    1 when something is INVALID, 2 when it could not check."""
+    or INVALID with the reason, then a summary; or, with --report, check a report's seal. Exit
+    status 0 when everything checked is valid, 1 when something is INVALID, 2 when it could not
+    check."""
     settings = _settings(
         config,
         data_dir=data_dir,
@@ -846,6 +860,8 @@ def verify(
         **_client_tls(server_ca_file, client_cert_file, client_key_file),
         server_credential_file=server_credential_file,
     )
+    if report_file is not None:
+        raise typer.Exit(0 if _verify_report(report_file, settings, public_key) else 1)
     trust = Trust(_trusted_keys(settings, public_key), checkpoints or settings.checkpoint_dir)
     if trust.checkpoint_dir is not None and not trust.checkpoint_dir.is_dir():
         _fail(f"--checkpoints: {trust.checkpoint_dir} is not a directory")
@@ -965,6 +981,157 @@ def _results(lines: list[str]) -> None:
     typer.echo("\nResults:")
     for line in lines:
         typer.echo(line)
+
+
+def _verify_report(path: Path, settings: Settings, public_key: list[Path] | None) -> bool:
+    """Checks a report's seal: its SHA-256, and its signature with the trusted keys."""
+    try:
+        content = path.read_bytes()
+    except OSError as e:
+        _fail(f"--report: cannot read {path}: {e}")
+    local = public_path(settings.signing_key_path)
+    has_key = public_key or local.is_file() or settings.signing_key_path.is_file()
+    keys = _trusted_keys(settings, public_key) if has_key else []
+    try:
+        checked = check_report(content, keys)
+    except TokenotelError as e:
+        _fail(f"--report: {path}: {e}")
+    typer.echo(checked.statement.rstrip("\n"))
+    typer.echo("")
+    if checked.intact:
+        typer.echo(f"{path}: unchanged: its SHA-256 is the one sealed in it")
+    else:
+        typer.echo(f"{path}: INVALID: changed after it was sealed (its SHA-256 differs)")
+    if checked.signer is not None:
+        typer.echo(f"signed by {checked.signer} (trusted)")
+    elif checked.signed:
+        typer.echo("INVALID: signed, but not by a trusted key (give --public-key)")
+    else:
+        typer.echo("not signed: the trail had no signing key, so only an unchanged file is shown")
+    return checked.ok
+
+
+ReportFormatOpt = Annotated[
+    ReportFormat,
+    typer.Option("--format", help="html (default; one self-contained file), pdf, json or csv."),
+]
+
+
+@app.command()
+def report(
+    config: ConfigOpt = None,
+    data_dir: DataDirOpt = None,
+    clickhouse_url: UrlOpt = None,
+    server: ServerOpt = None,
+    server_ca_file: ServerCaOpt = None,
+    client_cert_file: ClientCertOpt = None,
+    client_key_file: ClientKeyOpt = None,
+    server_credential_file: CredentialOpt = None,
+    period: Annotated[
+        str | None,
+        typer.Option(help="2026-Q3, 2026-H2, 2026-07 or 2026 (default: the last quarter ended)."),
+    ] = None,
+    since: SinceOpt = None,
+    until: UntilOpt = None,
+    fmt: ReportFormatOpt = ReportFormat.HTML,
+    policy: Annotated[
+        Path | None,
+        typer.Option(
+            help="YAML file of the report policy (docs/report.md; default: its defaults)."
+        ),
+    ] = None,
+    output: Annotated[
+        Path | None,
+        typer.Option(
+            "--output",
+            "-o",
+            help="Where to write it (default: tokenotel-report-<period>.<format>).",
+        ),
+    ] = None,
+) -> None:
+    """The compliance report over a period: inventory, rotation, dormant and privileged tokens,
+    revocation timeliness, failures and alerts, integrity and retention, as evidence for PCI
+    DSS, SOC 2 and ISO 27001 (docs/report.md); sealed, and signed with the trail's signing key."""
+    settings = _settings(
+        config,
+        data_dir=data_dir,
+        clickhouse_url=clickhouse_url,
+        server=server,
+        **_client_tls(server_ca_file, client_cert_file, client_key_file),
+        server_credential_file=server_credential_file,
+    )
+    try:
+        the_policy = load_policy(policy)
+        bounds = report_period(
+            period, _when(since, "--since"), _when(until, "--until"), datetime.now(UTC)
+        )
+    except TokenotelError as e:
+        _fail(str(e))
+    target = output or Path(f"tokenotel-report-{_file_period(*bounds)}.{fmt.value}")
+    address = _service_address(settings)
+    try:
+        if address is not None:
+            text = policy.read_text(encoding="utf-8") if policy else ""
+            reader = _service_reader(settings, address)
+            try:
+                content = b"".join(reader.report(*bounds, fmt, text))
+            finally:
+                reader.close()
+        else:
+            content = _report_from_store(settings, bounds, the_policy, fmt)
+    except TokenotelError as e:
+        _fail(str(e), code=2 if isinstance(e, PermanentError) else 1)
+    if str(target) == "-":
+        sys.stdout.buffer.write(content)
+        return
+    target.write_bytes(content)
+    err.print(f"wrote {target} ({len(content):,} bytes)", highlight=False)
+
+
+def _report_from_store(
+    settings: Settings, bounds: tuple[datetime, datetime], policy: Policy, fmt: ReportFormat
+) -> bytes:
+    """The report of a stopped data directory or a ClickHouse server, sealed with the signing
+    key on this machine when there is one."""
+    key = None
+    if settings.signing_key_path.is_file():
+        key = load_signing_key(settings.signing_key_path, "", create=False)
+    else:
+        err.print(
+            f"no signing key in {settings.signing_key_path}: the report is sealed unsigned",
+            highlight=False,
+        )
+    integrity = Integrity(None)
+    if key is not None:
+        pending = []
+        if settings.clickhouse_url is None:
+            pending = unsealed_stamps(settings.data_dir / JOURNAL_FILE)
+        integrity = Integrity(
+            Trust([key.verifier], settings.checkpoint_dir),
+            live=settings.clickhouse_url is not None,
+            pending_stamps=frozenset(pending),
+        )
+    store = _open_store(settings)
+    server = settings.clickhouse_server
+    name = repr(server) if server is not None else str(settings.data_dir)
+    trail = Trail(store, name, integrity, settings.retention_days, key)
+    try:
+        with Progress(TextColumn("{task.description}"), BarColumn(), console=err) as progress:
+            task = progress.add_task("report", total=len(SECTIONS))
+
+            def step(number: int, key: str) -> None:
+                progress.update(task, completed=number - 1, description=f"section {number}: {key}")
+
+            content = trail.report(*bounds, policy, fmt, step)
+            progress.update(task, completed=len(SECTIONS), description="sealed")
+    finally:
+        store.close()
+    return content
+
+
+def _file_period(since: datetime, until: datetime) -> str:
+    name = period_name(since, until)
+    return name if " " not in name else f"{since:%Y%m%dT%H%M}-{until:%Y%m%dT%H%M}"
 
 
 @app.command()

@@ -44,6 +44,10 @@ class NotFound(PermanentError):
     """What the request names is not in the store."""
 
 
+class FailedPrecondition(PermanentError):
+    """The service lacks what the request needs (e.g. a browser to print a PDF with)."""
+
+
 class Unauthenticated(PermanentError):
     """The request carries no valid credential. One message for every reason (none, malformed,
     unknown, wrong secret, revoked): a caller learns nothing about which credentials exist."""
@@ -143,6 +147,7 @@ _STATUSES: tuple[tuple[type[TokenotelError], int, int], ...] = (
     (UnsupportedContentType, code_pb2.INVALID_ARGUMENT, 415),
     (MethodNotAllowed, code_pb2.UNIMPLEMENTED, 405),
     (NotFound, code_pb2.NOT_FOUND, 404),
+    (FailedPrecondition, code_pb2.FAILED_PRECONDITION, 412),
     (Unauthenticated, code_pb2.UNAUTHENTICATED, 401),
     (PermissionDenied, code_pb2.PERMISSION_DENIED, 403),
     (DeadlineExceeded, code_pb2.DEADLINE_EXCEEDED, 504),

@@ -20,6 +20,8 @@ from tokenotel.ingest.otlp_grpc import OtlpGrpcListener
 from tokenotel.ingest.otlp_http import OtlpHttpListener
 from tokenotel.integrity.verify import Trust
 from tokenotel.pipeline import Pipeline
+from tokenotel.report.build import Integrity
+from tokenotel.report.output import Trail
 from tokenotel.security.access import Access
 from tokenotel.security.audit import JOURNAL_FILE, Caller, SelfAudit
 from tokenotel.security.credentials import CredentialFile, Failure
@@ -83,6 +85,9 @@ class Service:
             metrics=(self.telemetry.render, METRICS_CONTENT_TYPE),
         )
         checkpointer = pipeline.checkpointer
+        trust = (
+            Trust([checkpointer.key.verifier], settings.checkpoint_dir) if checkpointer else None
+        )
         self.api = TokenAuditListener(
             *split_listen(settings.api_listen),
             pipeline.store,
@@ -91,9 +96,14 @@ class Service:
             pipeline.previous_fingerprints,
             access,
             tls=tls,
-            trust=Trust([checkpointer.key.verifier], settings.checkpoint_dir)
-            if checkpointer
-            else None,
+            trust=trust,
+            reports=Trail(
+                pipeline.store,
+                f"tokenotel service ({settings.clickhouse_server or settings.data_dir})",
+                Integrity(trust, live=True),
+                settings.retention_days,
+                checkpointer.key if checkpointer else None,
+            ),
         )
         self.listeners: list[Listener] = [self.otlp_grpc, self.otlp_http, self.api]
         if settings.clickhouse_listen is not None:

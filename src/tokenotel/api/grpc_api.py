@@ -7,10 +7,11 @@ import contextlib
 import logging
 import math
 from collections.abc import AsyncIterator, Awaitable, Callable
-from datetime import timedelta
+from datetime import UTC, datetime, timedelta
 from typing import Any, Protocol, TypeVar
 
 import grpc
+import yaml
 from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
@@ -21,6 +22,8 @@ from tokenotel.api.messages import moment, to_message
 from tokenotel.api.rows import committed_events, search_events, token_page
 from tokenotel.errors import (
     INTERNAL_ERROR,
+    ConfigError,
+    FailedPrecondition,
     InvalidArgument,
     NotFound,
     TokenotelError,
@@ -34,6 +37,9 @@ from tokenotel.query.search import Cursor, EventFilter, newest_stamp
 from tokenotel.query.summary import summarise
 from tokenotel.query.timeline import timeline
 from tokenotel.query.tokens import TokenFilter
+from tokenotel.report.model import Policy, policy_of, report_period
+from tokenotel.report.output import Trail
+from tokenotel.report.render import ReportFormat
 from tokenotel.security.access import Access, GrpcAccess
 from tokenotel.security.credentials import Role
 from tokenotel.security.tls import ServerTls
@@ -77,9 +83,11 @@ class TokenAuditService(audit_pb2_grpc.TokenAuditServicer):
         commits: Commits,
         previous_fingerprints: tuple[Fingerprinter, ...] = (),
         trust: Trust | None = None,
+        reports: Trail | None = None,
     ) -> None:
         """``trust``: the service's own public key and checkpoint directory (None: tamper
-        evidence is off)."""
+        evidence is off); ``reports``: the trail the compliance reports are made of."""
+        self._reports = reports
         self._store = store
         self._fingerprint = fingerprint
         self._previous_fingerprints = previous_fingerprints
@@ -264,6 +272,27 @@ class TokenAuditService(audit_pb2_grpc.TokenAuditServicer):
 
         return await _answer(context, answer)
 
+    async def GenerateReport(
+        self, request: audit_pb2.GenerateReportRequest, context: grpc.aio.ServicerContext
+    ) -> AsyncIterator[audit_pb2.ReportChunk]:
+        try:
+            if self._reports is None:
+                raise NotFound("this service makes no reports")
+            since, until, policy, form = report_request(request, datetime.now(UTC))
+            try:
+                content = await asyncio.to_thread(self._reports.report, since, until, policy, form)
+            except ConfigError as e:  # what the service lacks: a browser for a PDF
+                raise FailedPrecondition(str(e)) from None
+        except TokenotelError as e:
+            await _abort(context, e)
+            return
+        except Exception:
+            log.exception("a report request failed")
+            await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_ERROR)
+            return
+        for start in range(0, len(content), REPORT_CHUNK):
+            yield audit_pb2.ReportChunk(data=content[start : start + REPORT_CHUNK])
+
     def _tamper_evidence(self) -> Trust:
         if self._trust is None:
             raise NotFound(
@@ -336,10 +365,14 @@ def _token_status(value: str, name: str, field: str) -> TokenStatus:
     return TokenStatus(value)
 
 
-#: The administrative calls (docs/tamper-evidence.md): what they tell is for auditors.
+#: The administrative calls (docs/tamper-evidence.md, docs/report.md): what they tell is for
+#: auditors.
 ADMIN_METHODS = frozenset(
-    f"/{SERVICE}/{name}" for name in ("Verify", "ListCheckpoints", "GetConsistencyProof")
+    f"/{SERVICE}/{name}"
+    for name in ("Verify", "ListCheckpoints", "GetConsistencyProof", "GenerateReport")
 )
+#: The most bytes of a report one message carries (well under gRPC's 4 MB).
+REPORT_CHUNK = 1 << 20
 
 
 def need_of(method: str) -> Role:
@@ -369,11 +402,14 @@ class TokenAuditListener:
         *,
         tls: ServerTls | None = None,
         trust: Trust | None = None,
+        reports: Trail | None = None,
     ) -> None:
         self.host, self._port = host, port
         self.tls = tls
         self._access = access
-        self._service = TokenAuditService(store, fingerprint, commits, previous_fingerprints, trust)
+        self._service = TokenAuditService(
+            store, fingerprint, commits, previous_fingerprints, trust, reports
+        )
         self._store = store
         self._server: grpc.aio.Server | None = None
         self._health_task: asyncio.Task[None] | None = None
@@ -450,6 +486,33 @@ async def _abort(context: grpc.aio.ServicerContext, error: TokenotelError) -> No
     """Ends the call with the error's status, details included (errors.rich_status)."""
     rich = rpc_status.to_status(rich_status(error))
     await context.abort(rich.code, rich.details, trailing_metadata=rich.trailing_metadata)
+
+
+def report_request(
+    request: audit_pb2.GenerateReportRequest, now: datetime
+) -> tuple[datetime, datetime, Policy, ReportFormat]:
+    """What a report request asks for; raises InvalidArgument naming the field that is wrong."""
+    try:
+        form = ReportFormat(request.format or ReportFormat.HTML.value)
+    except ValueError:
+        raise InvalidArgument(
+            f"format {request.format!r} is not html, pdf, json or csv", field="format"
+        ) from None
+    try:
+        data = yaml.safe_load(request.policy) if request.policy else {}
+        policy = policy_of(data or {}, "in the request")
+    except (yaml.YAMLError, ConfigError) as e:
+        raise InvalidArgument(str(e), field="policy") from None
+    try:
+        since, until = report_period(
+            request.period or None,
+            moment(request.since, request.HasField("since")),
+            moment(request.until, request.HasField("until")),
+            now,
+        )
+    except ConfigError as e:
+        raise InvalidArgument(str(e), field="period") from None
+    return since, until, policy, form
 
 
 def _since_ms(request: audit_pb2.VerifyRequest | audit_pb2.ListCheckpointsRequest) -> int:

@@ -219,6 +219,17 @@ class ServiceReader:
         except grpc.RpcError as e:
             raise self._error(e) from None
 
+    def report(self, since: datetime, until: datetime, form: str, policy: str) -> Iterator[bytes]:
+        """The service's report over [since, until), as the pieces of its file in order."""
+        request = audit_pb2.GenerateReportRequest(format=form, policy=policy)
+        request.since.FromDatetime(since)
+        request.until.FromDatetime(until)
+        try:
+            for chunk in self._api.GenerateReport(request, metadata=self._metadata):
+                yield chunk.data
+        except grpc.RpcError as e:
+            raise self._error(e) from None
+
     def checkpoints(self) -> list[str]:
         """The signed checkpoints the service keeps, by tree size and time."""
         response = self._call(self._api.ListCheckpoints, audit_pb2.ListCheckpointsRequest())

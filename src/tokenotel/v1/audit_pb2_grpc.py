@@ -80,6 +80,11 @@ class TokenAuditStub:
                 request_serializer=tokenotel_dot_v1_dot_audit__pb2.GetConsistencyProofRequest.SerializeToString,
                 response_deserializer=tokenotel_dot_v1_dot_audit__pb2.ConsistencyProof.FromString,
                 _registered_method=True)
+        self.GenerateReport = channel.unary_stream(
+                '/tokenotel.v1.TokenAudit/GenerateReport',
+                request_serializer=tokenotel_dot_v1_dot_audit__pb2.GenerateReportRequest.SerializeToString,
+                response_deserializer=tokenotel_dot_v1_dot_audit__pb2.ReportChunk.FromString,
+                _registered_method=True)
 
 
 class TokenAuditServicer:
@@ -158,6 +163,16 @@ class TokenAuditServicer:
         context.set_details('Method not implemented!')
         raise NotImplementedError('Method not implemented!')
 
+    def GenerateReport(self, request, context):
+        """Administrative: the compliance report over a period (docs/report.md), sealed and signed
+        with the service's signing key, streamed as the bytes of its file in order.
+        INVALID_ARGUMENT for a period, format or policy it cannot read; FAILED_PRECONDITION for a
+        PDF where the service has no headless Chromium.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
 
 def add_TokenAuditServicer_to_server(servicer, server):
     rpc_method_handlers = {
@@ -205,6 +220,11 @@ def add_TokenAuditServicer_to_server(servicer, server):
                     servicer.GetConsistencyProof,
                     request_deserializer=tokenotel_dot_v1_dot_audit__pb2.GetConsistencyProofRequest.FromString,
                     response_serializer=tokenotel_dot_v1_dot_audit__pb2.ConsistencyProof.SerializeToString,
+            ),
+            'GenerateReport': grpc.unary_stream_rpc_method_handler(
+                    servicer.GenerateReport,
+                    request_deserializer=tokenotel_dot_v1_dot_audit__pb2.GenerateReportRequest.FromString,
+                    response_serializer=tokenotel_dot_v1_dot_audit__pb2.ReportChunk.SerializeToString,
             ),
     }
     generic_handler = grpc.method_handlers_generic_handler(
@@ -451,6 +471,33 @@ class TokenAudit:
             '/tokenotel.v1.TokenAudit/GetConsistencyProof',
             tokenotel_dot_v1_dot_audit__pb2.GetConsistencyProofRequest.SerializeToString,
             tokenotel_dot_v1_dot_audit__pb2.ConsistencyProof.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def GenerateReport(request,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.unary_stream(
+            request,
+            target,
+            '/tokenotel.v1.TokenAudit/GenerateReport',
+            tokenotel_dot_v1_dot_audit__pb2.GenerateReportRequest.SerializeToString,
+            tokenotel_dot_v1_dot_audit__pb2.ReportChunk.FromString,
             options,
             channel_credentials,
             insecure,

@@ -1,0 +1,149 @@
+"""Builds a compliance report from the trail: the nine sections over one period, the newest
+checkpoint the integrity section relied on, and the verification of the period."""
+
+from __future__ import annotations
+
+import base64
+import logging
+from collections.abc import Callable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+
+from tokenotel.integrity.checkpoint import Checkpoint, format_time, stored_checkpoints
+from tokenotel.integrity.verify import Finding, Status, Trust, Verification
+from tokenotel.report.model import Policy, Report, Section, Table, period_name
+from tokenotel.report.sections import EVIDENCE, Builder
+from tokenotel.store.client import Store
+
+log = logging.getLogger(__name__)
+
+#: The sections, in order.
+SECTIONS = list(EVIDENCE)
+#: Told each section's number and key as it is computed (the CLI shows progress with it).
+Progress = Callable[[int, str], None]
+
+
+@dataclass(frozen=True)
+class Integrity:
+    """How the integrity section checks the trail: the trusted keys and published checkpoints
+    (None: tamper evidence is off), whether a service is writing, and the stamps a stopped
+    service had not sealed yet."""
+
+    trust: Trust | None
+    live: bool = False
+    pending_stamps: frozenset[int] = frozenset()
+
+
+def build_report(
+    store: Store,
+    since: datetime,
+    until: datetime,
+    policy: Policy,
+    *,
+    trail: str,
+    integrity: Integrity,
+    retention_days: int | None,
+    progress: Progress | None = None,
+) -> Report:
+    """The report over [since, until) of the trail in ``store``."""
+    builder = Builder(store, since, until, policy)
+    steps: list[tuple[str, Callable[[], Section]]] = [
+        ("scope", builder.scope),
+        ("inventory", builder.inventory),
+        ("rotation", builder.rotation),
+        ("dormant", builder.dormant),
+        ("revocation", builder.revocation),
+        ("privileged", builder.privileged),
+        ("failures", builder.failures),
+        ("integrity", lambda: integrity_section(store, builder, integrity)),
+        ("retention", lambda: builder.retention(retention_days)),
+    ]
+    sections = []
+    for number, (key, step) in enumerate(steps, 1):
+        if progress is not None:
+            progress(number, key)
+        sections.append(step())
+    relied = sections[7].figures.get("newest_checkpoint")
+    return Report(
+        period=period_name(since, until),
+        since=since,
+        until=until,
+        generated_at=datetime.now(UTC),
+        trail=trail,
+        policy=policy,
+        checkpoint=str(relied) if relied else None,
+        sections=sections,
+    )
+
+
+def integrity_section(store: Store, builder: Builder, integrity: Integrity) -> Section:
+    section = Section(8, "integrity", "Log integrity", EVIDENCE["integrity"])
+    trust = integrity.trust
+    if trust is None:
+        section.figures = {"tamper_evidence": "off", "newest_checkpoint": None}
+        section.notes.append(
+            "Tamper evidence is off for this trail: no ledger or signed checkpoints to check "
+            "it against (docs/tamper-evidence.md)."
+        )
+        return section
+    since_ms = builder.since_ns // 1_000_000
+    until_ms = builder.until_ns // 1_000_000
+    verification = Verification(
+        store,
+        trust.keys,
+        trust.published(),
+        since_ms=since_ms,
+        live=integrity.live,
+        pending_stamps=integrity.pending_stamps,
+    )
+    problems: list[Finding] = []
+    for finding in verification.run():
+        if finding.status is Status.INVALID:
+            problems.append(finding)
+    summary = verification.summary
+    signed = []
+    for note in stored_checkpoints(store, since_ms):
+        try:
+            checkpoint = Checkpoint.parse(note)
+        except ValueError:
+            continue  # the verification above reports it
+        if checkpoint.signer(trust.keys) is not None:
+            signed.append(checkpoint)
+    in_period = [c for c in signed if c.time_ms < until_ms]
+    # The newest checkpoint covers every insert sealed before it, the period's included.
+    newest = max(signed, key=lambda c: (c.size, c.time_ms), default=None)
+    section.figures = {
+        "tamper_evidence": "on",
+        "verified": "valid" if summary.ok else "INVALID",
+        "checkpoints_in_period": len(in_period),
+        "checkpoints_checked": summary.checkpoints,
+        "checkpoints_valid": summary.checkpoints_valid,
+        "inserts_checked": summary.inserts,
+        "inserts_valid": summary.inserts_valid,
+        "sealed_inserts": summary.sealed_inserts,
+        "events_not_yet_covered": summary.uncovered_events,
+        "invalid_findings": summary.invalid,
+        "newest_checkpoint": _describe(newest) if newest else None,
+    }
+    section.tables = [
+        Table(
+            "invalid",
+            "What the verification found INVALID",
+            ["status", "subject", "reason"],
+            [[str(f.status), f.subject, f.reason] for f in problems],
+        )
+    ]
+    section.notes.append(
+        "Verified from the start of the period to the time the report was made: every "
+        "checkpoint signed by a trusted key and consistent with the ledger, every sealed insert "
+        "digested again; " + "; ".join(summary.lines()) + "."
+    )
+    if newest is None:
+        section.notes.append("No signed checkpoint yet: nothing in the period is covered by one.")
+    return section
+
+
+def _describe(checkpoint: Checkpoint) -> str:
+    root = base64.b64encode(checkpoint.root).decode()
+    at = format_time(checkpoint.time_ms)
+    return f"{checkpoint.origin} size {checkpoint.size} root {root} at {at}"

@@ -1,0 +1,674 @@
+"""The nine sections of the compliance report, each computed from the trail with SQL a
+ClickHouse user can read (docs/report.md lists what each figure counts)."""
+
+from __future__ import annotations
+
+import fnmatch
+import itertools
+import math
+import re
+from collections import defaultdict
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from datetime import UTC, datetime
+from typing import Any
+
+from tokenotel.query.readable import ip_to_text
+from tokenotel.report.model import Chart, Policy, Section, Table, Value
+from tokenotel.store.client import ALERTS_TABLE, EVENTS_TABLE, Store
+
+NS = 1_000_000_000
+HOUR_NS = 3600 * NS
+DAY_NS = 24 * HOUR_NS
+
+#: What each section is evidence for (docs/report.md, "Requirements").
+EVIDENCE = {
+    "scope": ["PCI DSS 10.2.1", "PCI DSS 10.7.2", "SOC 2 CC7.2", "ISO 27001 A.8.15"],
+    "inventory": ["PCI DSS 8.2.1", "PCI DSS 8.6.1", "SOC 2 CC6.1", "SOC 2 CC6.2"],
+    "rotation": ["PCI DSS 8.3.9", "PCI DSS 8.6.3", "SOC 2 CC6.1"],
+    "dormant": ["PCI DSS 8.2.6", "SOC 2 CC6.2"],
+    "revocation": ["PCI DSS 8.2.5", "PCI DSS 8.3.10", "SOC 2 CC6.2", "SOC 2 CC6.3"],
+    "privileged": ["PCI DSS 8.2.4", "PCI DSS 8.6.1", "SOC 2 CC6.3"],
+    "failures": ["PCI DSS 10.2.1.4", "PCI DSS 10.4.1", "SOC 2 CC7.2", "ISO 27001 A.8.15"],
+    "integrity": ["PCI DSS 10.3.2", "PCI DSS 10.3.4", "SOC 2 CC7.2", "ISO 27001 A.8.15"],
+    "retention": ["PCI DSS 10.5.1", "ISO 27001 A.8.15"],
+}
+
+#: Every section reads the events of the period: [since, until), in ns.
+PERIOD = (
+    "event_time >= fromUnixTimestamp64Nano({since:Int64}, 'UTC') "
+    "AND event_time < fromUnixTimestamp64Nano({until:Int64}, 'UTC')"
+)
+BEFORE_END = "event_time < fromUnixTimestamp64Nano({until:Int64}, 'UTC')"
+
+# -- 1. scope ---------------------------------------------------------------------------------
+
+SOURCES_SQL = f"""
+SELECT source, arrayStringConcat(arraySort(groupUniqArray(toString(service_name))), ', '),
+       count(), toUnixTimestamp64Nano(min(event_time)), toUnixTimestamp64Nano(max(event_time))
+FROM {EVENTS_TABLE} WHERE {PERIOD}
+GROUP BY source ORDER BY source
+"""
+PER_DAY_SQL = f"""
+SELECT toString(toDate(event_time)) AS day, source, count()
+FROM {EVENTS_TABLE} WHERE {PERIOD}
+GROUP BY day, source ORDER BY day, source
+"""
+#: The first and last event of each source in each minute of the period: a silence of an hour
+#: or more lies between minutes, so the gaps between these are the gaps between events.
+SOURCE_MINUTES_SQL = f"""
+SELECT source, toUnixTimestamp64Nano(min(event_time)), toUnixTimestamp64Nano(max(event_time))
+FROM {EVENTS_TABLE} WHERE {PERIOD}
+GROUP BY source, toStartOfMinute(event_time) ORDER BY source, 2
+"""
+#: The minutes in which the service committed inserts (ingested_at): when it was storing.
+INSERT_MINUTES_SQL = f"""
+SELECT DISTINCT toUnixTimestamp(toStartOfMinute(ingested_at))
+FROM {EVENTS_TABLE}
+WHERE ingested_at >= fromUnixTimestamp64Nano({{since:Int64}}, 'UTC')
+  AND ingested_at < fromUnixTimestamp64Nano({{until:Int64}}, 'UTC')
+ORDER BY 1
+"""
+
+# -- 2-6. tokens at the end of the period -----------------------------------------------------
+
+#: Every token's newest values up to the end of the period, as token_inventory computes them
+#: for now (docs/schema.md): the value of the newest event that carries one.
+INVENTORY_SQL = f"""
+WITH toDateTime64(0, 9, 'UTC') AS never,
+     multiIf(event_name IN ('token.created', 'token.enabled'), 'active',
+             event_name = 'token.disabled', 'disabled',
+             event_name = 'token.revoked', 'revoked',
+             event_name = 'token.expired', 'expired', '') AS lifecycle_now
+SELECT token_key,
+       max(token_id),
+       max((if(token_type != '', event_time, never), toString(token_type))).2,
+       max((if(token_name != '', event_time, never), token_name)).2,
+       max((if(principal_id != '', event_time, never), principal_id)).2,
+       max((if(notEmpty(scopes), event_time, never), CAST(scopes, 'Array(String)'))).2,
+       toUnixTimestamp64Milli(max((if(expires_at IS NOT NULL, event_time, never), expires_at)).2),
+       max((if(lifecycle_now != '', event_time, never), lifecycle_now)) AS lifecycle,
+       toUnixTimestamp64Nano(minIfOrNull(event_time, event_name = 'token.created')),
+       max((if(event_name = 'token.created', event_time, never), actor_id)).2,
+       toUnixTimestamp64Nano(maxIfOrNull(event_time,
+                                         event_name = 'token.used' AND outcome = 'success')),
+       toUnixTimestamp64Nano(maxIfOrNull(event_time, event_name = 'token.rotated')),
+       toUnixTimestamp64Nano(min(event_time))
+FROM {EVENTS_TABLE} WHERE {BEFORE_END}
+GROUP BY token_key
+"""
+#: A rotation retires the previous id (as token_inventory_rotated_mv does for now).
+ROTATED_AWAY_SQL = f"""
+SELECT previous_token_id, max(event_time), toUnixTimestamp64Nano(min(event_time))
+FROM {EVENTS_TABLE}
+WHERE {BEFORE_END} AND event_name = 'token.rotated' AND previous_token_id != ''
+GROUP BY previous_token_id
+"""
+SCOPE_CHANGES_SQL = f"""
+SELECT toUnixTimestamp64Nano(event_time), token_key, actor_id, event_name,
+       CAST(scopes_added, 'Array(String)'), CAST(scopes_removed, 'Array(String)'),
+       CAST(scopes, 'Array(String)')
+FROM {EVENTS_TABLE}
+WHERE {PERIOD} AND (notEmpty(scopes_added) OR notEmpty(scopes_removed))
+ORDER BY event_time, token_key
+"""
+
+# -- 5. revocation ----------------------------------------------------------------------------
+
+DETECTIONS_SQL = f"""
+SELECT token_key, toUnixTimestamp64Nano(min(event_time)), argMin(event_name, event_time)
+FROM {EVENTS_TABLE}
+WHERE {PERIOD} AND event_name IN ('token.leak_detected', 'token.reuse_detected')
+GROUP BY token_key
+"""
+#: Revocations up to the end of the period: a revoke, a disable, or a rotation that retired it.
+ENDINGS_SQL = f"""
+SELECT if(event_name = 'token.rotated', previous_token_id, token_key) AS key,
+       toUnixTimestamp64Nano(event_time), event_name
+FROM {EVENTS_TABLE}
+WHERE {BEFORE_END}
+  AND (event_name IN ('token.revoked', 'token.disabled')
+       OR (event_name = 'token.rotated' AND previous_token_id != ''))
+  AND key IN {{keys:Array(String)}}
+ORDER BY event_time
+"""
+USED_DEAD_SQL = f"""
+SELECT token_key, token_status, count(), toUnixTimestamp64Nano(min(event_time)),
+       toUnixTimestamp64Nano(max(event_time)), uniqExact(client_ip)
+FROM {EVENTS_TABLE}
+WHERE {PERIOD} AND event_name = 'token.used' AND outcome = 'success'
+  AND token_status IN ('revoked', 'rotated', 'expired')
+GROUP BY token_key, token_status
+ORDER BY count() DESC, token_key, token_status
+"""
+
+# -- 7. failures and alerts -------------------------------------------------------------------
+
+FAILURES_BY_REASON_SQL = f"""
+SELECT event_name, failure_reason, count(), uniqExact(token_key),
+       uniqExactIf(client_ip, client_ip != toIPv6('::'))
+FROM {EVENTS_TABLE}
+WHERE {PERIOD} AND event_name IN ('token.auth_failed', 'token.access_denied',
+                                  'token.refresh_failed')
+GROUP BY event_name, failure_reason
+ORDER BY count() DESC, event_name, failure_reason
+"""
+FAILING_TOKENS_SQL = f"""
+SELECT token_key, argMaxIf(principal_id, event_time, principal_id != ''), count(),
+       uniqExactIf(client_ip, client_ip != toIPv6('::')),
+       toUnixTimestamp64Nano(max(event_time))
+FROM {EVENTS_TABLE}
+WHERE {PERIOD} AND event_name = 'token.auth_failed'
+GROUP BY token_key
+ORDER BY count() DESC, token_key
+"""
+FAILING_IPS_SQL = f"""
+SELECT client_ip, count(), uniqExact(token_key), toUnixTimestamp64Nano(max(event_time))
+FROM {EVENTS_TABLE}
+WHERE {PERIOD} AND event_name = 'token.auth_failed' AND client_ip != toIPv6('::')
+GROUP BY client_ip
+ORDER BY count() DESC, client_ip
+"""
+ALERTS_SQL = f"""
+SELECT rule, any(severity), count(), uniqExactIf(token_key, token_key != ''),
+       uniqExactIf(client_ip, client_ip != ''),
+       arrayStringConcat(arraySlice(arraySort(groupUniqArrayIf(token_key, token_key != '')),
+                                    1, 10), ', '),
+       arrayStringConcat(arraySlice(arraySort(groupUniqArrayIf(client_ip, client_ip != '')),
+                                    1, 10), ', ')
+FROM {ALERTS_TABLE}
+WHERE raised_at >= fromUnixTimestamp64Nano({{since:Int64}}, 'UTC')
+  AND raised_at < fromUnixTimestamp64Nano({{until:Int64}}, 'UTC')
+GROUP BY rule
+ORDER BY count() DESC, rule
+"""
+
+# -- 9. retention -----------------------------------------------------------------------------
+
+OLDEST_SQL = f"SELECT toUnixTimestamp64Nano(min(event_time)), count() FROM {EVENTS_TABLE}"
+MONTHS_SQL = f"""
+SELECT toYYYYMM(event_time) AS month, count()
+FROM {EVENTS_TABLE} GROUP BY month ORDER BY month
+"""
+
+
+def text_ns(ns: int | None) -> str | None:
+    """A time as an auditor reads it: RFC 3339 UTC to the second."""
+    if ns is None:
+        return None
+    return datetime.fromtimestamp(ns // NS, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+
+
+def text_ms(ms: int | None) -> str | None:
+    return None if ms is None else text_ns(ms * 1_000_000)
+
+
+@dataclass
+class Token:
+    """A token as it stood at the end of the period."""
+
+    key: str
+    token_id: str
+    type: str
+    name: str
+    owner: str
+    scopes: list[str]
+    expires_ms: int | None
+    lifecycle: str
+    lifecycle_ns: int | None
+    created_ns: int | None
+    created_by: str
+    last_used_ns: int | None
+    rotated_in_ns: int | None  # issued by a rotation (its token.rotated event)
+    first_seen_ns: int
+    rotated_away: bool = False
+
+    def status(self, until_ns: int) -> str:
+        if self.lifecycle in ("revoked", "disabled", "rotated"):
+            return self.lifecycle
+        if self.lifecycle == "expired":
+            return "expired"
+        if self.expires_ms is not None and self.expires_ms * 1_000_000 <= until_ns:
+            return "expired"
+        return "active"
+
+    @property
+    def issued_ns(self) -> int:
+        """When this secret came to be: created, else rotated in, else first seen."""
+        for ns in (self.created_ns, self.rotated_in_ns):
+            if ns is not None:
+                return ns
+        return self.first_seen_ns
+
+
+class Builder:
+    """Computes the sections over one store and one period."""
+
+    def __init__(self, store: Store, since: datetime, until: datetime, policy: Policy) -> None:
+        self.store = store
+        self.policy = policy
+        self.since_ns = _ns(since)
+        self.until_ns = _ns(until)
+        self.params = {"since": self.since_ns, "until": self.until_ns}
+        self._tokens: list[Token] | None = None
+
+    def rows(self, sql: str, **extra: Any) -> list[tuple[Any, ...]]:
+        return [tuple(row) for row in self.store.query(sql, self.params | extra).result_rows]
+
+    # -- the tokens at the end of the period --------------------------------------------------
+
+    def tokens(self) -> list[Token]:
+        if self._tokens is None:
+            tokens = {}
+            for row in self.rows(INVENTORY_SQL):
+                lifecycle_at, lifecycle = row[7]
+                tokens[row[0]] = Token(
+                    key=row[0], token_id=row[1], type=row[2], name=row[3], owner=row[4],
+                    scopes=list(row[5]), expires_ms=row[6], lifecycle=lifecycle,
+                    lifecycle_ns=_ns(lifecycle_at) if lifecycle else None,
+                    created_ns=row[8], created_by=row[9], last_used_ns=row[10],
+                    rotated_in_ns=row[11], first_seen_ns=row[12],
+                )  # fmt: skip
+            for key, at, first_ns in self.rows(ROTATED_AWAY_SQL):
+                token = tokens.get(key)
+                if token is None:
+                    token = tokens[key] = Token(
+                        key, key, "", "", "", [], None, "", None, None, "", None, None, first_ns
+                    )
+                at_ns = _ns(at)
+                # The newest of (time, status) wins, as in token_inventory.
+                if (at_ns, "rotated") > (token.lifecycle_ns or 0, token.lifecycle):
+                    token.lifecycle, token.lifecycle_ns = "rotated", at_ns
+                token.rotated_away = True
+            self._tokens = sorted(tokens.values(), key=lambda t: t.key)
+        return self._tokens
+
+    def active(self) -> list[Token]:
+        return [t for t in self.tokens() if t.status(self.until_ns) == "active"]
+
+    # -- the sections ---------------------------------------------------------------------
+
+    def scope(self) -> Section:
+        section = _section(1, "scope", "Scope: what the trail covers")
+        sources = self.rows(SOURCES_SQL)
+        per_day = self.rows(PER_DAY_SQL)
+        gaps = self.source_gaps()
+        down = self.service_gaps()
+        section.figures = {
+            "period_start": text_ns(self.since_ns),
+            "period_end": text_ns(self.until_ns),
+            "events": sum(r[2] for r in sources),
+            "sources": len(sources),
+            "services": len({s for r in sources for s in r[1].split(", ") if s}),
+            "source_gaps": len(gaps),
+            "service_gaps": len(down),
+        }
+        section.tables = [
+            Table(
+                "sources", "Sources and services seen",
+                ["source", "services", "events", "first event", "last event"],
+                [[s, services, n, text_ns(a), text_ns(b)] for s, services, n, a, b in sources],
+            ),
+            Table(
+                "events_per_day", "Events per source per day",
+                ["day", "source", "events"], [list(r) for r in per_day], shown=31,
+            ),
+            Table(
+                "source_gaps",
+                f"Silences of {_hours(self.policy.source_gap_hours)} or more from a source "
+                "that usually reports",
+                ["source", "silent from", "silent until", "hours"],
+                [[s, text_ns(a), text_ns(b), round((b - a) / HOUR_NS, 2)] for s, a, b in gaps],
+            ),
+            Table(
+                "service_gaps",
+                f"Stretches of {_hours(self.policy.source_gap_hours)} or more in which the "
+                "service stored nothing (down, stopped or failing)",
+                ["from", "until", "hours"],
+                [[text_ns(a), text_ns(b), round((b - a) / HOUR_NS, 2)] for a, b in down],
+            ),
+        ]  # fmt: skip
+        days = sorted({r[0] for r in per_day})
+        series: dict[str, list[int]] = {}
+        for day, source, n in per_day:
+            series.setdefault(source, [0] * len(days))[days.index(day)] = n
+        section.chart = Chart("Events per day, by source", days, series)
+        section.notes.append(
+            "A source usually reports when it sent events in at least "
+            f"{self.policy.usual_share:.0%} of the hours of the period. The service's stretches "
+            "count insert times: a trail imported later reads as stored then."
+        )
+        return section
+
+    def source_gaps(self) -> list[tuple[str, int, int]]:
+        """(source, last event before, first event after) of each silence of a source that
+        usually reports, at least source_gap_hours long."""
+        gap_ns = round(self.policy.source_gap_hours * HOUR_NS)
+        hours = max(1, math.ceil((self.until_ns - self.since_ns) / HOUR_NS))
+        by_source: dict[str, list[tuple[int, int]]] = defaultdict(list)
+        for source, first, last in self.rows(SOURCE_MINUTES_SQL):
+            by_source[source].append((first, last))
+        found = []
+        for source, minutes in sorted(by_source.items()):
+            hours_seen = len({first // HOUR_NS for first, _ in minutes})
+            if hours_seen < self.policy.usual_share * hours:
+                continue
+            for (_, last), (first, _) in itertools.pairwise(minutes):
+                if first - last >= gap_ns:
+                    found.append((source, last, first))
+        return found
+
+    def service_gaps(self) -> list[tuple[int, int]]:
+        """Stretches of the period with no insert at all, at least source_gap_hours long (to
+        the minute: inserts are counted by the minute they were stored in)."""
+        gap_ns = round(self.policy.source_gap_hours * HOUR_NS)
+        minutes = [row[0] * NS for row in self.rows(INSERT_MINUTES_SQL)]
+        if not minutes:
+            return []
+        edges = [self.since_ns - 60 * NS, *minutes, self.until_ns]
+        found = []
+        for before, after in itertools.pairwise(edges):
+            start = before + 60 * NS  # the end of the minute with the last insert
+            if after - start >= gap_ns:
+                found.append((start, after))
+        return found
+
+    def inventory(self) -> Section:
+        section = _section(2, "inventory", "Token inventory at the end of the period")
+        tokens = self.tokens()
+        by_status: dict[str, int] = defaultdict(int)
+        for token in tokens:
+            by_status[token.status(self.until_ns)] += 1
+        section.figures = {"tokens": len(tokens)}
+        for status in ("active", "expired", "revoked", "rotated", "disabled"):
+            section.figures[status] = by_status.get(status, 0)
+        order = {"active": 0, "disabled": 1, "expired": 2, "rotated": 3, "revoked": 4}
+        rows = sorted(tokens, key=lambda t: (order[t.status(self.until_ns)], t.owner, t.key))
+        section.tables = [
+            Table(
+                "inventory", "Every token the trail knows of, as it stood at the end",
+                ["token", "name", "owner", "type", "scopes", "created", "expires",
+                 "last used", "status"],
+                [[t.key, t.name, t.owner, t.type, " ".join(t.scopes), text_ns(t.issued_ns),
+                  text_ms(t.expires_ms), text_ns(t.last_used_ns), t.status(self.until_ns)]
+                 for t in rows],
+            )
+        ]  # fmt: skip
+        return section
+
+    def rotation(self) -> Section:
+        section = _section(3, "rotation", "Rotation age against the policy")
+        days = self.policy.rotation_days
+        limit_ns = days * DAY_NS
+        rows = []
+        counts: dict[str, int] = {
+            "over_age": 0,
+            "never_rotated": 0,
+            "without_expiry": 0,
+            "long_lived": 0,
+        }
+        for t in self.active():
+            age_ns = self.until_ns - t.issued_ns
+            findings = []
+            if age_ns > limit_ns:
+                findings.append("older than the policy")
+                counts["over_age"] += 1
+            if t.rotated_in_ns is None and not t.rotated_away:
+                findings.append("never rotated")
+                counts["never_rotated"] += 1
+            if t.expires_ms is None:
+                findings.append("no expiry")
+                counts["without_expiry"] += 1
+            elif t.expires_ms * 1_000_000 - t.issued_ns > limit_ns:
+                findings.append("long-lived")
+                counts["long_lived"] += 1
+            if findings:
+                rows.append(
+                    [t.key, t.owner, text_ns(t.issued_ns), round(age_ns / DAY_NS, 1),
+                     text_ns(t.rotated_in_ns), text_ms(t.expires_ms), ", ".join(findings)]
+                )  # fmt: skip
+        rows.sort(key=lambda r: (-_number(r[3]), str(r[0])))
+        section.figures = {"active_tokens": len(self.active()), "rotation_days": days}
+        section.figures.update(counts)
+        section.tables = [
+            Table(
+                "rotation", "Active tokens with a finding, oldest first",
+                ["token", "owner", "issued", "age (days)", "rotated in", "expires", "findings"],
+                rows,
+            )
+        ]  # fmt: skip
+        section.notes.append(
+            f"Older than the policy: issued more than {days} days before the end of the period. "
+            f"Long-lived: valid for more than {days} days. Never rotated: neither issued by a "
+            "rotation nor retired by one."
+        )
+        return section
+
+    def dormant(self) -> Section:
+        section = _section(4, "dormant", "Dormant tokens still active")
+        days = self.policy.dormant_days
+        cutoff = self.until_ns - days * DAY_NS
+        rows = []
+        for t in self.active():
+            last = t.last_used_ns
+            if (last if last is not None else t.issued_ns) < cutoff:
+                idle_ns = self.until_ns - (last if last is not None else t.issued_ns)
+                rows.append(
+                    [t.key, t.owner, text_ns(t.issued_ns), text_ns(last),
+                     round(idle_ns / DAY_NS, 1)]
+                )  # fmt: skip
+        rows.sort(key=lambda r: (-_number(r[4]), str(r[0])))
+        section.figures = {"dormant": len(rows), "dormant_days": days}
+        section.tables = [
+            Table(
+                "dormant", f"Active, and unused for more than {days} days (longest idle first)",
+                ["token", "owner", "issued", "last used", "idle (days)"], rows,
+            )
+        ]  # fmt: skip
+        return section
+
+    def revocation(self) -> Section:
+        section = _section(5, "revocation", "Revocation timeliness")
+        sla_ns = round(self.policy.revocation_sla_hours * HOUR_NS)
+        detections = self.rows(DETECTIONS_SQL)
+        endings: dict[str, list[tuple[int, str]]] = defaultdict(list)
+        if detections:
+            for key, at, name in self.rows(ENDINGS_SQL, keys=[d[0] for d in detections]):
+                endings[key].append((at, name))
+        rows = []
+        counts: dict[str, int] = {
+            "detections": len(detections),
+            "within_sla": 0,
+            "late": 0,
+            "not_revoked": 0,
+        }
+        for key, detected, what in detections:
+            ended = next(((at, n) for at, n in endings[key] if at >= detected), None)
+            before = next(((at, n) for at, n in endings[key] if at < detected), None)
+            if before is not None and ended is None:
+                verdict, hours, at_ns, how = "already revoked", None, before[0], before[1]
+                counts["within_sla"] += 1
+            elif ended is None:
+                waited = self.until_ns - detected
+                verdict = "not revoked (overdue)" if waited > sla_ns else "not revoked"
+                hours, at_ns, how = round(waited / HOUR_NS, 2), None, ""
+                counts["not_revoked"] += 1
+            else:
+                at_ns, how = ended
+                hours = round((at_ns - detected) / HOUR_NS, 2)
+                late = at_ns - detected > sla_ns
+                verdict = "late" if late else "within SLA"
+                counts["late" if late else "within_sla"] += 1
+            rows.append([key, what, text_ns(detected), text_ns(at_ns), how, hours, verdict])
+        rows.sort(key=lambda r: (r[6] == "within SLA", -_number(r[5]), str(r[0])))
+        used = self.rows(USED_DEAD_SQL)
+        section.figures.update(counts)
+        section.figures |= {
+            "sla_hours": self.policy.revocation_sla_hours,
+            "tokens_used_after_revocation_or_expiry": len({r[0] for r in used}),
+            "uses_after_revocation_or_expiry": sum(r[2] for r in used),
+        }
+        section.tables = [
+            Table(
+                "revocations", "From detection to revocation (late and open first)",
+                ["token", "detected by", "detected", "revoked", "how", "hours", "verdict"],
+                rows,
+            ),
+            Table(
+                "used_after_end", "Successful uses after revocation or expiry",
+                ["token", "status at use", "uses", "first", "last", "addresses"],
+                [[k, s, n, text_ns(a), text_ns(b), ips] for k, s, n, a, b, ips in used],
+            ),
+        ]  # fmt: skip
+        section.notes.append(
+            "Detections are token.leak_detected and token.reuse_detected events (the rule "
+            "reuse-or-leak-detected alerts on them); a revoke, a disable or a rotation that "
+            "retires the token ends it. An owner's removal is not a token event in the trail, "
+            "so it is not timed here."
+        )
+        return section
+
+    def privileged(self) -> Section:
+        section = _section(6, "privileged", "Privileged tokens")
+        broad = self.policy.broad_scopes
+        matches = _matcher(broad)
+        privileged = [t for t in self.tokens() if any(matches(s) for s in t.scopes)]
+        privileged.sort(key=lambda t: (t.status(self.until_ns) != "active", t.owner, t.key))
+        keys = {t.key for t in privileged}
+        changes = [
+            row for row in self.rows(SCOPE_CHANGES_SQL)
+            if row[1] in keys or any(matches(s) for s in [*row[4], *row[5]])
+        ]  # fmt: skip
+        section.figures = {
+            "privileged": len(privileged),
+            "privileged_active": sum(t.status(self.until_ns) == "active" for t in privileged),
+            "scope_changes": len(changes),
+        }
+        section.tables = [
+            Table(
+                "privileged", "Tokens carrying a broad scope (active first)",
+                ["token", "owner", "broad scopes", "created by", "issued", "status"],
+                [[t.key, t.owner, " ".join(s for s in t.scopes if matches(s)), t.created_by,
+                  text_ns(t.issued_ns), t.status(self.until_ns)] for t in privileged],
+            ),
+            Table(
+                "scope_changes", "Changes of scope touching privilege, in the period",
+                ["time", "token", "actor", "event", "added", "removed"],
+                [[text_ns(at), key, actor, name, " ".join(added), " ".join(removed)]
+                 for at, key, actor, name, added, removed, _ in changes],
+            ),
+        ]  # fmt: skip
+        section.notes.append("Broad scopes (policy): " + ", ".join(broad) + ".")
+        return section
+
+    def failures(self) -> Section:
+        section = _section(7, "failures", "Failed authentication and alerts")
+        reasons = self.rows(FAILURES_BY_REASON_SQL)
+        tokens = self.rows(FAILING_TOKENS_SQL)
+        ips = self.rows(FAILING_IPS_SQL)
+        alerts = self.rows(ALERTS_SQL)
+        section.figures = {
+            "auth_failures": sum(r[2] for r in reasons if r[0] == "token.auth_failed"),
+            "access_denied": sum(r[2] for r in reasons if r[0] == "token.access_denied"),
+            "refresh_failures": sum(r[2] for r in reasons if r[0] == "token.refresh_failed"),
+            "failing_tokens": len(tokens),
+            "failing_addresses": len(ips),
+            "alerts": sum(r[2] for r in alerts),
+        }
+        section.tables = [
+            Table(
+                "failures_by_reason", "Failures by kind and reason",
+                ["event", "reason", "failures", "tokens", "addresses"], [list(r) for r in reasons],
+            ),
+            Table(
+                "alerts_by_rule", "Alerts raised, by rule",
+                ["rule", "severity", "alerts", "tokens", "addresses", "tokens (first 10)",
+                 "addresses (first 10)"],
+                [list(r) for r in alerts],
+            ),
+            Table(
+                "failing_tokens", "Tokens that failed authentication (most failures first)",
+                ["token", "principal", "failures", "addresses", "last failure"],
+                [[k, p, n, a, text_ns(last)] for k, p, n, a, last in tokens], shown=20,
+            ),
+            Table(
+                "failing_addresses", "Addresses that failed authentication",
+                ["address", "failures", "tokens", "last failure"],
+                [[ip_to_text(ip), n, k, text_ns(last)] for ip, n, k, last in ips], shown=20,
+            ),
+        ]  # fmt: skip
+        return section
+
+    def retention(self, retention_days: int | None) -> Section:
+        section = _section(9, "retention", "Retention")
+        ((oldest, events),) = self.rows(OLDEST_SQL)
+        months = self.rows(MONTHS_SQL)
+        policy = self.policy
+        kept = len(months)
+        span_months = _months_between(oldest, self.until_ns) if events else 0
+        section.figures = {
+            "oldest_event": text_ns(oldest) if events else None,
+            "events_kept": events,
+            "months_available": kept,
+            "retention_days": retention_days,
+            "retention_setting_covers_months": (
+                None if retention_days is None else round(retention_days / 30.44, 1)
+            ),
+            "policy_months": policy.retention_months,
+            "policy_immediate_months": policy.immediate_months,
+        }
+        verdicts = []
+        if retention_days is not None and retention_days < policy.retention_months * 30:
+            verdicts.append(
+                f"the retention setting ({retention_days} days) keeps less than the policy's "
+                f"{policy.retention_months} months"
+            )
+        if span_months < policy.immediate_months:
+            verdicts.append(
+                f"the trail spans {span_months} months up to the end of the period, fewer "
+                f"than the {policy.immediate_months} to keep searchable"
+            )
+        section.notes.append(
+            "Every month kept is searchable at once (one store, no archive tier)."
+            + (" Short of the policy: " + "; ".join(verdicts) + "." if verdicts else "")
+        )
+        section.tables = [
+            Table(
+                "months", "Events kept, by month",
+                ["month", "events"], [[f"{m // 100}-{m % 100:02d}", n] for m, n in months],
+                shown=24,
+            )
+        ]  # fmt: skip
+        return section
+
+
+def _section(number: int, key: str, title: str) -> Section:
+    return Section(number, key, title, EVIDENCE[key])
+
+
+def _ns(moment: datetime) -> int:
+    if moment.tzinfo is None:
+        moment = moment.replace(tzinfo=UTC)
+    delta = moment - datetime(1970, 1, 1, tzinfo=UTC)
+    return (delta.days * 86_400 + delta.seconds) * NS + delta.microseconds * 1000
+
+
+def _number(value: Value) -> float:
+    return float(value) if isinstance(value, int | float) else math.inf
+
+
+def _hours(hours: float) -> str:
+    return f"{hours:g} hour" + ("" if hours == 1 else "s")
+
+
+def _matcher(patterns: Iterable[str]) -> Callable[[str], bool]:
+    """Whether a scope is one of ``patterns`` ('*' matches any characters, case counts)."""
+    compiled = "|".join(f"(?:{fnmatch.translate(p)})" for p in patterns)
+    regex = re.compile(compiled) if compiled else None
+    return lambda scope: regex is not None and regex.match(scope) is not None
+
+
+def _months_between(first_ns: int, last_ns: int) -> int:
+    a = datetime.fromtimestamp(first_ns // NS, UTC).date()
+    b = datetime.fromtimestamp(last_ns // NS, UTC).date()
+    return (b.year - a.year) * 12 + b.month - a.month + (1 if b.day >= a.day else 0)
