@@ -321,6 +321,29 @@ def test_verify_through_the_query_api_needs_an_admin_credential(secured: Secured
     assert "inserts valid" in allowed.stdout
 
 
+def test_a_report_through_the_query_api_needs_an_admin_credential(
+    secured: Secured, tmp_path: Path
+) -> None:
+    """GenerateReport is administrative (docs/report.md)."""
+
+    def report_with(role: str) -> subprocess.CompletedProcess[str]:
+        credential_file = secured.file_of(secured.credentials[role])
+        return run_cli(
+            "report", "--server", secured.serve.api_target, "--since", "1d", "--format", "json",
+            "--server-credential-file", str(credential_file), "-o", str(tmp_path / "r.json"),
+        )  # fmt: skip
+
+    denied = report_with("read")
+    assert denied.returncode == 2
+    assert "(role read) may not call the query API listener: use one with role admin" in (
+        denied.stderr
+    )
+    assert not (tmp_path / "r.json").exists()
+    allowed = report_with("admin")
+    assert allowed.returncode == 0, allowed.stderr
+    assert json.loads((tmp_path / "r.json").read_text())["sections"][0]["figures"]["events"] > 0
+
+
 def test_grpcurl_reads_the_api_with_a_credential_header_and_reflection_needs_one(
     secured: Secured,
 ) -> None:
