@@ -28,7 +28,7 @@ MAY_IMPORT: dict[str, set[str]] = {
     "detect": {"model", "errors", "store", "query", "outbound", "child"},
     "config": {"errors", "store", "security"},
     "integrity": {"model", "errors", "store", "outbound"},
-    "report": {"errors", "store", "query", "integrity"},
+    "report": {"model", "errors", "store", "query", "integrity"},
     "pipeline": {
         "model",
         "errors",

@@ -3,7 +3,6 @@ ClickHouse user can read (docs/report.md lists what each figure counts)."""
 
 from __future__ import annotations
 
-import fnmatch
 import itertools
 import math
 import re
@@ -13,6 +12,7 @@ from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
+from tokenotel.model import DEAD_STATUSES
 from tokenotel.query.readable import ip_to_text
 from tokenotel.report.model import Chart, Policy, Section, Table, Value
 from tokenotel.store.client import ALERTS_TABLE, EVENTS_TABLE, Store
@@ -73,7 +73,8 @@ ORDER BY 1
 # -- 2-6. tokens at the end of the period -----------------------------------------------------
 
 #: Every token's newest values up to the end of the period, as token_inventory computes them
-#: for now (docs/schema.md): the value of the newest event that carries one.
+#: for now (docs/schema.md): the value of the newest event that carries one. An id seen only in
+#: failed authentication is an attempt, not a token (section 7 counts it).
 INVENTORY_SQL = f"""
 WITH toDateTime64(0, 9, 'UTC') AS never,
      multiIf(event_name IN ('token.created', 'token.enabled'), 'active',
@@ -89,13 +90,16 @@ SELECT token_key,
        toUnixTimestamp64Milli(max((if(expires_at IS NOT NULL, event_time, never), expires_at)).2),
        max((if(lifecycle_now != '', event_time, never), lifecycle_now)) AS lifecycle,
        toUnixTimestamp64Nano(minIfOrNull(event_time, event_name = 'token.created')),
-       max((if(event_name = 'token.created', event_time, never), actor_id)).2,
+       if(countIf(event_name = 'token.created') > 0,
+          argMinIf(actor_id, event_time, event_name = 'token.created'),
+          argMaxIf(actor_id, event_time, event_name = 'token.rotated')),
        toUnixTimestamp64Nano(maxIfOrNull(event_time,
                                          event_name = 'token.used' AND outcome = 'success')),
        toUnixTimestamp64Nano(maxIfOrNull(event_time, event_name = 'token.rotated')),
        toUnixTimestamp64Nano(min(event_time))
 FROM {EVENTS_TABLE} WHERE {BEFORE_END}
 GROUP BY token_key
+HAVING countIf(event_name != 'token.auth_failed') > 0
 """
 #: A rotation retires the previous id (as token_inventory_rotated_mv does for now).
 ROTATED_AWAY_SQL = f"""
@@ -121,23 +125,25 @@ FROM {EVENTS_TABLE}
 WHERE {PERIOD} AND event_name IN ('token.leak_detected', 'token.reuse_detected')
 GROUP BY token_key
 """
-#: Revocations up to the end of the period: a revoke, a disable, or a rotation that retired it.
-ENDINGS_SQL = f"""
+#: Lifecycle up to the end of the period: an ending (a revoke, a disable, a rotation that
+#: retired it) or a beginning (a create, an enable).
+LIFECYCLE_SQL = f"""
 SELECT if(event_name = 'token.rotated', previous_token_id, token_key) AS key,
        toUnixTimestamp64Nano(event_time), event_name
 FROM {EVENTS_TABLE}
 WHERE {BEFORE_END}
-  AND (event_name IN ('token.revoked', 'token.disabled')
+  AND (event_name IN ('token.revoked', 'token.disabled', 'token.created', 'token.enabled')
        OR (event_name = 'token.rotated' AND previous_token_id != ''))
   AND key IN {{keys:Array(String)}}
 ORDER BY event_time
 """
 USED_DEAD_SQL = f"""
 SELECT token_key, token_status, count(), toUnixTimestamp64Nano(min(event_time)),
-       toUnixTimestamp64Nano(max(event_time)), uniqExact(client_ip)
+       toUnixTimestamp64Nano(max(event_time)),
+       uniqExactIf(client_ip, client_ip != toIPv6('::'))
 FROM {EVENTS_TABLE}
 WHERE {PERIOD} AND event_name = 'token.used' AND outcome = 'success'
-  AND token_status IN ('revoked', 'rotated', 'expired')
+  AND token_status IN {{dead:Array(String)}}
 GROUP BY token_key, token_status
 ORDER BY count() DESC, token_key, token_status
 """
@@ -363,8 +369,6 @@ class Builder:
         the minute: inserts are counted by the minute they were stored in)."""
         gap_ns = round(self.policy.source_gap_hours * HOUR_NS)
         minutes = [row[0] * NS for row in self.rows(INSERT_MINUTES_SQL)]
-        if not minutes:
-            return []
         edges = [self.since_ns - 60 * NS, *minutes, self.until_ns]
         found = []
         for before, after in itertools.pairwise(edges):
@@ -471,10 +475,10 @@ class Builder:
         section = _section(5, "revocation", "Revocation timeliness")
         sla_ns = round(self.policy.revocation_sla_hours * HOUR_NS)
         detections = self.rows(DETECTIONS_SQL)
-        endings: dict[str, list[tuple[int, str]]] = defaultdict(list)
+        lifecycle: dict[str, list[tuple[int, str]]] = defaultdict(list)
         if detections:
-            for key, at, name in self.rows(ENDINGS_SQL, keys=[d[0] for d in detections]):
-                endings[key].append((at, name))
+            for key, at, name in self.rows(LIFECYCLE_SQL, keys=[d[0] for d in detections]):
+                lifecycle[key].append((at, name))
         rows = []
         counts: dict[str, int] = {
             "detections": len(detections),
@@ -483,10 +487,12 @@ class Builder:
             "not_revoked": 0,
         }
         for key, detected, what in detections:
-            ended = next(((at, n) for at, n in endings[key] if at >= detected), None)
-            before = next(((at, n) for at, n in endings[key] if at < detected), None)
-            if before is not None and ended is None:
-                verdict, hours, at_ns, how = "already revoked", None, before[0], before[1]
+            ended = next(
+                ((at, n) for at, n in lifecycle[key] if at >= detected and n in _ENDINGS), None
+            )
+            before = [(at, n) for at, n in lifecycle[key] if at < detected]
+            if before and before[-1][1] in _ENDINGS and ended is None:
+                verdict, hours, at_ns, how = "already revoked", None, *before[-1]
                 counts["within_sla"] += 1
             elif ended is None:
                 waited = self.until_ns - detected
@@ -500,8 +506,8 @@ class Builder:
                 verdict = "late" if late else "within SLA"
                 counts["late" if late else "within_sla"] += 1
             rows.append([key, what, text_ns(detected), text_ns(at_ns), how, hours, verdict])
-        rows.sort(key=lambda r: (r[6] == "within SLA", -_number(r[5]), str(r[0])))
-        used = self.rows(USED_DEAD_SQL)
+        rows.sort(key=lambda r: (_VERDICT_ORDER[str(r[6])], -_number(r[5], 0), str(r[0])))
+        used = self.rows(USED_DEAD_SQL, dead=sorted(DEAD_STATUSES))
         section.figures.update(counts)
         section.figures |= {
             "sla_hours": self.policy.revocation_sla_hours,
@@ -642,6 +648,18 @@ class Builder:
         return section
 
 
+#: What ends a token's use: a revoke, a disable, a rotation that retired it.
+_ENDINGS = frozenset({"token.revoked", "token.disabled", "token.rotated"})
+#: Late and open first, then in time, then revoked before the detection.
+_VERDICT_ORDER = {
+    "late": 0,
+    "not revoked (overdue)": 0,
+    "not revoked": 1,
+    "within SLA": 2,
+    "already revoked": 3,
+}
+
+
 def _section(number: int, key: str, title: str) -> Section:
     return Section(number, key, title, EVIDENCE[key])
 
@@ -653,8 +671,8 @@ def _ns(moment: datetime) -> int:
     return (delta.days * 86_400 + delta.seconds) * NS + delta.microseconds * 1000
 
 
-def _number(value: Value) -> float:
-    return float(value) if isinstance(value, int | float) else math.inf
+def _number(value: Value, missing: float = math.inf) -> float:
+    return float(value) if isinstance(value, int | float) else missing
 
 
 def _hours(hours: float) -> str:
@@ -662,13 +680,16 @@ def _hours(hours: float) -> str:
 
 
 def _matcher(patterns: Iterable[str]) -> Callable[[str], bool]:
-    """Whether a scope is one of ``patterns`` ('*' matches any characters, case counts)."""
-    compiled = "|".join(f"(?:{fnmatch.translate(p)})" for p in patterns)
-    regex = re.compile(compiled) if compiled else None
+    """Whether a scope is one of ``patterns``: in a pattern '*' matches any characters, but a
+    pattern that is '*' alone is the scope '*' (a wildcard grant); case counts."""
+    compiled = "|".join(
+        re.escape(p) if p == "*" else ".*".join(map(re.escape, p.split("*"))) for p in patterns
+    )
+    regex = re.compile(f"(?:{compiled})\\Z") if compiled else None
     return lambda scope: regex is not None and regex.match(scope) is not None
 
 
 def _months_between(first_ns: int, last_ns: int) -> int:
     a = datetime.fromtimestamp(first_ns // NS, UTC).date()
     b = datetime.fromtimestamp(last_ns // NS, UTC).date()
-    return (b.year - a.year) * 12 + b.month - a.month + (1 if b.day >= a.day else 0)
+    return (b.year - a.year) * 12 + b.month - a.month - (1 if b.day < a.day else 0)
