@@ -4,7 +4,7 @@ tables, each naming the requirements it is evidence for (docs/report.md)."""
 from __future__ import annotations
 
 import re
-from dataclasses import asdict, dataclass, field
+from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
@@ -191,7 +191,8 @@ class Report:
     def section(self, key: str) -> Section:
         return next(s for s in self.sections if s.key == key)
 
-    def as_dict(self) -> dict[str, Any]:
+    def header(self) -> dict[str, Any]:
+        """What the report covers, without its sections."""
         return {
             "period": self.period,
             "since": _iso(self.since),
@@ -200,15 +201,30 @@ class Report:
             "trail": self.trail,
             "policy": self.policy.model_dump(),
             "checkpoint": self.checkpoint,
-            "sections": [_section_dict(s) for s in self.sections],
         }
+
+    def as_dict(self) -> dict[str, Any]:
+        return self.header() | {"sections": [_section_dict(s) for s in self.sections]}
 
 
 def _section_dict(section: Section) -> dict[str, Any]:
-    data = asdict(section)
-    for table in data["tables"]:
-        del table["shown"]
-    return data
+    """A section as plain data (its rows as they are: lists of plain values)."""
+    chart = section.chart
+    return {
+        "number": section.number,
+        "key": section.key,
+        "title": section.title,
+        "evidence": section.evidence,
+        "figures": section.figures,
+        "tables": [
+            {"name": t.name, "title": t.title, "columns": t.columns, "rows": t.rows}
+            for t in section.tables
+        ],
+        "notes": section.notes,
+        "chart": None
+        if chart is None
+        else {"title": chart.title, "days": chart.days, "series": chart.series},
+    }
 
 
 def _iso(moment: datetime) -> str:

@@ -5,12 +5,12 @@ from __future__ import annotations
 
 import csv
 import io
-import json
 from collections.abc import Iterator
 from enum import StrEnum
 from importlib import resources
 
 import jinja2
+import orjson
 from markupsafe import escape
 
 from tokenotel.report.model import Chart, Report, Value
@@ -37,11 +37,15 @@ def render_html(report: Report, seal: str) -> str:
     )
     environment.filters["cell"] = _cell
     environment.globals["chart"] = chart_svg
-    return environment.get_template("report.html.j2").render(report=report, seal=seal)
+    return environment.get_template("report.html.j2").render(
+        report=report, header=report.header(), seal=seal
+    )
 
 
 def render_json(report: Report, seal: str) -> str:
-    return json.dumps(report.as_dict() | {"seal": seal}, indent=1, ensure_ascii=False) + "\n"
+    return (
+        orjson.dumps(report.as_dict() | {"seal": seal}, option=orjson.OPT_INDENT_2).decode() + "\n"
+    )
 
 
 def render_csv(report: Report, seal: str) -> str:
@@ -65,13 +69,10 @@ def render_csv(report: Report, seal: str) -> str:
 
 
 def _header(report: Report) -> Iterator[tuple[str, Value]]:
-    yield "period", report.period
-    yield "since", report.as_dict()["since"]
-    yield "until", report.as_dict()["until"]
-    yield "generated_at", report.as_dict()["generated_at"]
-    yield "trail", report.trail
-    yield "checkpoint", report.checkpoint
-    for name, value in report.policy.model_dump().items():
+    header = report.header()
+    for name in ("period", "since", "until", "generated_at", "trail", "checkpoint"):
+        yield name, header[name]
+    for name, value in header["policy"].items():
         yield f"policy.{name}", " ".join(value) if isinstance(value, list) else value
 
 

@@ -24,7 +24,7 @@ HEADER = "tokenotel report"
 
 def statement(report: Report, digest: str) -> str:
     """What the seal says (a signed note's text)."""
-    data = report.as_dict()
+    data = report.header()
     return (
         f"{HEADER}\n"
         f"sha256 {digest}\n"

@@ -6,8 +6,9 @@ from __future__ import annotations
 import itertools
 import math
 import re
+import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable
+from collections.abc import Callable, Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -89,6 +90,7 @@ SELECT token_key,
        max((if(notEmpty(scopes), event_time, never), CAST(scopes, 'Array(String)'))).2,
        toUnixTimestamp64Milli(max((if(expires_at IS NOT NULL, event_time, never), expires_at)).2),
        max((if(lifecycle_now != '', event_time, never), lifecycle_now)) AS lifecycle,
+       toUnixTimestamp64Nano(lifecycle.1), lifecycle.2,
        toUnixTimestamp64Nano(minIfOrNull(event_time, event_name = 'token.created')),
        if(countIf(event_name = 'token.created') > 0,
           argMinIf(actor_id, event_time, event_name = 'token.created'),
@@ -103,7 +105,8 @@ HAVING countIf(event_name != 'token.auth_failed') > 0
 """
 #: A rotation retires the previous id (as token_inventory_rotated_mv does for now).
 ROTATED_AWAY_SQL = f"""
-SELECT previous_token_id, max(event_time), toUnixTimestamp64Nano(min(event_time))
+SELECT previous_token_id, toUnixTimestamp64Nano(max(event_time)),
+       toUnixTimestamp64Nano(min(event_time))
 FROM {EVENTS_TABLE}
 WHERE {BEFORE_END} AND event_name = 'token.rotated' AND previous_token_id != ''
 GROUP BY previous_token_id
@@ -202,14 +205,14 @@ def text_ns(ns: int | None) -> str | None:
     """A time as an auditor reads it: RFC 3339 UTC to the second."""
     if ns is None:
         return None
-    return datetime.fromtimestamp(ns // NS, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ns // NS))
 
 
 def text_ms(ms: int | None) -> str | None:
     return None if ms is None else text_ns(ms * 1_000_000)
 
 
-@dataclass
+@dataclass(slots=True)
 class Token:
     """A token as it stood at the end of the period."""
 
@@ -228,23 +231,20 @@ class Token:
     rotated_in_ns: int | None  # issued by a rotation (its token.rotated event)
     first_seen_ns: int
     rotated_away: bool = False
+    status: str = ""  # at the end of the period (``settle``)
+    issued_ns: int = 0  # when this secret came to be: created, else rotated in, else first seen
 
-    def status(self, until_ns: int) -> str:
-        if self.lifecycle in ("revoked", "disabled", "rotated"):
-            return self.lifecycle
-        if self.lifecycle == "expired":
-            return "expired"
-        if self.expires_ms is not None and self.expires_ms * 1_000_000 <= until_ns:
-            return "expired"
-        return "active"
-
-    @property
-    def issued_ns(self) -> int:
-        """When this secret came to be: created, else rotated in, else first seen."""
-        for ns in (self.created_ns, self.rotated_in_ns):
+    def settle(self, until_ns: int) -> None:
+        if self.lifecycle in ("revoked", "disabled", "rotated", "expired"):
+            self.status = self.lifecycle
+        elif self.expires_ms is not None and self.expires_ms * 1_000_000 <= until_ns:
+            self.status = "expired"
+        else:
+            self.status = "active"
+        for ns in (self.created_ns, self.rotated_in_ns, self.first_seen_ns):
             if ns is not None:
-                return ns
-        return self.first_seen_ns
+                self.issued_ns = ns
+                break
 
 
 class Builder:
@@ -257,9 +257,10 @@ class Builder:
         self.until_ns = _ns(until)
         self.params = {"since": self.since_ns, "until": self.until_ns}
         self._tokens: list[Token] | None = None
+        self._active: list[Token] | None = None
 
-    def rows(self, sql: str, **extra: Any) -> list[tuple[Any, ...]]:
-        return [tuple(row) for row in self.store.query(sql, self.params | extra).result_rows]
+    def rows(self, sql: str, **extra: Any) -> Sequence[Sequence[Any]]:
+        return self.store.query(sql, self.params | extra).result_rows
 
     # -- the tokens at the end of the period --------------------------------------------------
 
@@ -267,30 +268,32 @@ class Builder:
         if self._tokens is None:
             tokens = {}
             for row in self.rows(INVENTORY_SQL):
-                lifecycle_at, lifecycle = row[7]
                 tokens[row[0]] = Token(
                     key=row[0], token_id=row[1], type=row[2], name=row[3], owner=row[4],
-                    scopes=list(row[5]), expires_ms=row[6], lifecycle=lifecycle,
-                    lifecycle_ns=_ns(lifecycle_at) if lifecycle else None,
-                    created_ns=row[8], created_by=row[9], last_used_ns=row[10],
-                    rotated_in_ns=row[11], first_seen_ns=row[12],
+                    scopes=row[5], expires_ms=row[6], lifecycle=row[9],
+                    lifecycle_ns=row[8] if row[9] else None,
+                    created_ns=row[10], created_by=row[11], last_used_ns=row[12],
+                    rotated_in_ns=row[13], first_seen_ns=row[14],
                 )  # fmt: skip
-            for key, at, first_ns in self.rows(ROTATED_AWAY_SQL):
+            for key, at_ns, first_ns in self.rows(ROTATED_AWAY_SQL):
                 token = tokens.get(key)
                 if token is None:
                     token = tokens[key] = Token(
                         key, key, "", "", "", [], None, "", None, None, "", None, None, first_ns
                     )
-                at_ns = _ns(at)
                 # The newest of (time, status) wins, as in token_inventory.
                 if (at_ns, "rotated") > (token.lifecycle_ns or 0, token.lifecycle):
                     token.lifecycle, token.lifecycle_ns = "rotated", at_ns
                 token.rotated_away = True
+            for token in tokens.values():
+                token.settle(self.until_ns)
             self._tokens = sorted(tokens.values(), key=lambda t: t.key)
         return self._tokens
 
     def active(self) -> list[Token]:
-        return [t for t in self.tokens() if t.status(self.until_ns) == "active"]
+        if self._active is None:
+            self._active = [t for t in self.tokens() if t.status == "active"]
+        return self._active
 
     # -- the sections ---------------------------------------------------------------------
 
@@ -382,19 +385,19 @@ class Builder:
         tokens = self.tokens()
         by_status: dict[str, int] = defaultdict(int)
         for token in tokens:
-            by_status[token.status(self.until_ns)] += 1
+            by_status[token.status] += 1
         section.figures = {"tokens": len(tokens)}
         for status in ("active", "expired", "revoked", "rotated", "disabled"):
             section.figures[status] = by_status.get(status, 0)
         order = {"active": 0, "disabled": 1, "expired": 2, "rotated": 3, "revoked": 4}
-        rows = sorted(tokens, key=lambda t: (order[t.status(self.until_ns)], t.owner, t.key))
+        rows = sorted(tokens, key=lambda t: (order[t.status], t.owner, t.key))
         section.tables = [
             Table(
                 "inventory", "Every token the trail knows of, as it stood at the end",
                 ["token", "name", "owner", "type", "scopes", "created", "expires",
                  "last used", "status"],
                 [[t.key, t.name, t.owner, t.type, " ".join(t.scopes), text_ns(t.issued_ns),
-                  text_ms(t.expires_ms), text_ns(t.last_used_ns), t.status(self.until_ns)]
+                  text_ms(t.expires_ms), text_ns(t.last_used_ns), t.status]
                  for t in rows],
             )
         ]  # fmt: skip
@@ -539,7 +542,7 @@ class Builder:
         broad = self.policy.broad_scopes
         matches = _matcher(broad)
         privileged = [t for t in self.tokens() if any(matches(s) for s in t.scopes)]
-        privileged.sort(key=lambda t: (t.status(self.until_ns) != "active", t.owner, t.key))
+        privileged.sort(key=lambda t: (t.status != "active", t.owner, t.key))
         keys = {t.key for t in privileged}
         changes = [
             row for row in self.rows(SCOPE_CHANGES_SQL)
@@ -547,7 +550,7 @@ class Builder:
         ]  # fmt: skip
         section.figures = {
             "privileged": len(privileged),
-            "privileged_active": sum(t.status(self.until_ns) == "active" for t in privileged),
+            "privileged_active": sum(t.status == "active" for t in privileged),
             "scope_changes": len(changes),
         }
         section.tables = [
@@ -555,7 +558,7 @@ class Builder:
                 "privileged", "Tokens carrying a broad scope (active first)",
                 ["token", "owner", "broad scopes", "created by", "issued", "status"],
                 [[t.key, t.owner, " ".join(s for s in t.scopes if matches(s)), t.created_by,
-                  text_ns(t.issued_ns), t.status(self.until_ns)] for t in privileged],
+                  text_ns(t.issued_ns), t.status] for t in privileged],
             ),
             Table(
                 "scope_changes", "Changes of scope touching privilege, in the period",
