@@ -3,6 +3,7 @@ ClickHouse user can read (docs/report.md lists what each figure counts)."""
 
 from __future__ import annotations
 
+import functools
 import itertools
 import math
 import re
@@ -205,7 +206,14 @@ def text_ns(ns: int | None) -> str | None:
     """A time as an auditor reads it: RFC 3339 UTC to the second."""
     if ns is None:
         return None
-    return time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ns // NS))
+    day, second = divmod(ns // NS, 86_400)
+    hour, second = divmod(second, 3600)
+    return f"{_day(day)}T{hour:02d}:{second // 60:02d}:{second % 60:02d}Z"
+
+
+@functools.lru_cache(maxsize=4096)
+def _day(day: int) -> str:
+    return time.strftime("%Y-%m-%d", time.gmtime(day * 86_400))
 
 
 def text_ms(ms: int | None) -> str | None:
