@@ -4,7 +4,7 @@ VENV := .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed
 
-.PHONY: demo test test-fast lint format proto collector telemetrygen grpcurl chgo fuzz fuzz-merge bench-ingest bench-query bench-overload bench-import bench-api bench-detect clean
+.PHONY: demo test test-fast lint format proto collector telemetrygen grpcurl chgo fuzz fuzz-merge bench-ingest bench-query bench-report bench-overload bench-import bench-api bench-detect clean
 
 $(STAMP): pyproject.toml
 	$(PYTHON) -m venv $(VENV)
@@ -73,6 +73,11 @@ bench-detect: $(STAMP)
 
 bench-query: $(STAMP)
 	$(BIN)/python bench/query.py
+
+# The compliance report of a quarter over 10 million generated events: each section and format
+# (bench/report.py --help: --keep DIR reuses the events, --with-ledger N times the verification).
+bench-report: $(STAMP)
+	$(BIN)/python bench/report.py
 
 # tokenotel import of gzip JSON-lines files (Vault, CloudTrail) into a fresh data directory.
 bench-import: $(STAMP)
