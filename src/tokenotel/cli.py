@@ -1,5 +1,5 @@
 """The ``tokenotel`` command: serve; query, tokens, timeline, summary, tail; fingerprint;
-verify; auth add|list|revoke; migrate; import; demo."""
+report; verify; auth add|list|revoke; migrate; import; demo."""
 
 from __future__ import annotations
 
