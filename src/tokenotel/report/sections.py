@@ -548,7 +548,7 @@ class Builder:
     def privileged(self) -> Section:
         section = _section(6, "privileged", "Privileged tokens")
         broad = self.policy.broad_scopes
-        matches = _matcher(broad)
+        matches = functools.lru_cache(maxsize=None)(_matcher(broad))  # scopes repeat
         privileged = [t for t in self.tokens() if any(matches(s) for s in t.scopes)]
         privileged.sort(key=lambda t: (t.status != "active", t.owner, t.key))
         keys = {t.key for t in privileged}
