@@ -919,11 +919,18 @@ def _print(finding: Finding, verbose: bool) -> None:
         typer.echo(str(finding))
 
 
+def _store_state(settings: Settings) -> tuple[frozenset[int], bool]:
+    """What a verification of the store must know: the stamps a stopped service had not
+    sealed yet (its journal), and whether a service may be writing (a server may have one
+    writing to it right now)."""
+    if settings.clickhouse_url is not None:
+        return frozenset(), True
+    return frozenset(unsealed_stamps(settings.data_dir / JOURNAL_FILE)), False
+
+
 def _verify_store(settings: Settings, trust: Trust, since_ms: int, verbose: bool) -> bool:
     """Verifies a stopped data directory, or a ClickHouse server's database."""
-    pending: list[int] = []
-    if settings.clickhouse_url is None:
-        pending = unsealed_stamps(settings.data_dir / JOURNAL_FILE)
+    pending, live = _store_state(settings)
     store = _open_store(settings)
     try:
         verification = Verification(
@@ -931,9 +938,8 @@ def _verify_store(settings: Settings, trust: Trust, since_ms: int, verbose: bool
             trust.keys,
             trust.published(),
             since_ms=since_ms,
-            # A server may have a service writing to it right now.
-            live=settings.clickhouse_url is not None,
-            pending_stamps=frozenset(pending),
+            live=live,
+            pending_stamps=pending,
         )
         for finding in verification.run():
             _print(finding, verbose)
@@ -1103,18 +1109,10 @@ def _report_from_store(
         )
     integrity = Integrity(None)
     if key is not None:
-        pending = []
-        if settings.clickhouse_url is None:
-            pending = unsealed_stamps(settings.data_dir / JOURNAL_FILE)
-        integrity = Integrity(
-            Trust([key.verifier], settings.checkpoint_dir),
-            live=settings.clickhouse_url is not None,
-            pending_stamps=frozenset(pending),
-        )
+        pending, live = _store_state(settings)
+        integrity = Integrity(Trust([key.verifier], settings.checkpoint_dir), live, pending)
     store = _open_store(settings)
-    server = settings.clickhouse_server
-    name = repr(server) if server is not None else str(settings.data_dir)
-    trail = Trail(store, name, integrity, settings.retention_days, key)
+    trail = Trail(store, settings.trail_name, integrity, settings.retention_days, key)
     try:
         with Progress(TextColumn("{task.description}"), BarColumn(), console=err) as progress:
             task = progress.add_task("report", total=len(SECTIONS))

@@ -373,6 +373,13 @@ class Settings(BaseSettings):
         return ClickHouseServer(self.clickhouse_url, self.database)
 
     @property
+    def trail_name(self) -> str:
+        """Where the trail is, as a report names it: the server (never its password) or the
+        data directory."""
+        server = self.clickhouse_server
+        return repr(server) if server is not None else str(self.data_dir)
+
+    @property
     def signing_key_path(self) -> Path:
         return self.signing_key_file or self.data_dir / "signing.key"
 

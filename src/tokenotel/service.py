@@ -99,7 +99,7 @@ class Service:
             trust=trust,
             reports=Trail(
                 pipeline.store,
-                f"tokenotel service ({settings.clickhouse_server or settings.data_dir})",
+                f"tokenotel service ({settings.trail_name})",
                 Integrity(trust, live=True),
                 settings.retention_days,
                 checkpointer.key if checkpointer else None,

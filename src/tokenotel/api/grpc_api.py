@@ -12,7 +12,6 @@ from typing import Any, Protocol, TypeVar
 
 import grpc
 import yaml
-from google.protobuf.message import Message
 from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 from grpc_status import rpc_status
@@ -58,7 +57,7 @@ TAIL_MESSAGE = 1_000
 TAIL_READ = 20_000
 #: A tail looks for new events this often when no commit wakes it (another writer's inserts).
 TAIL_POLL_S = 1.0
-R = TypeVar("R", bound=Message)
+R = TypeVar("R")
 #: ClickHouse settings of the API's reads: one thread each (a read of a few tokens touches few
 #: granules), so the other cores stay with ingest.
 READ_SETTINGS = {"max_threads": 1}
@@ -275,21 +274,16 @@ class TokenAuditService(audit_pb2_grpc.TokenAuditServicer):
     async def GenerateReport(
         self, request: audit_pb2.GenerateReportRequest, context: grpc.aio.ServicerContext
     ) -> AsyncIterator[audit_pb2.ReportChunk]:
-        try:
+        async def answer(_: dict[str, Any]) -> bytes:
             if self._reports is None:
                 raise NotFound("this service makes no reports")
             since, until, policy, form = report_request(request, datetime.now(UTC))
             try:
-                content = await asyncio.to_thread(self._reports.report, since, until, policy, form)
+                return await asyncio.to_thread(self._reports.report, since, until, policy, form)
             except ConfigError as e:  # what the service lacks: a browser for a PDF
                 raise FailedPrecondition(str(e)) from None
-        except TokenotelError as e:
-            await _abort(context, e)
-            return
-        except Exception:
-            log.exception("a report request failed")
-            await context.abort(grpc.StatusCode.INTERNAL, INTERNAL_ERROR)
-            return
+
+        content = await _answer(context, answer)
         for start in range(0, len(content), REPORT_CHUNK):
             yield audit_pb2.ReportChunk(data=content[start : start + REPORT_CHUNK])
 
