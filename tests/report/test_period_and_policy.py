@@ -1,17 +1,22 @@
 """A report's period and policy as the user writes them, and wrong ones refused with their
-name (docs/report.md, "The period", "The policy"); a file that carries no readable seal."""
+name (docs/report.md, "The period", "The policy"); a file that carries no readable seal; broad
+scopes matched alike in Python and ClickHouse; the collector's pause while a report builds."""
 
 from __future__ import annotations
 
+import gc
 import re
 from datetime import UTC, datetime
 from pathlib import Path
 
 import pytest
 
+from inprocess import embedded_store
 from tokenotel.errors import ConfigError
+from tokenotel.report.build import collector_paused
 from tokenotel.report.model import Policy, load_policy, period_bounds, period_name, report_period
 from tokenotel.report.seal import PLACEHOLDER, check
+from tokenotel.report.sections import scope_pattern
 
 
 def utc(*parts: int) -> datetime:
@@ -103,3 +108,60 @@ def test_a_wrong_policy_names_the_setting(tmp_path: Path, text: str, said: str) 
 def test_a_file_without_a_readable_seal_is_refused(content: bytes, said: str) -> None:
     with pytest.raises(ConfigError, match=said):
         check(content, [])
+
+
+SCOPES = [
+    "admin", "admin:all", "Admin", "write:repo", "write:", "write", "*", "read", "a b.c", "a bxc",
+    "(x)+", "x", "[y]", "y", "scope\\", "ok\n", "ünïcode:*", "ünïcode:é",
+]  # fmt: skip
+
+
+@pytest.mark.parametrize(
+    ("patterns", "expected"),
+    [
+        (["admin", "write:*", "*"], ["admin", "write:repo", "write:", "*"]),
+        (["a b.c", "(x)+", "[y]", "scope\\"], ["a b.c", "(x)+", "[y]", "scope\\"]),
+        (["ünïcode:*", "*dmin*"], ["admin", "admin:all", "Admin", "ünïcode:*", "ünïcode:é"]),
+        ([], []),
+    ],
+)
+def test_a_broad_scope_is_matched_alike_in_python_and_in_clickhouse(
+    tmp_path: Path, patterns: list[str], expected: list[str]
+) -> None:
+    """The report matches token scopes in Python and scope changes in ClickHouse (RE2): one
+    expression, read the same by both, whatever punctuation or spaces a pattern holds; only
+    '*' is special (and '*' alone is the scope '*')."""
+    pattern = scope_pattern(patterns)
+    in_python = [s for s in SCOPES if pattern and re.match(f"(?:{pattern})\\Z", s)]
+    store = embedded_store(tmp_path / "data")
+    try:
+        store.connect()
+        in_clickhouse = [
+            row[0]
+            for row in store.query(
+                "SELECT s FROM (SELECT arrayJoin({scopes:Array(String)}) AS s) "
+                "WHERE {broad:String} != '' AND match(s, {broad:String})",
+                {"scopes": SCOPES, "broad": f"^(?:{pattern})$" if pattern else ""},
+            ).result_rows
+        ]
+    finally:
+        store.close()
+    assert in_python == in_clickhouse == expected
+
+
+def test_the_collector_pause_nests_and_restores_what_it_found() -> None:
+    """Builds may overlap: the collector is back on when the last ends, and stays off when it
+    was off before the first began."""
+    assert gc.isenabled()
+    with collector_paused():
+        with collector_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    assert gc.isenabled()
+    gc.disable()
+    try:
+        with collector_paused():
+            assert not gc.isenabled()
+        assert not gc.isenabled()
+    finally:
+        gc.enable()

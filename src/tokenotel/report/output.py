@@ -9,7 +9,7 @@ from datetime import datetime
 from pathlib import Path
 
 from tokenotel.integrity.signing import SigningKey
-from tokenotel.report.build import Integrity, Progress, build_report
+from tokenotel.report.build import Integrity, Progress, build_report, collector_paused
 from tokenotel.report.model import Policy, Report
 from tokenotel.report.pdf import html_to_pdf
 from tokenotel.report.render import ReportFormat, render_csv, render_html, render_json
@@ -36,23 +36,29 @@ class Trail:
         form: ReportFormat,
         progress: Progress | None = None,
     ) -> bytes:
-        report = build_report(
-            self.store,
-            since,
-            until,
-            policy,
-            trail=self.name,
-            integrity=self.integrity,
-            retention_days=self.retention_days,
-            progress=progress,
-        )
-        return report_bytes(report, form, self.key)
+        with collector_paused():  # one pause for the build and the file written from it
+            report = build_report(
+                self.store,
+                since,
+                until,
+                policy,
+                trail=self.name,
+                integrity=self.integrity,
+                retention_days=self.retention_days,
+                progress=progress,
+            )
+            return report_bytes(report, form, self.key)
 
 
 def report_bytes(report: Report, form: ReportFormat, key: SigningKey | None) -> bytes:
     """The sealed file; PDF is printed from the sealed HTML by headless Chromium."""
+    with collector_paused():  # a few million cells written out
+        return _report_bytes(report, form, key)
+
+
+def _report_bytes(report: Report, form: ReportFormat, key: SigningKey | None) -> bytes:
     if form is ReportFormat.PDF:
-        html = report_bytes(report, ReportFormat.HTML, key)
+        html = _report_bytes(report, ReportFormat.HTML, key)
         with tempfile.TemporaryDirectory(prefix="tokenotel-report-") as directory:
             source, printed = Path(directory, "report.html"), Path(directory, "report.pdf")
             source.write_bytes(html)

@@ -7,15 +7,16 @@ import functools
 import itertools
 import math
 import re
+import string
 import time
 from collections import defaultdict
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
 
 from tokenotel.model import DEAD_STATUSES
-from tokenotel.query.readable import ip_to_text
+from tokenotel.query.readable import IP_TEXT_SQL
 from tokenotel.report.model import Chart, Policy, Section, Table, Value
 from tokenotel.store.client import ALERTS_TABLE, EVENTS_TABLE, Store
 
@@ -56,12 +57,24 @@ SELECT toString(toDate(event_time)) AS day, source, count()
 FROM {EVENTS_TABLE} WHERE {PERIOD}
 GROUP BY day, source ORDER BY day, source
 """
-#: The first and last event of each source in each minute of the period: a silence of an hour
-#: or more lies between minutes, so the gaps between these are the gaps between events.
-SOURCE_MINUTES_SQL = f"""
-SELECT source, toUnixTimestamp64Nano(min(event_time)), toUnixTimestamp64Nano(max(event_time))
-FROM {EVENTS_TABLE} WHERE {PERIOD}
-GROUP BY source, toStartOfMinute(event_time) ORDER BY source, 2
+#: The silences of the sources that usually report: two events of a source in a row, at least
+#: {gap_ns} apart. Such events are the last of one time bucket and the first of the next bucket
+#: that has any, when a bucket is no longer than the gap; buckets of an hour (or less, dividing
+#: it) also count the hours a source reported in.
+SOURCE_GAPS_SQL = f"""
+SELECT source, toUnixTimestamp64Nano(before), toUnixTimestamp64Nano(first)
+FROM (
+    SELECT source, first,
+           lagInFrame(last, 1, first) OVER (PARTITION BY source ORDER BY first
+                                            ROWS BETWEEN 1 PRECEDING AND CURRENT ROW) AS before,
+           uniqExact(toStartOfHour(first)) OVER (PARTITION BY source) AS hours
+    FROM (SELECT source, min(event_time) AS first, max(event_time) AS last
+          FROM {EVENTS_TABLE} WHERE {PERIOD}
+          GROUP BY source,
+                   toStartOfInterval(event_time, toIntervalNanosecond({{bucket_ns:UInt64}}))))
+WHERE hours >= {{usual_hours:Float64}}
+  AND toUnixTimestamp64Nano(first) - toUnixTimestamp64Nano(before) >= {{gap_ns:Int64}}
+ORDER BY source, first
 """
 #: The minutes in which the service committed inserts (ingested_at): when it was storing.
 INSERT_MINUTES_SQL = f"""
@@ -112,12 +125,17 @@ FROM {EVENTS_TABLE}
 WHERE {BEFORE_END} AND event_name = 'token.rotated' AND previous_token_id != ''
 GROUP BY previous_token_id
 """
+#: Changes of scope touching privilege: of a privileged token ({keys}), or adding or removing a
+#: broad scope (matching the regular expression {broad}; none when it is empty).
 SCOPE_CHANGES_SQL = f"""
 SELECT toUnixTimestamp64Nano(event_time), token_key, actor_id, event_name,
-       CAST(scopes_added, 'Array(String)'), CAST(scopes_removed, 'Array(String)'),
-       CAST(scopes, 'Array(String)')
+       CAST(scopes_added, 'Array(String)'), CAST(scopes_removed, 'Array(String)')
 FROM {EVENTS_TABLE}
 WHERE {PERIOD} AND (notEmpty(scopes_added) OR notEmpty(scopes_removed))
+  AND (token_key IN {{keys:Array(String)}}
+       OR ({{broad:String}} != ''
+           AND arrayExists(s -> match(s, {{broad:String}}),
+                           arrayConcat(scopes_added, scopes_removed))))
 ORDER BY event_time, token_key
 """
 
@@ -173,7 +191,8 @@ GROUP BY token_key
 ORDER BY count() DESC, token_key
 """
 FAILING_IPS_SQL = f"""
-SELECT client_ip, count(), uniqExact(token_key), toUnixTimestamp64Nano(max(event_time))
+SELECT {IP_TEXT_SQL.format("client_ip")}, count(), uniqExact(token_key),
+       toUnixTimestamp64Nano(max(event_time))
 FROM {EVENTS_TABLE}
 WHERE {PERIOD} AND event_name = 'token.auth_failed' AND client_ip != toIPv6('::')
 GROUP BY client_ip
@@ -362,18 +381,12 @@ class Builder:
         usually reports, at least source_gap_hours long."""
         gap_ns = round(self.policy.source_gap_hours * HOUR_NS)
         hours = max(1, math.ceil((self.until_ns - self.since_ns) / HOUR_NS))
-        by_source: dict[str, list[tuple[int, int]]] = defaultdict(list)
-        for source, first, last in self.rows(SOURCE_MINUTES_SQL):
-            by_source[source].append((first, last))
-        found = []
-        for source, minutes in sorted(by_source.items()):
-            hours_seen = len({first // HOUR_NS for first, _ in minutes})
-            if hours_seen < self.policy.usual_share * hours:
-                continue
-            for (_, last), (first, _) in itertools.pairwise(minutes):
-                if first - last >= gap_ns:
-                    found.append((source, last, first))
-        return found
+        bucket_ns = next(b for b in (HOUR_NS, 60 * NS, NS, 1_000_000, 1) if b <= max(gap_ns, 1))
+        rows = self.rows(
+            SOURCE_GAPS_SQL, gap_ns=gap_ns, bucket_ns=bucket_ns,
+            usual_hours=self.policy.usual_share * hours,
+        )  # fmt: skip
+        return [(source, before, after) for source, before, after in rows]
 
     def service_gaps(self) -> list[tuple[int, int]]:
         """Stretches of the period with no insert at all, at least source_gap_hours long (to
@@ -548,14 +561,17 @@ class Builder:
     def privileged(self) -> Section:
         section = _section(6, "privileged", "Privileged tokens")
         broad = self.policy.broad_scopes
-        matches = functools.lru_cache(maxsize=None)(_matcher(broad))  # scopes repeat
+        pattern = scope_pattern(broad)
+        regex = re.compile(f"(?:{pattern})\\Z") if pattern else None
+        matches = functools.lru_cache(maxsize=None)(  # scopes repeat
+            lambda scope: regex is not None and regex.match(scope) is not None
+        )
         privileged = [t for t in self.tokens() if any(matches(s) for s in t.scopes)]
         privileged.sort(key=lambda t: (t.status != "active", t.owner, t.key))
-        keys = {t.key for t in privileged}
-        changes = [
-            row for row in self.rows(SCOPE_CHANGES_SQL)
-            if row[1] in keys or any(matches(s) for s in [*row[4], *row[5]])
-        ]  # fmt: skip
+        # The same expression in ClickHouse (RE2, where $ is the end of the text).
+        broad_re2 = f"^(?:{pattern})$" if pattern else ""
+        keys = sorted(t.key for t in privileged)
+        changes = self.rows(SCOPE_CHANGES_SQL, keys=keys, broad=broad_re2)
         section.figures = {
             "privileged": len(privileged),
             "privileged_active": sum(t.status == "active" for t in privileged),
@@ -572,7 +588,7 @@ class Builder:
                 "scope_changes", "Changes of scope touching privilege, in the period",
                 ["time", "token", "actor", "event", "added", "removed"],
                 [[text_ns(at), key, actor, name, " ".join(added), " ".join(removed)]
-                 for at, key, actor, name, added, removed, _ in changes],
+                 for at, key, actor, name, added, removed in changes],
             ),
         ]  # fmt: skip
         section.notes.append("Broad scopes (policy): " + ", ".join(broad) + ".")
@@ -611,7 +627,7 @@ class Builder:
             Table(
                 "failing_addresses", "Addresses that failed authentication",
                 ["address", "failures", "tokens", "last failure"],
-                [[ip_to_text(ip), n, k, text_ns(last)] for ip, n, k, last in ips], shown=20,
+                [[ip, n, k, text_ns(last)] for ip, n, k, last in ips], shown=20,
             ),
         ]  # fmt: skip
         return section
@@ -690,14 +706,19 @@ def _hours(hours: float) -> str:
     return f"{hours:g} hour" + ("" if hours == 1 else "s")
 
 
-def _matcher(patterns: Iterable[str]) -> Callable[[str], bool]:
-    """Whether a scope is one of ``patterns``: in a pattern '*' matches any characters, but a
-    pattern that is '*' alone is the scope '*' (a wildcard grant); case counts."""
-    compiled = "|".join(
-        re.escape(p) if p == "*" else ".*".join(map(re.escape, p.split("*"))) for p in patterns
+def scope_pattern(patterns: Iterable[str]) -> str:
+    """A regular expression (the same in Python and RE2) for the scopes that are one of
+    ``patterns``: in a pattern '*' matches any characters, but a pattern that is '*' alone is
+    the scope '*' (a wildcard grant); case counts. Empty when there are no patterns."""
+    return "|".join(
+        _literal(p) if p == "*" else ".*".join(map(_literal, p.split("*"))) for p in patterns
     )
-    regex = re.compile(f"(?:{compiled})\\Z") if compiled else None
-    return lambda scope: regex is not None and regex.match(scope) is not None
+
+
+def _literal(text: str) -> str:
+    """``text`` matched as it is: ASCII punctuation escaped, which both dialects read as the
+    character itself (re.escape also escapes spaces, which RE2 refuses)."""
+    return "".join("\\" + c if c in string.punctuation else c for c in text)
 
 
 def _months_between(first_ns: int, last_ns: int) -> int:
