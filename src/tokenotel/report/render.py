@@ -3,8 +3,9 @@ fetched), JSON, or CSV (every row of every table); the PDF is printed from the H
 
 from __future__ import annotations
 
-import csv
-import io
+import itertools
+import operator
+import re
 from collections.abc import Iterator
 from enum import StrEnum
 from importlib import resources
@@ -13,7 +14,7 @@ import jinja2
 import orjson
 from markupsafe import escape
 
-from tokenotel.report.model import Chart, Report, Value
+from tokenotel.report.model import Chart, Report, Table, Value
 
 #: One colour a source in the chart (dark enough for white gaps, distinct in grey print).
 PALETTE = ["#1f5f8b", "#d9822b", "#3a7d44", "#a23b72", "#6b6b6b", "#8c6d1f", "#2a9d8f"]
@@ -50,22 +51,55 @@ def render_json(report: Report, seal: str) -> str:
 
 def render_csv(report: Report, seal: str) -> str:
     """Every figure and every row of every table, one value a line: section, table, row,
-    column, value (a spreadsheet pivots it back into the tables)."""
-    out = io.StringIO()
-    writer = csv.writer(out, lineterminator="\n")
-    writer.writerow(["section", "table", "row", "column", "value"])
+    column, value (a spreadsheet pivots it back into the tables). RFC 4180: a value with a
+    comma, a quote or a line break is quoted."""
+    lines = ["section,table,row,column,value\n"]
     for name, value in _header(report):
-        writer.writerow(["report", "report", 0, name, _csv(value)])
+        lines.append(f"report,report,0,{_field(name)},{_field(value)}\n")
     for section in report.sections:
-        label = f"{section.number}. {section.key}"
+        label = _field(f"{section.number}. {section.key}")
         for name, value in section.figures.items():
-            writer.writerow([label, "figures", 0, name, _csv(value)])
+            lines.append(f"{label},figures,0,{_field(name)},{_field(value)}\n")
         for table in section.tables:
-            for number, row in enumerate(table.rows, 1):
-                for column, value in zip(table.columns, row, strict=True):
-                    writer.writerow([label, table.name, number, column, _csv(value)])
-    writer.writerow(["report", "seal", 0, "seal", seal])
-    return out.getvalue()
+            lines.append(_csv_table(f"{label},{_field(table.name)},", table))
+    lines.append(f"report,seal,0,seal,{_field(seal)}\n")
+    return "".join(lines)
+
+
+def _csv_table(head: str, table: Table) -> str:
+    """A table's lines. A report's tables hold a few million values: each column's values
+    are made text together (None as nothing, a number as Python writes it) and quoted only
+    when one of them needs it: less than half the time the csv module takes."""
+    if not table.rows:
+        return ""
+    cells = []
+    for name, values in zip(table.columns, zip(*table.rows, strict=True), strict=True):
+        texts = list(map(_NOTHING.get, values, map(str, values)))
+        if _SPECIAL.search("".join(texts)):
+            texts = list(map(_quoted, texts))
+        cells.append(map(operator.add, itertools.repeat(_field(name) + ","), texts))
+    lines = []
+    for number, row in enumerate(zip(*cells, strict=True), 1):
+        start = f"{head}{number},"
+        lines.append(start + f"\n{start}".join(row) + "\n")
+    return "".join(lines)
+
+
+#: What makes a CSV value need quotes.
+_SPECIAL = re.compile(r'[",\r\n]')
+
+
+#: None is written as nothing; any other value as str() writes it.
+_NOTHING = {None: ""}
+
+
+def _field(value: Value) -> str:
+    """A value as CSV writes it: None as nothing, a number as Python writes it."""
+    return _quoted("" if value is None else str(value))
+
+
+def _quoted(text: str) -> str:
+    return '"' + text.replace('"', '""') + '"' if _SPECIAL.search(text) else text
 
 
 def _header(report: Report) -> Iterator[tuple[str, Value]]:
@@ -74,10 +108,6 @@ def _header(report: Report) -> Iterator[tuple[str, Value]]:
         yield name, header[name]
     for name, value in header["policy"].items():
         yield f"policy.{name}", " ".join(value) if isinstance(value, list) else value
-
-
-def _csv(value: Value) -> str:
-    return "" if value is None else str(value)
 
 
 def _cell(value: Value) -> str:
