@@ -6,6 +6,7 @@ from __future__ import annotations
 import functools
 import itertools
 import math
+import operator
 import re
 import string
 import time
@@ -223,16 +224,7 @@ FROM {EVENTS_TABLE} GROUP BY month ORDER BY month
 
 def text_ns(ns: int | None) -> str | None:
     """A time as an auditor reads it: RFC 3339 UTC to the second."""
-    if ns is None:
-        return None
-    day, second = divmod(ns // NS, 86_400)
-    hour, second = divmod(second, 3600)
-    return f"{_day(day)}T{hour:02d}:{second // 60:02d}:{second % 60:02d}Z"
-
-
-@functools.lru_cache(maxsize=4096)
-def _day(day: int) -> str:
-    return time.strftime("%Y-%m-%d", time.gmtime(day * 86_400))
+    return None if ns is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ns // NS))
 
 
 def text_ms(ms: int | None) -> str | None:
@@ -314,7 +306,7 @@ class Builder:
                 token.rotated_away = True
             for token in tokens.values():
                 token.settle(self.until_ns)
-            self._tokens = sorted(tokens.values(), key=lambda t: t.key)
+            self._tokens = sorted(tokens.values(), key=operator.attrgetter("key"))
         return self._tokens
 
     def active(self) -> list[Token]:
@@ -411,7 +403,7 @@ class Builder:
         for status in ("active", "expired", "revoked", "rotated", "disabled"):
             section.figures[status] = by_status.get(status, 0)
         order = {"active": 0, "disabled": 1, "expired": 2, "rotated": 3, "revoked": 4}
-        rows = sorted(tokens, key=lambda t: (order[t.status], t.owner, t.key))
+        rows = sorted(tokens, key=lambda t: (order[t.status], t.owner))  # then by key, as tokens()
         section.tables = [
             Table(
                 "inventory", "Every token the trail knows of, as it stood at the end",
@@ -455,7 +447,7 @@ class Builder:
                     [t.key, t.owner, text_ns(t.issued_ns), round(age_ns / DAY_NS, 1),
                      text_ns(t.rotated_in_ns), text_ms(t.expires_ms), ", ".join(findings)]
                 )  # fmt: skip
-        rows.sort(key=lambda r: (-_number(r[3]), str(r[0])))
+        rows.sort(key=lambda r: -_number(r[3]))  # then by token, as active()
         section.figures = {"active_tokens": len(self.active()), "rotation_days": days}
         section.figures.update(counts)
         section.tables = [
@@ -485,7 +477,7 @@ class Builder:
                     [t.key, t.owner, text_ns(t.issued_ns), text_ns(last),
                      round(idle_ns / DAY_NS, 1)]
                 )  # fmt: skip
-        rows.sort(key=lambda r: (-_number(r[4]), str(r[0])))
+        rows.sort(key=lambda r: -_number(r[4]))  # then by token, as active()
         section.figures = {"dormant": len(rows), "dormant_days": days}
         section.tables = [
             Table(
@@ -567,7 +559,7 @@ class Builder:
             lambda scope: regex is not None and regex.match(scope) is not None
         )
         privileged = [t for t in self.tokens() if any(matches(s) for s in t.scopes)]
-        privileged.sort(key=lambda t: (t.status != "active", t.owner, t.key))
+        privileged.sort(key=lambda t: (t.status != "active", t.owner))  # then by key
         # The same expression in ClickHouse (RE2, where $ is the end of the text).
         broad_re2 = f"^(?:{pattern})$" if pattern else ""
         keys = sorted(t.key for t in privileged)
