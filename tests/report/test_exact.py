@@ -27,6 +27,7 @@ from scenario import DAY, HOUR, MS, SECOND, rfc3339
 from inprocess import InProcessIngest, embedded_store
 from tokenotel import pipeline
 from tokenotel.detect import stream
+from tokenotel.report import sections
 from tokenotel.report.build import Integrity, build_report
 from tokenotel.report.model import Policy, Report, Section, period_bounds
 
@@ -93,6 +94,9 @@ class Trail:
     events: list[Event]
     alerts: list[Alert]
     sent: int
+    #: The same report with no token key sent to ClickHouse as a parameter (as when the keys
+    #: of the privileged tokens or of the detections are longer than MOST_KEY_BYTES).
+    keys_kept: Report
 
 
 def _address(text: str) -> str:
@@ -133,10 +137,17 @@ def trail(tmp_path_factory: pytest.TempPathFactory) -> Trail:
     store = embedded_store(data_dir, retention_days=SETTINGS["retention_days"])
     try:
         since, until = period_bounds(scenario.PERIOD)
-        report = build_report(
-            store, since, until, Policy(), trail="test", integrity=Integrity(None),
-            retention_days=None,
-        )  # fmt: skip
+
+        def build() -> Report:
+            return build_report(
+                store, since, until, Policy(), trail="test", integrity=Integrity(None),
+                retention_days=None,
+            )  # fmt: skip
+
+        report = build()
+        with pytest.MonkeyPatch.context() as patch:
+            patch.setattr(sections, "MOST_KEY_BYTES", 0)
+            keys_kept = build()
         events = [
             Event(*row[:12], _address(row[12]), *row[13:])
             for row in store.query(EVENTS_SQL).result_rows
@@ -145,7 +156,7 @@ def trail(tmp_path_factory: pytest.TempPathFactory) -> Trail:
     finally:
         store.close()
     assert stored == len(quarter.events)
-    return Trail(report, events, alerts, len(quarter.events))
+    return Trail(report, events, alerts, len(quarter.events), keys_kept)
 
 
 # -- the recount ------------------------------------------------------------------------------
@@ -837,3 +848,12 @@ def test_the_known_retention(trail: Trail) -> None:
     assert [row[0] for row in section.table("months").rows] == [
         f"2026-{m:02d}" for m in range(3, 11)
     ]
+
+
+def test_the_same_sections_when_no_token_key_is_sent_as_a_parameter(trail: Trail) -> None:
+    """With more keys than a server takes in its URL, the privileged and revocation sections
+    read every change of scope and every lifecycle event, and keep the ones they need."""
+    for key in ("revocation", "privileged"):
+        assert trail.keys_kept.section(key) == trail.report.section(key)
+    assert trail.report.section("privileged").table("scope_changes").rows
+    assert trail.report.section("revocation").table("revocations").rows

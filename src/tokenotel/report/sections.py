@@ -10,6 +10,7 @@ import operator
 import re
 import string
 import time
+import urllib.parse
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
@@ -126,14 +127,18 @@ FROM {EVENTS_TABLE}
 WHERE {BEFORE_END} AND event_name = 'token.rotated' AND previous_token_id != ''
 GROUP BY previous_token_id
 """
+#: How long a list of token keys a statement takes as a parameter, URL-encoded: a ClickHouse
+#: server reads parameters from the URL, which it caps (at 1 MiB by default).
+MOST_KEY_BYTES = 512 * 1024
 #: Changes of scope touching privilege: of a privileged token ({keys}), or adding or removing a
-#: broad scope (matching the regular expression {broad}; none when it is empty).
+#: broad scope (matching the regular expression {broad}; none when it is empty); or, with
+#: {every}, all changes of scope.
 SCOPE_CHANGES_SQL = f"""
 SELECT toUnixTimestamp64Nano(event_time), token_key, actor_id, event_name,
        CAST(scopes_added, 'Array(String)'), CAST(scopes_removed, 'Array(String)')
 FROM {EVENTS_TABLE}
 WHERE {PERIOD} AND (notEmpty(scopes_added) OR notEmpty(scopes_removed))
-  AND (token_key IN {{keys:Array(String)}}
+  AND ({{every:Bool}} OR token_key IN {{keys:Array(String)}}
        OR ({{broad:String}} != ''
            AND arrayExists(s -> match(s, {{broad:String}}),
                            arrayConcat(scopes_added, scopes_removed))))
@@ -149,7 +154,8 @@ WHERE {PERIOD} AND event_name IN ('token.leak_detected', 'token.reuse_detected')
 GROUP BY token_key
 """
 #: Lifecycle up to the end of the period: an ending (a revoke, a disable, a rotation that
-#: retired it) or a beginning (a create, an enable).
+#: retired it) or a beginning (a create, an enable); of the tokens {keys}, or with {every} of
+#: every token.
 LIFECYCLE_SQL = f"""
 SELECT if(event_name = 'token.rotated', previous_token_id, token_key) AS key,
        toUnixTimestamp64Nano(event_time), event_name
@@ -157,7 +163,7 @@ FROM {EVENTS_TABLE}
 WHERE {BEFORE_END}
   AND (event_name IN ('token.revoked', 'token.disabled', 'token.created', 'token.enabled')
        OR (event_name = 'token.rotated' AND previous_token_id != ''))
-  AND key IN {{keys:Array(String)}}
+  AND ({{every:Bool}} OR key IN {{keys:Array(String)}})
 ORDER BY event_time
 """
 USED_DEAD_SQL = f"""
@@ -493,7 +499,9 @@ class Builder:
         detections = self.rows(DETECTIONS_SQL)
         lifecycle: dict[str, list[tuple[int, str]]] = defaultdict(list)
         if detections:
-            for key, at, name in self.rows(LIFECYCLE_SQL, keys=[d[0] for d in detections]):
+            keys = [d[0] for d in detections]
+            every = not _sendable(keys)
+            for key, at, name in self.rows(LIFECYCLE_SQL, every=every, keys=[] if every else keys):
                 lifecycle[key].append((at, name))
         rows = []
         counts: dict[str, int] = {
@@ -563,7 +571,14 @@ class Builder:
         # The same expression in ClickHouse (RE2, where $ is the end of the text).
         broad_re2 = f"^(?:{pattern})$" if pattern else ""
         keys = sorted(t.key for t in privileged)
-        changes = self.rows(SCOPE_CHANGES_SQL, keys=keys, broad=broad_re2)
+        if _sendable(keys):
+            changes = self.rows(SCOPE_CHANGES_SQL, every=False, keys=keys, broad=broad_re2)
+        else:  # every change read, and those touching privilege kept here
+            held = set(keys)
+            changes = [
+                row for row in self.rows(SCOPE_CHANGES_SQL, every=True, keys=[], broad="")
+                if row[1] in held or any(map(matches, row[4])) or any(map(matches, row[5]))
+            ]  # fmt: skip
         section.figures = {
             "privileged": len(privileged),
             "privileged_active": sum(t.status == "active" for t in privileged),
@@ -696,6 +711,12 @@ def _number(value: Value, missing: float = math.inf) -> float:
 
 def _hours(hours: float) -> str:
     return f"{hours:g} hour" + ("" if hours == 1 else "s")
+
+
+def _sendable(keys: list[str]) -> bool:
+    """Whether ``keys`` fit in a statement's parameters (MOST_KEY_BYTES; quoted, and a comma
+    between)."""
+    return sum(len(urllib.parse.quote(key, safe="")) + 9 for key in keys) <= MOST_KEY_BYTES
 
 
 def scope_pattern(patterns: Iterable[str]) -> str:
