@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from processes import clean_env, query_json
+from processes import clean_env, query_json, run_cli
 
 pytestmark = pytest.mark.e2e  # starts tokenotel processes
 
@@ -37,3 +37,12 @@ def test_demo_finds_the_attack_and_leaves_data_to_explore(tmp_path: Path) -> Non
     failures = query_json(data_dir, "--token", "billing_ci", "--outcome", "failure")
     assert len(failures) >= 40
     assert {e["client_ip"] for e in failures} >= {"198.51.100.23"}
+    # The compliance report of the demo's days, written beside its data, sealed and signed by
+    # the trail's key (docs/report.md); it names the leaked token revoked within the SLA.
+    report = data_dir / "report.html"
+    assert "compliance report of the last two days" in out
+    assert str(report) in out.replace("\n", "")  # however the console wrapped it
+    assert "pat_carol_old" in report.read_text(encoding="utf-8")
+    checked = run_cli("verify", "--report", str(report), "--data-dir", str(data_dir))
+    assert checked.returncode == 0, checked.stdout + checked.stderr
+    assert "(trusted)" in checked.stdout

@@ -88,6 +88,14 @@ class Service:
         trust = (
             Trust([checkpointer.key.verifier], settings.checkpoint_dir) if checkpointer else None
         )
+        # The compliance reports of this trail (GenerateReport; the demo writes one).
+        self.reports = Trail(
+            pipeline.store,
+            f"tokenotel service ({settings.trail_name})",
+            Integrity(trust, live=True),
+            settings.retention_days,
+            checkpointer.key if checkpointer else None,
+        )
         self.api = TokenAuditListener(
             *split_listen(settings.api_listen),
             pipeline.store,
@@ -97,13 +105,7 @@ class Service:
             access,
             tls=tls,
             trust=trust,
-            reports=Trail(
-                pipeline.store,
-                f"tokenotel service ({settings.trail_name})",
-                Integrity(trust, live=True),
-                settings.retention_days,
-                checkpointer.key if checkpointer else None,
-            ),
+            reports=self.reports,
         )
         self.listeners: list[Listener] = [self.otlp_grpc, self.otlp_http, self.api]
         if settings.clickhouse_listen is not None:

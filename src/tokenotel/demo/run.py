@@ -6,6 +6,7 @@ import os
 import shutil
 import sys
 import time
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 from rich.console import Console
@@ -17,6 +18,8 @@ from tokenotel.demo.traffic import ATTACKER_IP, build_scenario, send
 from tokenotel.errors import PermanentError
 from tokenotel.query.output import Format, write_summary
 from tokenotel.query.summary import Summary, summarise
+from tokenotel.report.model import Policy
+from tokenotel.report.render import ReportFormat
 from tokenotel.service import running_in_thread
 from tokenotel.store.client import EVENTS_TABLE
 
@@ -86,11 +89,22 @@ def run_demo(data_dir: Path, total: int) -> None:
             f"[green]✓[/green] {len(scenario.emits)} events sent, {stored} stored, "
             f"{pipeline.stats.records_rejected} rejected, every secret fingerprinted\n"
         )
-        _print_summary(summarise(pipeline.store), data_dir)
+        summary = summarise(pipeline.store)
+        # The compliance report of the demo's two days, as `tokenotel report` writes it.
+        until = datetime.now(UTC).replace(minute=0, second=0, microsecond=0) + timedelta(hours=1)
+        report = data_dir / "report.html"
+        report.write_bytes(
+            service.reports.report(until - timedelta(days=2), until, Policy(), ReportFormat.HTML)
+        )
+    _print_summary(summary, data_dir, report)
 
 
-def _print_summary(summary: Summary, data_dir: Path) -> None:
+def _print_summary(summary: Summary, data_dir: Path, report: Path) -> None:
     write_summary(summary, Format.TABLE, sys.stdout)
+    console.print(
+        f"[green]✓[/green] the compliance report of the last two days: "
+        f"{report} (open it in a browser)\n"
+    )
 
     burst_token = summary.failure_bursts[0]["token"] if summary.failure_bursts else "billing_ci"
     command = _command_name()
@@ -101,6 +115,8 @@ def _print_summary(summary: Summary, data_dir: Path) -> None:
         f"{query} --event token.revoked --event token.auth_failed --since 24h",
         f"{query} --principal alice --format json",
         f"echo -n '<a token you hold>' | {command} fingerprint --data-dir {data_dir}",
+        f"{command} verify --report {report} --data-dir {data_dir}",
+        f"{command} report --data-dir {data_dir} --since 7d --format csv -o report.csv",
     ]
     console.print(
         Panel(
