@@ -9,6 +9,7 @@ used per event (both with its mapping workers); the last line is machine-readabl
 from __future__ import annotations
 
 import argparse
+import itertools
 import os
 import shutil
 import socket
@@ -19,10 +20,13 @@ import tempfile
 import threading
 import time
 import urllib.request
+from dataclasses import dataclass
 from pathlib import Path
 
 import grpc
+import numpy as np
 import psutil
+import pyarrow as pa
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import (
     ExportLogsServiceRequest,
     ExportLogsServiceResponse,
@@ -131,7 +135,7 @@ def wait_ready(url: str, what: str, timeout_s: float = 60) -> None:
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--events", type=int, default=1_000_000)
+    parser.add_argument("--events", type=int, default=2_000_000)
     parser.add_argument("--batch", type=int, default=1000)
     parser.add_argument(
         "--concurrency",
@@ -255,6 +259,7 @@ def main() -> None:
     if summary:
         console.print("server: " + summary[-1].split(": ", 1)[-1])
     stored = count_events(data_dir / "data")
+    limit = store_limit(data_dir / "data", data_dir / "store-limit")
     sent = requests * args.batch
     latencies.sort()
     p50 = statistics.median(latencies) * 1000
@@ -277,6 +282,14 @@ def main() -> None:
         ("Export p99", f"{p99:.1f} ms"),
         ("server peak RSS (with workers)", f"{rss_mb:,.0f} MB"),
         ("server CPU per event (with workers)", f"{server_cpu / sent * 1e6:.1f} µs"),
+        ("store's limit: the stored rows inserted again", f"{limit.inserts:,} inserts"),
+        (
+            "  by one process, as the service's inserts",
+            f"{limit.rows / limit.inserts:,.0f} rows each",
+        ),
+        ("  events/s", f"{limit.events_per_s:,.0f}"),
+        ("  CPU per event (the process)", f"{limit.cpu_s / limit.rows * 1e6:.1f} µs"),
+        ("pipeline / store's limit", f"{events_per_s / limit.events_per_s:.1%}"),
         ("cpu cores", str(os.cpu_count())),
     ]:
         table.add_row(name, value)
@@ -286,7 +299,67 @@ def main() -> None:
         log_path.unlink(missing_ok=True)
     if stored != sent:
         raise SystemExit(f"stored {stored} events but sent {sent}")
-    print(f"events_per_s={events_per_s:.0f} p99_ms={p99:.1f} peak_rss_mb={rss_mb:.0f}")
+    print(
+        f"events_per_s={events_per_s:.0f} p99_ms={p99:.1f} peak_rss_mb={rss_mb:.0f} "
+        f"store_limit_events_per_s={limit.events_per_s:.0f} "
+        f"ratio={events_per_s / limit.events_per_s:.3f}"
+    )
+
+
+@dataclass
+class StoreLimit:
+    rows: int
+    inserts: int
+    seconds: float  # the inserts' wall time
+    cpu_s: float  # this process's CPU time over them (ClickHouse's threads included)
+
+    @property
+    def events_per_s(self) -> float:
+        return self.rows / self.seconds
+
+
+def store_limit(served: Path, fresh: Path) -> StoreLimit:
+    """The store's own speed on the same events, already mapped: the rows the service stored
+    in ``served`` (a stopped data directory), inserted again into a new data directory
+    ``fresh`` one stored insert at a time (rows sharing an ``ingested_at`` stamp: the
+    service's batch sizes, in its order), by this process alone."""
+    from tokenotel.config import load_settings
+    from tokenotel.store.client import EVENTS_TABLE, Store
+
+    source = Store(load_settings(data_dir=served).store_options)
+    try:
+        columns = [
+            name
+            for (name,) in source.query(
+                "SELECT name FROM system.columns WHERE database = currentDatabase() "
+                f"AND table = '{EVENTS_TABLE}' AND default_kind NOT IN ('MATERIALIZED', 'ALIAS') "
+                "ORDER BY position"
+            ).result_rows
+        ]
+        rows = source.query_arrow(
+            f"SELECT {', '.join(columns)} FROM {EVENTS_TABLE} ORDER BY ingested_at, event_time"
+        )
+    finally:
+        source.close()
+    stamps = rows.column("ingested_at").cast(pa.int64()).to_numpy()
+    edges = [0, *(np.flatnonzero(stamps[1:] != stamps[:-1]) + 1).tolist(), len(stamps)]
+    batches = [rows.slice(a, b - a) for a, b in itertools.pairwise(edges)]
+    target = Store(load_settings(data_dir=fresh).store_options)
+    try:
+        target.connect()  # the schema: the events table and its rollups
+        with Progress(
+            TextColumn("the store's limit"), BarColumn(), MofNCompleteColumn(), console=console
+        ) as progress:
+            task = progress.add_task("insert", total=len(batches))
+            cpu_before, started = time.process_time(), time.perf_counter()
+            for batch in batches:
+                target.insert_arrow(EVENTS_TABLE, batch)
+                progress.advance(task)
+            seconds = time.perf_counter() - started
+            cpu_s = time.process_time() - cpu_before
+    finally:
+        target.close()
+    return StoreLimit(rows.num_rows, len(batches), seconds, cpu_s)
 
 
 def count_events(data_dir: Path) -> int:
