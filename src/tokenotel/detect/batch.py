@@ -178,8 +178,5 @@ def evaluate(detector: Detector, events: pa.Table) -> list[Alert]:
         chosen = matching.get(rule.match)
         if chosen is None:
             chosen = matching[rule.match] = _matching(rule.match, events)
-        for event in _read(rule, chosen):
-            alert = detector.apply(rule, event)
-            if alert is not None:
-                alerts.append(alert)
+        alerts += detector.apply_all(rule, _read(rule, chosen))
     return alerts

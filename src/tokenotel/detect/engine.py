@@ -75,6 +75,16 @@ class Alert:
 #: Every this many events, the state no later event can count is dropped.
 SWEEP_EVERY = 1 << 20
 
+#: What an event a rule matches does to the rule's state, by kind of rule (a method of Detector).
+_HANDLERS = {
+    Kind.NEW_VALUE: "_new_value",
+    Kind.DORMANT: "_dormant",
+    Kind.EVENT: "_event",
+    Kind.SPIKE: "_spike",
+    Kind.COUNT: "_count",
+    Kind.DISTINCT: "_count",
+}
+
 #: A rule's state is kept per key: (rule id, the key's values).
 Key = tuple[str, tuple[str, ...]]
 
@@ -133,26 +143,31 @@ class Detector:
         return alerts
 
     def apply(self, rule: Rule, event: Observed) -> Alert | None:
-        """``rule`` on an event it matches (``matches``, or the same test over many events at
-        once): the alert it completes, if any."""
-        self._observed += 1
-        self._latest_ns = max(self._latest_ns, event.time_ns)
-        if self._observed % SWEEP_EVERY == 0:
-            self._sweep()
-        key = self._key_of[rule.id](event)
-        if len(rule.group_by) == 1:
-            key = (key,)
-        if not all(key):  # an event without an address is no one's in a rule by address
-            return None
-        if rule.kind is Kind.NEW_VALUE:
-            return self._new_value(rule, key, event)
-        if rule.kind is Kind.DORMANT:
-            return self._dormant(rule, key, event)
-        if rule.kind is Kind.EVENT:
-            return self._alert(rule, key, rule.group_by, 1, event.time_ns, event.time_ns)
-        if rule.kind is Kind.SPIKE:
-            return self._spike(rule, key, event)
-        return self._count(rule, key, event)
+        """``rule`` on an event it matches (``matches``): the alert it completes, if any."""
+        alerts = self.apply_all(rule, (event,))
+        return alerts[0] if alerts else None
+
+    def apply_all(self, rule: Rule, events: Iterable[Observed]) -> list[Alert]:
+        """``rule`` on events it matches (``matches``, or the same test over many events at
+        once), in their order: the alerts they complete. What each event does depends on the
+        rule alone, so the rule is read once, not once an event."""
+        alerts = []
+        key_of = self._key_of[rule.id]
+        single = len(rule.group_by) == 1
+        handle = getattr(self, _HANDLERS[rule.kind])
+        for event in events:
+            self._observed += 1
+            if event.time_ns > self._latest_ns:
+                self._latest_ns = event.time_ns
+            if self._observed % SWEEP_EVERY == 0:
+                self._sweep()
+            key = (key_of(event),) if single else key_of(event)
+            if not all(key):  # an event without an address is no one's in a rule by address
+                continue
+            alert = handle(rule, key, event)
+            if alert is not None:
+                alerts.append(alert)
+        return alerts
 
     def observe_all(self, events: Iterable[Observed]) -> Iterator[Alert]:
         for event in events:
@@ -224,6 +239,9 @@ class Detector:
         if known or not in_use:
             return None
         return self._alert(rule, (*key, value), (*rule.group_by, rule.new_of), 1, at, at)
+
+    def _event(self, rule: Rule, key: tuple[str, ...], event: Observed) -> Alert | None:
+        return self._alert(rule, key, rule.group_by, 1, event.time_ns, event.time_ns)
 
     def _dormant(self, rule: Rule, key: tuple[str, ...], event: Observed) -> Alert | None:
         at, previous = event.time_ns, self._last.get((rule.id, key))
