@@ -67,7 +67,7 @@ MAY_IMPORT: dict[str, set[str]] = {
         "v1",
         "telemetry",
     },
-    "demo": {"model", "errors", "config", "query", "service", "store"},
+    "demo": {"model", "errors", "config", "query", "report", "service", "store"},
     "cli": {
         "model",
         "errors",
