@@ -258,8 +258,8 @@ def main() -> None:
     summary = [ln for ln in log_path.read_text().splitlines() if "tokenotel stopped" in ln]
     if summary:
         console.print("server: " + summary[-1].split(": ", 1)[-1])
-    stored = count_events(data_dir / "data")
     limit = store_limit(data_dir / "data", data_dir / "store-limit")
+    stored = limit.rows  # (every stored row, read back)
     sent = requests * args.batch
     latencies.sort()
     p50 = statistics.median(latencies) * 1000
@@ -324,18 +324,13 @@ def store_limit(served: Path, fresh: Path) -> StoreLimit:
     ``fresh`` one stored insert at a time (rows sharing an ``ingested_at`` stamp: the
     service's batch sizes, in its order), by this process alone."""
     from tokenotel.config import load_settings
+    from tokenotel.model import COLUMNS, Filled
     from tokenotel.store.client import EVENTS_TABLE, Store
 
+    # What an insert carries: the mapping's columns and the writer's (docs/schema.md).
+    columns = [c.name for c in COLUMNS if c.filled is not Filled.STORE]
     source = Store(load_settings(data_dir=served).store_options)
     try:
-        columns = [
-            name
-            for (name,) in source.query(
-                "SELECT name FROM system.columns WHERE database = currentDatabase() "
-                f"AND table = '{EVENTS_TABLE}' AND default_kind NOT IN ('MATERIALIZED', 'ALIAS') "
-                "ORDER BY position"
-            ).result_rows
-        ]
         rows = source.query_arrow(
             f"SELECT {', '.join(columns)} FROM {EVENTS_TABLE} ORDER BY ingested_at, event_time"
         )
