@@ -1297,8 +1297,9 @@ def demo(
         ),
     ] = None,
 ) -> None:
-    """Run the service in-process, send realistic traffic (with an attack) and summarise it;
-    or send that traffic to a running service (--endpoint)."""
+    """Run the service in-process, send realistic traffic (with an attack), summarise it and
+    write its compliance report (report.html in the data directory); or send that traffic to a
+    running service (--endpoint)."""
     from tokenotel.demo.run import run_demo, send_demo
 
     _logging("warning")
