@@ -6,6 +6,7 @@ import contextlib
 import http.client
 import json
 import os
+import random
 import signal
 import socket
 import ssl
@@ -26,8 +27,34 @@ STOP_TIMEOUT_S = 60
 CLI_TIMEOUT_S = 120
 
 
+def _ephemeral_floor() -> int:
+    """The lowest port the kernel hands out as a connection's source port."""
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 32768
+
+
+_handed_out: set[int] = set()
+
+
 def free_port() -> int:
-    """A TCP port nobody listens on right now (the OS picks it)."""
+    """A TCP port nobody listens on right now, taken below the kernel's ephemeral range: a
+    server restarted on the same port (a collector, ``serve``) must find it free, and a port in
+    that range can meanwhile become the source port of any outgoing connection, a client
+    redialling the stopped server included. No port is handed out twice in one run."""
+    floor = _ephemeral_floor()
+    for _ in range(100):
+        port = random.randrange(10_000, floor)
+        if port in _handed_out:
+            continue
+        with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+            try:
+                s.bind(("127.0.0.1", port))
+            except OSError:
+                continue
+            _handed_out.add(port)
+            return port
     with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
         s.bind(("127.0.0.1", 0))
         return s.getsockname()[1]
