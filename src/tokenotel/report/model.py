@@ -4,10 +4,11 @@ tables, each naming the requirements it is evidence for (docs/report.md)."""
 from __future__ import annotations
 
 import re
+from collections.abc import Callable, Iterator, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
-from typing import Any
+from typing import Any, Generic, TypeVar, overload
 
 import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
@@ -141,15 +142,62 @@ def _names(since: datetime) -> list[str]:
     ]
 
 
+Item = TypeVar("Item")
+
+
+class Rows(Sequence[list[Value]], Generic[Item]):
+    """A table's rows, each made from one item when it is first read: the HTML shows the first
+    few rows of tables that hold hundreds of thousands, and only the JSON and CSV read them
+    all (formatting every row's times is most of what a large table costs)."""
+
+    def __init__(self, items: Sequence[Item], row: Callable[[Item], list[Value]]) -> None:
+        self._items = items
+        self._row = row
+        self._made: list[list[Value]] | None = None
+
+    def __len__(self) -> int:
+        return len(self._items)
+
+    @overload
+    def __getitem__(self, index: int) -> list[Value]: ...
+    @overload
+    def __getitem__(self, index: slice) -> list[list[Value]]: ...
+    def __getitem__(self, index: int | slice) -> list[Value] | list[list[Value]]:
+        if self._made is not None:
+            return self._made[index]
+        if isinstance(index, slice):
+            return list(map(self._row, self._items[index]))
+        return self._row(self._items[index])
+
+    def __iter__(self) -> Iterator[list[Value]]:
+        return iter(self.made())
+
+    def made(self) -> list[list[Value]]:
+        """Every row (made once)."""
+        if self._made is None:
+            self._made = list(map(self._row, self._items))
+        return self._made
+
+    def __eq__(self, other: object) -> bool:
+        if isinstance(other, Rows):
+            other = other.made()
+        return isinstance(other, list) and self.made() == other
+
+    __hash__ = None  # type: ignore[assignment]
+
+    def __repr__(self) -> str:
+        return f"Rows({len(self)} rows)"
+
+
 @dataclass
 class Table:
     """Rows as an auditor reads them: sorted, every row in the JSON and CSV; the HTML shows the
-    first ``shown`` and says how many there are."""
+    first ``shown`` and says how many there are. Large tables hold ``Rows``, made when read."""
 
     name: str
     title: str
     columns: list[str]
-    rows: list[list[Value]] = field(default_factory=list)
+    rows: Sequence[list[Value]] = field(default_factory=list)
     shown: int = 50
 
 
@@ -217,7 +265,7 @@ def _section_dict(section: Section) -> dict[str, Any]:
         "evidence": section.evidence,
         "figures": section.figures,
         "tables": [
-            {"name": t.name, "title": t.title, "columns": t.columns, "rows": t.rows}
+            {"name": t.name, "title": t.title, "columns": t.columns, "rows": list(t.rows)}
             for t in section.tables
         ],
         "notes": section.notes,

@@ -19,7 +19,7 @@ from typing import Any
 
 from tokenotel.model import DEAD_STATUSES
 from tokenotel.query.readable import IP_TEXT_SQL
-from tokenotel.report.model import Chart, Policy, Section, Table, Value
+from tokenotel.report.model import Chart, Policy, Rows, Section, Table, Value
 from tokenotel.store.client import ALERTS_TABLE, EVENTS_TABLE, Store
 
 NS = 1_000_000_000
@@ -105,8 +105,8 @@ SELECT token_key,
        argMaxIf(principal_id, event_time, principal_id != ''),
        CAST(argMaxIf(scopes, event_time, notEmpty(scopes)), 'Array(String)'),
        toUnixTimestamp64Milli(argMaxIf(expires_at, event_time, expires_at IS NOT NULL)),
-       toUnixTimestamp64Nano(maxIf(event_time, lifecycle_now != '')),
        argMaxIf(lifecycle_now, event_time, lifecycle_now != ''),
+       toUnixTimestamp64Nano(maxIfOrNull(event_time, lifecycle_now != '')),
        toUnixTimestamp64Nano(minIfOrNull(event_time, event_name = 'token.created')),
        if(countIf(event_name = 'token.created') > 0,
           argMinIf(actor_id, event_time, event_name = 'token.created'),
@@ -292,14 +292,8 @@ class Builder:
     def tokens(self) -> list[Token]:
         if self._tokens is None:
             tokens = {}
-            for row in self.rows(INVENTORY_SQL):
-                tokens[row[0]] = Token(
-                    key=row[0], token_id=row[1], type=row[2], name=row[3], owner=row[4],
-                    scopes=row[5], expires_ms=row[6], lifecycle=row[8],
-                    lifecycle_ns=row[7] if row[8] else None,
-                    created_ns=row[9], created_by=row[10], last_used_ns=row[11],
-                    rotated_in_ns=row[12], first_seen_ns=row[13],
-                )  # fmt: skip
+            for row in self.rows(INVENTORY_SQL):  # its columns in Token's order
+                tokens[row[0]] = Token(*row)
             for key, at_ns, first_ns in self.rows(ROTATED_AWAY_SQL):
                 token = tokens.get(key)
                 if token is None:
@@ -402,22 +396,26 @@ class Builder:
     def inventory(self) -> Section:
         section = _section(2, "inventory", "Token inventory at the end of the period")
         tokens = self.tokens()
-        by_status: dict[str, int] = defaultdict(int)
+        by_status: dict[str, list[Token]] = {
+            status: [] for status in ("active", "disabled", "expired", "rotated", "revoked")
+        }
         for token in tokens:
-            by_status[token.status] += 1
+            by_status[token.status].append(token)
         section.figures = {"tokens": len(tokens)}
         for status in ("active", "expired", "revoked", "rotated", "disabled"):
-            section.figures[status] = by_status.get(status, 0)
-        order = {"active": 0, "disabled": 1, "expired": 2, "rotated": 3, "revoked": 4}
-        rows = sorted(tokens, key=lambda t: (order[t.status], t.owner))  # then by key, as tokens()
+            section.figures[status] = len(by_status[status])
+        # By status (in by_status's order), then owner, then key (as tokens()).
+        rows = []
+        for listed in by_status.values():
+            rows += sorted(listed, key=operator.attrgetter("owner"))
         section.tables = [
             Table(
                 "inventory", "Every token the trail knows of, as it stood at the end",
                 ["token", "name", "owner", "type", "scopes", "created", "expires",
                  "last used", "status"],
-                [[t.key, t.name, t.owner, t.type, " ".join(t.scopes), text_ns(t.issued_ns),
-                  text_ms(t.expires_ms), text_ns(t.last_used_ns), t.status]
-                 for t in rows],
+                Rows(rows, lambda t: [t.key, t.name, t.owner, t.type, " ".join(t.scopes),
+                                      text_ns(t.issued_ns), text_ms(t.expires_ms),
+                                      text_ns(t.last_used_ns), t.status]),
             )
         ]  # fmt: skip
         return section
@@ -426,7 +424,7 @@ class Builder:
         section = _section(3, "rotation", "Rotation age against the policy")
         days = self.policy.rotation_days
         limit_ns = days * DAY_NS
-        rows = []
+        found: list[tuple[Token, float, str]] = []  # token, age in days, findings
         counts: dict[str, int] = {
             "over_age": 0,
             "never_rotated": 0,
@@ -449,18 +447,17 @@ class Builder:
                 findings.append("long-lived")
                 counts["long_lived"] += 1
             if findings:
-                rows.append(
-                    [t.key, t.owner, text_ns(t.issued_ns), round(age_ns / DAY_NS, 1),
-                     text_ns(t.rotated_in_ns), text_ms(t.expires_ms), ", ".join(findings)]
-                )  # fmt: skip
-        rows.sort(key=lambda r: -_number(r[3]))  # then by token, as active()
+                found.append((t, round(age_ns / DAY_NS, 1), ", ".join(findings)))
+        found.sort(key=lambda f: -f[1])  # then by token, as active()
         section.figures = {"active_tokens": len(self.active()), "rotation_days": days}
         section.figures.update(counts)
         section.tables = [
             Table(
                 "rotation", "Active tokens with a finding, oldest first",
                 ["token", "owner", "issued", "age (days)", "rotated in", "expires", "findings"],
-                rows,
+                Rows(found, lambda f: [f[0].key, f[0].owner, text_ns(f[0].issued_ns), f[1],
+                                       text_ns(f[0].rotated_in_ns), text_ms(f[0].expires_ms),
+                                       f[2]]),
             )
         ]  # fmt: skip
         section.notes.append(
@@ -588,14 +585,15 @@ class Builder:
             Table(
                 "privileged", "Tokens carrying a broad scope (active first)",
                 ["token", "owner", "broad scopes", "created by", "issued", "status"],
-                [[t.key, t.owner, " ".join(s for s in t.scopes if matches(s)), t.created_by,
-                  text_ns(t.issued_ns), t.status] for t in privileged],
+                Rows(privileged, lambda t: [t.key, t.owner,
+                                            " ".join(s for s in t.scopes if matches(s)),
+                                            t.created_by, text_ns(t.issued_ns), t.status]),
             ),
             Table(
                 "scope_changes", "Changes of scope touching privilege, in the period",
                 ["time", "token", "actor", "event", "added", "removed"],
-                [[text_ns(at), key, actor, name, " ".join(added), " ".join(removed)]
-                 for at, key, actor, name, added, removed in changes],
+                Rows(changes, lambda c: [text_ns(c[0]), c[1], c[2], c[3], " ".join(c[4]),
+                                         " ".join(c[5])]),
             ),
         ]  # fmt: skip
         section.notes.append("Broad scopes (policy): " + ", ".join(broad) + ".")
@@ -629,12 +627,12 @@ class Builder:
             Table(
                 "failing_tokens", "Tokens that failed authentication (most failures first)",
                 ["token", "principal", "failures", "addresses", "last failure"],
-                [[k, p, n, a, text_ns(last)] for k, p, n, a, last in tokens], shown=20,
+                Rows(tokens, lambda r: [r[0], r[1], r[2], r[3], text_ns(r[4])]), shown=20,
             ),
             Table(
                 "failing_addresses", "Addresses that failed authentication",
                 ["address", "failures", "tokens", "last failure"],
-                [[ip, n, k, text_ns(last)] for ip, n, k, last in ips], shown=20,
+                Rows(ips, lambda r: [r[0], r[1], r[2], text_ns(r[3])]), shown=20,
             ),
         ]  # fmt: skip
         return section
