@@ -99,7 +99,6 @@ WITH multiIf(event_name IN ('token.created', 'token.enabled'), 'active',
              event_name = 'token.revoked', 'revoked',
              event_name = 'token.expired', 'expired', '') AS lifecycle_now
 SELECT token_key,
-       max(token_id),
        toString(argMaxIf(token_type, event_time, token_type != '')),
        argMaxIf(token_name, event_time, token_name != ''),
        argMaxIf(principal_id, event_time, principal_id != ''),
@@ -242,7 +241,6 @@ class Token:
     """A token as it stood at the end of the period."""
 
     key: str
-    token_id: str
     type: str
     name: str
     owner: str
@@ -298,7 +296,7 @@ class Builder:
                 token = tokens.get(key)
                 if token is None:
                     token = tokens[key] = Token(
-                        key, key, "", "", "", [], None, "", None, None, "", None, None, first_ns
+                        key, "", "", "", [], None, "", None, None, "", None, None, first_ns
                     )
                 # The newest of (time, status) wins, as in token_inventory.
                 if (at_ns, "rotated") > (token.lifecycle_ns or 0, token.lifecycle):
@@ -563,7 +561,10 @@ class Builder:
         matches = functools.lru_cache(maxsize=None)(  # scopes repeat
             lambda scope: regex is not None and regex.match(scope) is not None
         )
-        privileged = [t for t in self.tokens() if any(matches(s) for s in t.scopes)]
+        broad_in = functools.lru_cache(maxsize=None)(  # so do sets of scopes
+            lambda scopes: any(map(matches, scopes))
+        )
+        privileged = [t for t in self.tokens() if t.scopes and broad_in(tuple(t.scopes))]
         privileged.sort(key=lambda t: (t.status != "active", t.owner))  # then by key
         # The same expression in ClickHouse (RE2, where $ is the end of the text).
         broad_re2 = f"^(?:{pattern})$" if pattern else ""
