@@ -48,14 +48,12 @@ BEFORE_END = "event_time < fromUnixTimestamp64Nano({until:Int64}, 'UTC')"
 
 # -- 1. scope ---------------------------------------------------------------------------------
 
-SOURCES_SQL = f"""
-SELECT source, arrayStringConcat(arraySort(groupUniqArray(toString(service_name))), ', '),
-       count(), toUnixTimestamp64Nano(min(event_time)), toUnixTimestamp64Nano(max(event_time))
-FROM {EVENTS_TABLE} WHERE {PERIOD}
-GROUP BY source ORDER BY source
-"""
-PER_DAY_SQL = f"""
-SELECT toString(toDate(event_time)) AS day, source, count()
+#: Each source's events of each day: how many, from which services, the first and the last
+#: (one read gives both the sources table and the events per day).
+SOURCE_DAYS_SQL = f"""
+SELECT toString(toDate(event_time)) AS day, source, count(),
+       groupUniqArray(toString(service_name)),
+       toUnixTimestamp64Nano(min(event_time)), toUnixTimestamp64Nano(max(event_time))
 FROM {EVENTS_TABLE} WHERE {PERIOD}
 GROUP BY day, source ORDER BY day, source
 """
@@ -316,8 +314,9 @@ class Builder:
 
     def scope(self) -> Section:
         section = _section(1, "scope", "Scope: what the trail covers")
-        sources = self.rows(SOURCES_SQL)
-        per_day = self.rows(PER_DAY_SQL)
+        source_days = self.rows(SOURCE_DAYS_SQL)
+        per_day = [(day, source, n) for day, source, n, *_ in source_days]
+        sources = _sources(source_days)
         gaps = self.source_gaps()
         down = self.service_gaps()
         section.figures = {
@@ -691,6 +690,26 @@ _VERDICT_ORDER = {
     "within SLA": 2,
     "already revoked": 3,
 }
+
+
+def _sources(source_days: Sequence[Sequence[Any]]) -> list[tuple[str, str, int, int, int]]:
+    """(source, its services, events, first, last) of each source, in order, from its days."""
+    found: dict[str, tuple[set[str], int, int, int]] = {}
+    for _day, source, n, services, first, last in source_days:
+        if source in found:
+            seen, total, earliest, latest = found[source]
+            found[source] = (
+                seen.union(services),
+                total + n,
+                min(earliest, first),
+                max(latest, last),
+            )
+        else:
+            found[source] = (set(services), n, first, last)
+    return [
+        (source, ", ".join(sorted(services)), n, first, last)
+        for source, (services, n, first, last) in sorted(found.items())
+    ]
 
 
 def _section(number: int, key: str, title: str) -> Section:
