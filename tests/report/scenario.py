@@ -484,6 +484,10 @@ def _dormant_cases(q: Quarter) -> None:
               ip="10.0.9.10")  # fmt: skip
 
 
+#: Scopes a store and a report must keep exactly, whatever characters they hold.
+LEAK_OPEN_SCOPES = ["read:repo", "it's", 'say "hi"', "back\\slash", "[a, b]", "tab\there", "ü"]
+
+
 def _revocation_cases(q: Quarter) -> None:
     def pat(t: int, token: str, owner: str, scopes: list[str], days: int | None = 60) -> None:
         q.created(t, "github", token, owner, owner, "pat", scopes,
@@ -511,7 +515,7 @@ def _revocation_cases(q: Quarter) -> None:
     q.add(REUSE_AT, "token.reuse_detected", "idp", "rt-mobile-7", user="bob", ip="203.0.113.200")
     q.add(REUSE_REVOKED, "token.revoked", "idp", "rt-mobile-7", actor="auth-server", reason="reuse")
     # Never revoked.
-    pat(at("2026-07-20T00:00"), "tok-leak-open", "erin", ["read:repo"], None)
+    pat(at("2026-07-20T00:00"), "tok-leak-open", "erin", LEAK_OPEN_SCOPES, None)
     q.uses("tok-leak-open", "erin", at("2026-07-21T11:00"), at("2026-09-30T11:00"), 6,
            ("192.0.2.11",))  # fmt: skip
     leak(LEAK_OPEN_AT, "tok-leak-open", "erin")

@@ -756,6 +756,8 @@ def test_the_known_statuses_at_the_end(trail: Trail) -> None:
     assert not [key for key in status if key.startswith("tok-guess-")]
     failing = trail.report.section("failures").table("failing_tokens").rows
     assert sum(str(row[0]).startswith("tok-guess-") for row in failing) == scenario.SPRAY_TOKENS
+    scopes = {row[0]: row[4] for row in inventory.rows}
+    assert scopes["tok-leak-open"] == " ".join(scenario.LEAK_OPEN_SCOPES)
 
 
 def test_the_known_rotation_cases(trail: Trail) -> None:

@@ -90,17 +90,20 @@ ORDER BY 1
 #: Every token's newest values up to the end of the period, as token_inventory computes them
 #: for now (docs/schema.md): the value of the newest event that carries one (argMaxIf: a
 #: tuple's max, as the view keeps it, costs twice the time over a quarter of events). An id
-#: seen only in failed authentication is an attempt, not a token (section 7 counts it).
+#: seen only in failed authentication is an attempt, not a token (section 7 counts it). The
+#: newest scopes are kept as their text (read back exactly by the CAST): ClickHouse keeps the
+#: newest of a string in half the time it takes for an array.
 INVENTORY_SQL = f"""
 WITH multiIf(event_name IN ('token.created', 'token.enabled'), 'active',
              event_name = 'token.disabled', 'disabled',
              event_name = 'token.revoked', 'revoked',
-             event_name = 'token.expired', 'expired', '') AS lifecycle_now
+             event_name = 'token.expired', 'expired', '') AS lifecycle_now,
+     argMaxIf(toString(scopes), event_time, notEmpty(scopes)) AS scopes_text
 SELECT token_key,
        toString(argMaxIf(token_type, event_time, token_type != '')),
        argMaxIf(token_name, event_time, token_name != ''),
        argMaxIf(principal_id, event_time, principal_id != ''),
-       CAST(argMaxIf(scopes, event_time, notEmpty(scopes)), 'Array(String)'),
+       CAST(if(scopes_text = '', '[]', scopes_text), 'Array(String)'),
        toUnixTimestamp64Milli(argMaxIf(expires_at, event_time, expires_at IS NOT NULL)),
        argMaxIf(lifecycle_now, event_time, lifecycle_now != ''),
        toUnixTimestamp64Nano(maxIfOrNull(event_time, lifecycle_now != '')),
