@@ -566,7 +566,7 @@ class Builder:
         broad_in = functools.lru_cache(maxsize=None)(  # so do sets of scopes
             lambda scopes: any(map(matches, scopes))
         )
-        privileged = [t for t in self.tokens() if t.scopes and broad_in(tuple(t.scopes))]
+        privileged = [t for t in self.tokens() if broad_in(tuple(t.scopes))]
         privileged.sort(key=lambda t: (t.status != "active", t.owner))  # then by key
         # The same expression in ClickHouse (RE2, where $ is the end of the text).
         broad_re2 = f"^(?:{pattern})$" if pattern else ""
@@ -699,16 +699,8 @@ def _sources(source_days: Sequence[Sequence[Any]]) -> list[tuple[str, str, int, 
     """(source, its services, events, first, last) of each source, in order, from its days."""
     found: dict[str, tuple[set[str], int, int, int]] = {}
     for _day, source, n, services, first, last in source_days:
-        if source in found:
-            seen, total, earliest, latest = found[source]
-            found[source] = (
-                seen.union(services),
-                total + n,
-                min(earliest, first),
-                max(latest, last),
-            )
-        else:
-            found[source] = (set(services), n, first, last)
+        seen, total, earliest, latest = found.get(source, (set(), 0, first, last))
+        found[source] = (seen.union(services), total + n, min(earliest, first), max(latest, last))
     return [
         (source, ", ".join(sorted(services)), n, first, last)
         for source, (services, n, first, last) in sorted(found.items())
