@@ -27,6 +27,7 @@ KNOWN_EVENTS = (
     "token.expired",
     "token.reuse_detected",
     "token.leak_detected",
+    "token.owner_removed",
     "token.access_requested",
     "token.access_approved",
     "token.access_denied",

@@ -18,8 +18,9 @@ The cases, each with its answer below:
 - revocation: a leak revoked 30 hours later (late), a refresh-token reuse revoked after two
   hours, a leak retired by a rotation, a leak revoked exactly 24 hours later, leaks never
   revoked (one of them revoked only after the end), a leak on a token revoked before it, a
-  leak on a token disabled and enabled again before it, and detections before and after the
-  quarter;
+  leak on a token disabled and enabled again before it, detections before and after the
+  quarter, an owner removed with two tokens (one revoked six hours later, one never), and an
+  owner removed after her token's leak;
 - uses after the end of a token: revoked (from an address and without one), rotated,
   expired and disabled tokens used successfully, and a failed use of a revoked token;
 - privilege: admin, write:*, the literal scope '*'; a scope change on a privileged token, one
@@ -131,6 +132,7 @@ LEAK_FRESH_AT = UNTIL - 10 * HOUR
 REENABLED_LEAK_AT = at("2026-08-01T00:00")
 ALREADY_REVOKED_AT = at("2026-07-10T00:00")
 ALREADY_LEAK_AT = at("2026-07-12T06:00")
+OWNER_REMOVED_AT = at("2026-09-08T17:00")
 
 SPRAY_IP, SPRAY_TOKENS = "203.0.113.99", 16
 BRUTE_IP, BRUTE_TOKEN, BRUTE_FAILURES = "2001:db8::5", "tok-ops-noexp", 22
@@ -160,6 +162,8 @@ STATUS_AT_END = {
     "tok-leak-rotated-2": "active",
     "tok-leak-24h": "revoked",
     "tok-leak-late-end": "active",  # revoked two hours after the end
+    "tok-nora-ci": "revoked",
+    "tok-nora-cli": "active",  # its owner was removed
     "tok-reenabled": "active",
     "tok-revoked-then-leaked": "revoked",
     "tok-pre-leak": "revoked",
@@ -209,9 +213,9 @@ DORMANT_ROWS = [
     ["tok-never-used", "svc-report", rfc3339(NEVER_USED_CREATED), None, 95.0],
 ]  # fmt: skip
 
-#: Section 5: every detection of the quarter (token, detected by, detected, revoked, how,
-#: hours, verdict). A token disabled and enabled again before its leak was not revoked when
-#: the leak was found.
+#: Section 5: every detection and owner's removal of the quarter (token, started by, started,
+#: revoked, how, hours, verdict). A token disabled and enabled again before its leak was not
+#: revoked when the leak was found.
 REVOCATION_ROWS = [
     ["tok-leaked", "token.leak_detected", rfc3339(LEAK_AT), rfc3339(LEAK_REVOKED),
      "token.revoked", 30.0, "late"],
@@ -231,8 +235,14 @@ REVOCATION_ROWS = [
      "not revoked (overdue)"],
     ["tok-revoked-then-leaked", "token.leak_detected", rfc3339(ALREADY_LEAK_AT),
      rfc3339(ALREADY_REVOKED_AT), "token.revoked", None, "already revoked"],
+    ["tok-nora-ci", "token.owner_removed", rfc3339(OWNER_REMOVED_AT),
+     rfc3339(OWNER_REMOVED_AT + 6 * HOUR), "token.revoked", 6.0, "within SLA"],
+    ["tok-nora-cli", "token.owner_removed", rfc3339(OWNER_REMOVED_AT), None, "", 535.0,
+     "not revoked (overdue)"],
 ]  # fmt: skip
-REVOCATION_FIGURES = {"detections": 9, "within_sla": 4, "late": 1, "not_revoked": 4}
+REVOCATION_FIGURES = {
+    "detections": 9, "owner_removals": 2, "within_sla": 5, "late": 1, "not_revoked": 5,
+}  # fmt: skip
 
 #: Section 5: successful uses after revocation or expiry (token, status at use, uses, first,
 #: last, addresses); a use without an address adds no address.
@@ -562,6 +572,18 @@ def _revocation_cases(q: Quarter) -> None:
     revoke(at("2026-07-02T00:00"), "tok-pre-leak", "leak")
     pat(at("2026-09-15T00:00"), "tok-after-leak", "mia", ["read:repo"])
     leak(at("2026-10-02T00:00"), "tok-after-leak", "mia")
+    # Their owner removed: one token revoked six hours later, one never.
+    for token, created in (
+        ("tok-nora-ci", "2026-08-03T00:00"),
+        ("tok-nora-cli", "2026-08-04T00:00"),
+    ):
+        pat(at(created), token, "nora", ["read:repo"], 90)
+        q.uses(token, "nora", at(created) + HOUR, OWNER_REMOVED_AT - HOUR, 4, ("192.0.2.16",))
+        q.add(OWNER_REMOVED_AT, "token.owner_removed", "idp", token, user="nora", actor="hr-sync")
+    revoke(OWNER_REMOVED_AT + 6 * HOUR, "tok-nora-ci", "admin")
+    # The owner of a leaked token removed after the leak: the leak started its clock.
+    q.add(at("2026-09-20T00:00"), "token.owner_removed", "idp", "tok-leak-open", user="erin",
+          actor="hr-sync")  # fmt: skip
 
 
 def _dead_uses(q: Quarter) -> None:

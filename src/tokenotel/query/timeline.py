@@ -40,6 +40,7 @@ LIFECYCLE_EVENTS = [
     "token.expired",
     "token.reuse_detected",
     "token.leak_detected",
+    "token.owner_removed",
 ]
 #: Each time the scopes an event carried differ from the ones before.
 SCOPES_SQL = f"""

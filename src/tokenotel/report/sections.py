@@ -147,10 +147,14 @@ ORDER BY event_time, token_key
 
 # -- 5. revocation ----------------------------------------------------------------------------
 
-DETECTIONS_SQL = f"""
+OWNER_REMOVED = "token.owner_removed"
+#: What starts each token's revocation clock: its first leak or reuse detected, or its owner's
+#: removal, in the period.
+TRIGGERS_SQL = f"""
 SELECT token_key, toUnixTimestamp64Nano(min(event_time)), argMin(event_name, event_time)
 FROM {EVENTS_TABLE}
-WHERE {PERIOD} AND event_name IN ('token.leak_detected', 'token.reuse_detected')
+WHERE {PERIOD}
+  AND event_name IN ('token.leak_detected', 'token.reuse_detected', '{OWNER_REMOVED}')
 GROUP BY token_key
 """
 #: Lifecycle up to the end of the period: an ending (a revoke, a disable, a rotation that
@@ -493,21 +497,23 @@ class Builder:
     def revocation(self) -> Section:
         section = _section(5, "revocation", "Revocation timeliness")
         sla_ns = round(self.policy.revocation_sla_hours * HOUR_NS)
-        detections = self.rows(DETECTIONS_SQL)
+        triggers = self.rows(TRIGGERS_SQL)
         lifecycle: dict[str, list[tuple[int, str]]] = defaultdict(list)
-        if detections:
-            keys = [d[0] for d in detections]
+        if triggers:
+            keys = [t[0] for t in triggers]
             every = not _sendable(keys)
             for key, at, name in self.rows(LIFECYCLE_SQL, every=every, keys=[] if every else keys):
                 lifecycle[key].append((at, name))
         rows = []
+        removals = sum(what == OWNER_REMOVED for _, _, what in triggers)
         counts: dict[str, int] = {
-            "detections": len(detections),
+            "detections": len(triggers) - removals,
+            "owner_removals": removals,
             "within_sla": 0,
             "late": 0,
             "not_revoked": 0,
         }
-        for key, detected, what in detections:
+        for key, detected, what in triggers:
             ended = next(
                 ((at, n) for at, n in lifecycle[key] if at >= detected and n in _ENDINGS), None
             )
@@ -537,8 +543,9 @@ class Builder:
         }
         section.tables = [
             Table(
-                "revocations", "From detection to revocation (late and open first)",
-                ["token", "detected by", "detected", "revoked", "how", "hours", "verdict"],
+                "revocations",
+                "From detection or the owner's removal to revocation (late and open first)",
+                ["token", "started by", "started", "revoked", "how", "hours", "verdict"],
                 rows,
             ),
             Table(
@@ -548,10 +555,10 @@ class Builder:
             ),
         ]  # fmt: skip
         section.notes.append(
-            "Detections are token.leak_detected and token.reuse_detected events (the rule "
-            "reuse-or-leak-detected alerts on them); a revoke, a disable or a rotation that "
-            "retires the token ends it. An owner's removal is not a token event in the trail, "
-            "so it is not timed here."
+            "The clock starts at a token's first token.leak_detected or token.reuse_detected "
+            "event (the rule reuse-or-leak-detected alerts on them) or token.owner_removed "
+            "event (its owner left, was deactivated or was removed) in the period; a revoke, a "
+            "disable or a rotation that retires the token stops it."
         )
         return section
 
