@@ -202,6 +202,51 @@ def test_letting_go_of_old_state_changes_no_alert(monkeypatch: pytest.MonkeyPatc
     assert {rule for rule, *_ in kept} == {"burst", "spray", "new-ip", "dormant"}
 
 
+def busiest_by_definition(
+    seen: list[tuple[int, str]], at: int, span: int, distinct: bool
+) -> tuple[int, int, int]:
+    """What a count window answers for the event at ``at`` (the last of ``seen``), read off
+    every event seen so far: of the events within ``span`` before the newest, the fullest
+    window of ``span`` ending at an event at or after ``at`` (the earliest on a tie); an
+    event older than that is too late to count: nothing."""
+    newest = max(t for t, _ in seen)
+    kept = [(t, v) for t, v in seen if t >= newest - span]
+
+    def window(end: int) -> tuple[int, int, int]:
+        inside = [(t, v) for t, v in kept if end - span <= t <= end]
+        count = len({v for _, v in inside}) if distinct else len(inside)
+        return count, min(t for t, _ in inside), end
+
+    if at < newest - span:
+        return 0, at, at
+    best = (0, 0, 0)
+    for end in sorted({t for t, _ in kept if at <= t <= at + span}):
+        found = window(end)
+        if found[0] > best[0]:
+            best = found
+    return best
+
+
+@pytest.mark.parametrize("distinct", [False, True])
+def test_a_window_answers_as_its_definition_for_events_in_order_late_and_too_late(
+    distinct: bool,
+) -> None:
+    """The window keeps counts as events come and walks back only over what came after a
+    late one; its answers are those of the definition, read off every event each time."""
+    generator = random.Random(11)
+    span = 300
+    for _ in range(20):
+        window = engine.Window(span, distinct)
+        seen: list[tuple[int, str]] = []
+        clock = 0
+        for _ in range(400):
+            clock += generator.randrange(0, 40)
+            lateness = generator.choice([0, 0, 0, 0, 5, 60, 250, 299, 300, 301, 900])
+            at, value = max(clock - lateness, 0), f"v{generator.randrange(6)}"
+            seen.append((at, value))
+            assert window.add(at, value) == busiest_by_definition(seen, at, span, distinct)
+
+
 def test_a_distinct_count_leaves_out_what_the_source_did_not_tell() -> None:
     (networks,) = [r for r in shipped_rules() if r.id == "token-from-several-networks"]
     detector = Detector([networks])

@@ -122,7 +122,7 @@ class Detector:
         # (times and the values counted, oldest first); the values seen, each with its latest
         # time, and the latest of them; the latest matching event; and the end of each key's
         # suppression.
-        self._events: dict[Key, tuple[list[int], list[str]]] = {}
+        self._events: dict[Key, Window] = {}
         self._seen: dict[Key, dict[str, int]] = {}
         self._seen_last: dict[Key, int] = {}
         self._last: dict[Key, int] = {}
@@ -206,8 +206,8 @@ class Detector:
         window before the newest event, and suppressions that are over. A dormant rule keeps
         each key's latest event: that is what it knows."""
         latest = self._latest_ns
-        for (rule_id, key), (times, _) in list(self._events.items()):
-            if times[-1] < latest - self._span_ns[rule_id]:
+        for (rule_id, key), window in list(self._events.items()):
+            if window.times[-1] < latest - self._span_ns[rule_id]:
                 del self._events[rule_id, key]
         for held, seen in list(self._seen.items()):
             horizon = latest - self._span_ns[held[0]]
@@ -255,13 +255,10 @@ class Detector:
         value = event.value(rule.distinct_of or rule.group_by[0])
         if not value:  # a distinct count of what the source did not tell
             return None
-        times, values = self._events.setdefault((rule.id, key), ([], []))
-        where = bisect.bisect_right(times, at)
-        times.insert(where, at)
-        values.insert(where, value)
-        stale = bisect.bisect_left(times, times[-1] - span_ns)
-        del times[:stale], values[:stale]
-        count, first, last = _busiest(rule.kind, times, values, at, span_ns)
+        window = self._events.get((rule.id, key))
+        if window is None:
+            window = self._events[rule.id, key] = Window(span_ns, rule.kind is Kind.DISTINCT)
+        count, first, last = window.add(at, value)
         if count < rule.threshold:
             return None
         return self._alert(rule, key, rule.group_by, count, first, last)
@@ -375,21 +372,95 @@ class Rate:
         return usual
 
 
-def _busiest(
-    kind: Kind, times: list[int], values: list[str], at: int, span_ns: int
-) -> tuple[int, int, int]:
-    """The fullest window of ``span_ns`` that holds the event at ``at``: its count, first and
-    last time. In order, that is the window ending at the event; an event that came late may
-    also complete a window that ends at a later event."""
-    best = (0, at, at)
-    ends = range(bisect.bisect_right(times, at), bisect.bisect_right(times, at + span_ns) + 1)
-    for end in ends:  # the window of the events before ``end``, ending at the last of them
-        last = times[end - 1]
-        start = bisect.bisect_left(times, last - span_ns)
-        count = len(set(values[start:end])) if kind is Kind.DISTINCT else end - start
-        if count > best[0]:
-            best = (count, times[start], last)
-    return best
+class Window:
+    """The events of one key that a count rule (or a distinct-count rule) counts: those within
+    ``span_ns`` before the newest, oldest first, from ``start`` on in ``times`` and ``values``
+    (the events before it have left the window and are dropped in bulk, now and then), with
+    how often each value occurs among them when the rule counts distinct values.
+
+    An event in order costs a few list and dict operations whatever the window holds; one that
+    came late, the events after it.
+    """
+
+    __slots__ = ("counts", "distinct", "span_ns", "start", "times", "values")
+
+    def __init__(self, span_ns: int, distinct: bool) -> None:
+        self.span_ns = span_ns
+        self.distinct = distinct
+        self.times: list[int] = []
+        self.values: list[str] = []
+        self.start = 0
+        self.counts: dict[str, int] = {}
+
+    def add(self, at: int, value: str) -> tuple[int, int, int]:
+        """Counts the event at ``at``; the fullest window of ``span_ns`` that holds it: its
+        count, first and last time. In order, that is the window ending at the event; an event
+        that came late may also complete a window that ends at a later event. An event older
+        than the window before the newest is too late to count (the events of its own window
+        are gone): it counts nothing."""
+        times, values = self.times, self.values
+        if not times or at >= times[-1]:
+            times.append(at)
+            values.append(value)
+            if self.distinct:
+                self.counts[value] = self.counts.get(value, 0) + 1
+            self._leave(at - self.span_ns)
+        elif at < times[-1] - self.span_ns:
+            return 0, at, at
+        else:
+            where = bisect.bisect_right(times, at, self.start)
+            times.insert(where, at)
+            values.insert(where, value)
+            if self.distinct:
+                self.counts[value] = self.counts.get(value, 0) + 1
+            return self._busiest_after(where)
+        return self._count(), times[self.start], at
+
+    def _count(self) -> int:
+        return len(self.counts) if self.distinct else len(self.times) - self.start
+
+    def _leave(self, horizon: int) -> None:
+        """The events before ``horizon`` leave the window."""
+        times, values, counts = self.times, self.values, self.counts
+        start = bisect.bisect_left(times, horizon, self.start)
+        if self.distinct:
+            for value in values[self.start : start]:
+                left = counts[value] - 1
+                if left:
+                    counts[value] = left
+                else:
+                    del counts[value]
+        self.start = start
+        if start > 64 and 2 * start > len(times):
+            del times[:start], values[:start]
+            self.start = 0
+
+    def _busiest_after(self, where: int) -> tuple[int, int, int]:
+        """The fullest of the windows ending at the event at ``where`` and at each event after
+        it (those hold it: it came late, within the window of the newest), the earliest of
+        them on a tie. Walks from the newest window back, one event at a time."""
+        times, values, span = self.times, self.values, self.span_ns
+        counts = dict(self.counts) if self.distinct else {}
+        first = self.start  # (the window ending at the newest begins where the live one does)
+        best = (0, 0, 0)
+        for end in range(len(times), where, -1):  # the window of the events before ``end``
+            last = times[end - 1]
+            begin = bisect.bisect_left(times, last - span, self.start)
+            if self.distinct:
+                for value in values[begin:first]:
+                    counts[value] = counts.get(value, 0) + 1
+            first = begin
+            count = len(counts) if self.distinct else end - begin
+            if count >= best[0]:
+                best = (count, times[begin], last)
+            if self.distinct:
+                value = values[end - 1]
+                left = counts[value] - 1
+                if left:
+                    counts[value] = left
+                else:
+                    del counts[value]
+        return best
 
 
 def _ns(span: timedelta) -> int:
