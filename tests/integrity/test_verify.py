@@ -5,6 +5,7 @@ changed with SQL, as someone with access to the database would."""
 from __future__ import annotations
 
 import shutil
+from datetime import UTC, datetime, timedelta
 from pathlib import Path
 
 import pytest
@@ -14,6 +15,9 @@ from otlp_builders import HOUR_NS, RECENT_NS, export_request, log_record
 from tokenotel.integrity.checkpoint import Checkpoint, format_time, store_checkpoint
 from tokenotel.integrity.signing import SigningKey, VerifierKey, load_signing_key
 from tokenotel.integrity.verify import Finding, Status, Summary, Trust, Verification
+from tokenotel.report.build import Integrity, integrity_section
+from tokenotel.report.model import Policy
+from tokenotel.report.sections import Builder
 from tokenotel.store import merkle
 from tokenotel.store.client import Store
 from tokenotel.store.ledger import (
@@ -136,6 +140,67 @@ def test_a_changed_row_is_found(copy: Path) -> None:
     assert problem.endswith("INVALID: its events were changed: hash value doesn't match")
     assert not summary.ok
     assert "3/4 inserts valid" in summary.lines()
+
+
+def test_a_verification_up_to_a_time_reads_no_insert_stored_after_it(copy: Path) -> None:
+    """The report of a past period verifies the inserts that hold its events, not those of the
+    months after it (docs/report.md, section 8): a changed row after them is not read."""
+    forge = (
+        "ALTER TABLE token_events UPDATE user_agent = 'forged' WHERE token_id = '{}' "
+        "SETTINGS mutations_sync = 2"
+    )
+    tamper(copy, forge.format("tok_d"))  # the fourth insert
+    store = embedded_store(copy / "data")
+    try:
+        keys = [VerifierKey.parse((copy / "data" / "signing.pub").read_text())]
+        third = read_leaves(store)[2].stamp_ms
+        up_to_third = Verification(store, keys, until_ms=third)
+        assert invalid(list(up_to_third.run())) == []
+        assert up_to_third.summary.inserts == 3
+        assert up_to_third.summary.ok
+        whole = Verification(store, keys)
+        [problem] = invalid(list(whole.run()))
+        assert problem.startswith("insert 3 (5 events at ")
+    finally:
+        store.close()
+
+
+def test_the_reports_integrity_section_verifies_the_inserts_that_hold_its_period(
+    copy: Path,
+) -> None:
+    """Over the earlier month, the report's section 8 digests the one insert holding its
+    events: a change to a later insert is not read, a change to that insert is found."""
+    keys = [VerifierKey.parse((copy / "data" / "signing.pub").read_text())]
+    old = datetime.fromtimestamp(OLD_NS // 10**9, UTC)
+    since = old.replace(day=1, hour=0, minute=0, second=0, microsecond=0)
+    until = (since + timedelta(days=32)).replace(day=1)
+    forge = (
+        "ALTER TABLE token_events UPDATE user_agent = 'forged' WHERE token_id = '{}' "
+        "SETTINGS mutations_sync = 2"
+    )
+
+    def section() -> dict[str, object]:
+        store = embedded_store(copy / "data")
+        try:
+            builder = Builder(store, since, until, Policy())
+            return integrity_section(store, builder, Integrity(Trust(keys))).figures
+        finally:
+            store.close()
+
+    tamper(copy, forge.format("tok_d"))
+    figures = section()
+    assert (figures["verified"], figures["inserts_checked"], figures["inserts_valid"]) == (
+        "valid",
+        1,
+        1,
+    )
+    tamper(copy, forge.format("tok_old"))
+    figures = section()
+    assert (figures["verified"], figures["inserts_checked"], figures["inserts_valid"]) == (
+        "INVALID",
+        1,
+        0,
+    )
 
 
 def test_a_deleted_row_is_found(copy: Path) -> None:

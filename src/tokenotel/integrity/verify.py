@@ -132,6 +132,8 @@ class Verification:
     keys: list[VerifierKey]
     published: list[tuple[str, str]] = field(default_factory=list)  # (where, note)
     since_ms: int = 0
+    #: The inserts stored after it are not read (-1: up to the newest).
+    until_ms: int = -1
     #: A service is writing: rows newer than the newest leaf are still being sealed.
     live: bool = False
     #: The stamps the stopped service had not sealed yet (its journal): sealed at its next start.
@@ -153,7 +155,7 @@ class Verification:
         valid = [e.checkpoint for e in checkpoints if not e.problem and e.checkpoint]
         retention = min((c.retention_days for c in valid), default=None)
         stored = self._stored()
-        checked = [leaf for leaf in leaves if leaf.stamp_ms >= self.since_ms]
+        checked = [leaf for leaf in leaves if self._within(leaf.stamp_ms)]
         digests = self._digests(checked, stored)
         pending = {
             leaf.sequence: self._leaf_finding(leaf, stored, digests, retention) for leaf in checked
@@ -337,9 +339,13 @@ class Verification:
         self.summary.invalid += 1
         return Finding(Status.INVALID, subject, problem, Kind.INSERT)
 
+    def _within(self, stamp_ms: int) -> bool:
+        return stamp_ms >= self.since_ms and (self.until_ms < 0 or stamp_ms <= self.until_ms)
+
     def _stored(self) -> dict[tuple[int, int], int]:
-        """Rows stored per (stamp, month), from --since on."""
-        rows = self.store.query(STORED_INSERTS_SQL, {"since": self.since_ms}).result_rows
+        """Rows stored per (stamp, month), from --since on (up to ``until_ms``)."""
+        params = {"since": self.since_ms, "until": self.until_ms}
+        rows = self.store.query(STORED_INSERTS_SQL, params).result_rows
         return {(int(stamp), int(month)): int(count) for stamp, month, count in rows}
 
     def _digests(

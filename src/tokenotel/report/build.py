@@ -15,8 +15,8 @@ from datetime import UTC, datetime
 from tokenotel.integrity.checkpoint import Checkpoint, format_time, stored_checkpoints
 from tokenotel.integrity.verify import Finding, Status, Trust, Verification
 from tokenotel.report.model import Policy, Report, Section, Table, period_name
-from tokenotel.report.sections import EVIDENCE, Builder
-from tokenotel.store.client import Store
+from tokenotel.report.sections import EVIDENCE, PERIOD, Builder
+from tokenotel.store.client import EVENTS_TABLE, Store
 
 log = logging.getLogger(__name__)
 
@@ -80,6 +80,14 @@ def build_report(
     )
 
 
+#: When the period's events were stored: the first and the last time (ms), and how many.
+PERIOD_STORED_SQL = f"""
+SELECT toUnixTimestamp64Milli(min(ingested_at)), toUnixTimestamp64Milli(max(ingested_at)), count()
+FROM {EVENTS_TABLE}
+WHERE {PERIOD}
+"""
+
+
 def integrity_section(store: Store, builder: Builder, integrity: Integrity) -> Section:
     section = Section(8, "integrity", "Log integrity", EVIDENCE["integrity"])
     trust = integrity.trust
@@ -92,11 +100,16 @@ def integrity_section(store: Store, builder: Builder, integrity: Integrity) -> S
         return section
     since_ms = builder.since_ns // 1_000_000
     until_ms = builder.until_ns // 1_000_000
+    # The inserts that hold the period's events (stored in it, or later: late, imported),
+    # not those of the months after it.
+    ((first_ms, last_ms, events),) = builder.rows(PERIOD_STORED_SQL)
+    stored_from, stored_to = (first_ms, last_ms) if events else (since_ms, until_ms)
     verification = Verification(
         store,
         trust.keys,
         trust.published(),
-        since_ms=since_ms,
+        since_ms=stored_from,
+        until_ms=stored_to,
         live=integrity.live,
         pending_stamps=integrity.pending_stamps,
     )
@@ -138,9 +151,10 @@ def integrity_section(store: Store, builder: Builder, integrity: Integrity) -> S
         )
     ]
     section.notes.append(
-        "Verified from the start of the period to the time the report was made: every "
-        "checkpoint signed by a trusted key and consistent with the ledger, every sealed insert "
-        "digested again; " + "; ".join(summary.lines()) + "."
+        f"Verified: the inserts that hold the period's events (stored from "
+        f"{format_time(stored_from)} to {format_time(stored_to)}) digested again, and every "
+        "checkpoint made since the first of them, signed by a trusted key and consistent with "
+        "the ledger; " + "; ".join(summary.lines()) + "."
     )
     if newest is None:
         section.notes.append("No signed checkpoint yet: nothing in the period is covered by one.")

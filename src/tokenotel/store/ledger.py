@@ -93,6 +93,7 @@ SELECT toUnixTimestamp64Milli(ingested_at) AS stamp, toYYYYMM(event_time) AS par
        count() AS rows
 FROM {EVENTS_TABLE}
 WHERE ingested_at >= fromUnixTimestamp64Milli({{since:Int64}}, 'UTC')
+  AND ({{until:Int64}} < 0 OR ingested_at <= fromUnixTimestamp64Milli({{until:Int64}}, 'UTC'))
 GROUP BY stamp, partition
 ORDER BY stamp, partition
 """
@@ -395,7 +396,7 @@ class Ledger:
         temporary.replace(self._journal)
 
     def _seal_history(self) -> None:
-        stored = self._store.query(STORED_INSERTS_SQL, {"since": 0}).result_rows
+        stored = self._store.query(STORED_INSERTS_SQL, {"since": 0, "until": -1}).result_rows
         if not stored:
             return
         inserts = len({stamp for stamp, _, _ in stored})
