@@ -52,7 +52,7 @@ MAY_IMPORT: dict[str, set[str]] = {
         "v1",
     },
     "v1": set(),  # generated from proto/tokenotel/v1/audit.proto
-    "telemetry": {"pipeline"},
+    "telemetry": {"errors", "store", "pipeline"},
     "history": {"model", "errors", "config", "ingest", "mapping", "pipeline", "api", "security"},
     "service": {
         "model",

@@ -13,6 +13,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass
 
@@ -155,6 +156,8 @@ class Pipeline:
         self.stats = IngestStats()
         self.sources = SourceTallies()
         self.budget = BodyBudget(settings.max_pending_bytes, settings.retry_after_s)
+        #: Called when every stage has stopped, before the store closes (the last words).
+        self.before_close: list[Callable[[], None]] = []
 
     async def start(self) -> None:
         """Starts every stage; the store may still be unreachable (requests are then answered
@@ -266,6 +269,8 @@ class Pipeline:
             if self.detection is not None:  # the last inserts evaluated, their alerts sent
                 await asyncio.to_thread(self.detection.stop)
         finally:
+            for last_words in self.before_close:
+                await asyncio.to_thread(last_words)
             self.mapping.close()
             self.store.close()
 

@@ -7,6 +7,7 @@ import asyncio
 import contextlib
 import gc
 import logging
+import socket
 import threading
 from collections.abc import Iterator
 from contextlib import contextmanager
@@ -27,7 +28,7 @@ from tokenotel.security.audit import JOURNAL_FILE, Caller, SelfAudit
 from tokenotel.security.credentials import CredentialFile, Failure
 from tokenotel.security.exposure import check_exposure
 from tokenotel.security.tls import ServerTls, ServerTlsFiles
-from tokenotel.telemetry import METRICS_CONTENT_TYPE, Telemetry
+from tokenotel.telemetry import METRICS_CONTENT_TYPE, HealthMinutes, Telemetry
 
 log = logging.getLogger(__name__)
 
@@ -66,6 +67,8 @@ class Service:
         self.telemetry = Telemetry(
             pipeline, settings.telemetry_otlp_endpoint, settings.telemetry_interval_s
         )
+        self.health = HealthMinutes(pipeline, socket.gethostname())
+        pipeline.before_close.append(self.health.stop)  # (after the last insert)
         # tokenotel's own security events go into its trail through the pipeline, like any.
         self.audit = SelfAudit(pipeline.export, settings.data_dir / JOURNAL_FILE)
         self.access: Access | None = None
@@ -128,6 +131,7 @@ class Service:
         """Starts the pipeline, then binds every listener; a start that fails stops what it
         started. The store may still be unreachable."""
         await self.pipeline.start()
+        self.health.start()
         await self.audit.start()
         started: list[Listener] = []
         try:

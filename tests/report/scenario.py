@@ -146,6 +146,28 @@ SERVICE_NAMES = sorted(s for names in SERVICES.values() for s in names)
 #: Section 1: the one silence of a source that usually reports.
 SOURCE_GAPS = [["gateway", rfc3339(GAP_FROM), rfc3339(GAP_UNTIL), 6.0]]
 
+#: The service's own counters (service_minutes, docs/schema.md) as services running in the
+#: quarter wrote them: (minute, instance, requests, refused, stored, ignored, rejected, inserts,
+#: failed inserts, workers replaced). Two instances in one minute; three failing minutes in a
+#: row (rejections, then a failed insert, then a refusal and a worker replaced), a minute that
+#: failed at nothing after them, a failing minute alone, and one after the quarter.
+SERVICE_MINUTES = [
+    (at("2026-08-03T10:00"), "node-a", 40, 0, 900, 3, 5, 4, 0, 0),
+    (at("2026-08-03T10:00"), "node-b", 10, 0, 300, 0, 2, 1, 0, 0),
+    (at("2026-08-03T10:01"), "node-a", 35, 0, 800, 0, 0, 3, 2, 0),
+    (at("2026-08-03T10:02"), "node-a", 50, 7, 950, 0, 0, 4, 0, 1),
+    (at("2026-08-03T10:03"), "node-a", 20, 0, 500, 0, 0, 2, 0, 0),
+    (at("2026-09-14T23:59"), "node-b", 5, 0, 0, 0, 0, 0, 3, 0),
+    (at("2026-10-01T00:00"), "node-a", 5, 0, 0, 0, 9, 0, 0, 0),
+]
+#: Section 1: the stretches in which the service failed (from, until, records rejected,
+#: inserts failed, requests refused, workers replaced), and the minutes it wrote counters for.
+SERVICE_FAILING = [
+    [rfc3339(at("2026-08-03T10:00")), rfc3339(at("2026-08-03T10:03")), 7, 2, 7, 1],
+    [rfc3339(at("2026-09-14T23:59")), rfc3339(at("2026-09-15T00:00")), 0, 3, 0, 0],
+]
+SERVICE_MINUTES_RECORDED = 5
+
 #: Section 2: the status of each token as it stood at the end.
 STATUS_AT_END = {
     "tok-ci-legacy": "active",

@@ -20,6 +20,7 @@ from itertools import pairwise
 from pathlib import Path
 from typing import Any, NamedTuple
 
+import pyarrow as pa
 import pytest
 import scenario
 from scenario import DAY, HOUR, MS, SECOND, rfc3339
@@ -47,6 +48,11 @@ SELECT toUnixTimestamp64Nano(event_time), toString(event_name), toString(outcome
        CAST(scopes_removed, 'Array(String)'), toUnixTimestamp64Milli(expires_at),
        toString(source), toString(service_name), toUnixTimestamp64Milli(ingested_at)
 FROM token_events
+"""
+SERVICE_MINUTES_SQL = """
+SELECT toUnixTimestamp(minute), records_rejected, inserts_failed, requests_refused,
+       worker_restarts
+FROM service_minutes
 """
 ALERTS_SQL = """
 SELECT toUnixTimestamp64Milli(raised_at), toString(rule), toString(severity), token_key,
@@ -97,6 +103,8 @@ class Trail:
     #: The same report with no token key sent to ClickHouse as a parameter (as when the keys
     #: of the privileged tokens or of the detections are longer than MOST_KEY_BYTES).
     keys_kept: Report
+    #: The service's counters as stored: (minute in s, rejected, failed, refused, restarts).
+    service_minutes: list[tuple[int, ...]]
 
 
 def _address(text: str) -> str:
@@ -136,6 +144,7 @@ def trail(tmp_path_factory: pytest.TempPathFactory) -> Trail:
             ingest.close()
     store = embedded_store(data_dir, retention_days=SETTINGS["retention_days"])
     try:
+        store.insert_arrow("service_minutes", service_minutes(scenario.SERVICE_MINUTES))
         since, until = period_bounds(scenario.PERIOD)
 
         def build() -> Report:
@@ -153,10 +162,27 @@ def trail(tmp_path_factory: pytest.TempPathFactory) -> Trail:
             for row in store.query(EVENTS_SQL).result_rows
         ]
         alerts = [Alert(*row) for row in store.query(ALERTS_SQL).result_rows]
+        minutes = [tuple(row) for row in store.query(SERVICE_MINUTES_SQL).result_rows]
     finally:
         store.close()
     assert stored == len(quarter.events)
-    return Trail(report, events, alerts, len(quarter.events), keys_kept)
+    return Trail(report, events, alerts, len(quarter.events), keys_kept, minutes)
+
+
+def service_minutes(rows: list[tuple[Any, ...]]) -> pa.Table:
+    """The scenario's counter rows as the service writes them."""
+    names = ["requests", "requests_refused", "records_stored", "records_ignored",
+             "records_rejected", "inserts", "inserts_failed", "worker_restarts"]  # fmt: skip
+    columns = list(zip(*rows, strict=True))
+    return pa.table(
+        {
+            "minute": pa.array([ns // SECOND for ns in columns[0]], pa.int64()).cast(
+                pa.timestamp("s", "UTC")
+            ),
+            "instance": columns[1],
+            **{n: pa.array(v, pa.uint64()) for n, v in zip(names, columns[2:], strict=True)},
+        }
+    )
 
 
 # -- the recount ------------------------------------------------------------------------------
@@ -214,6 +240,8 @@ class Recount:
     alerts: list[Alert]
     since: int
     until: int
+    #: The service's counters: (minute in s, rejected, failed, refused, restarts).
+    service_minutes: list[tuple[int, ...]] = field(default_factory=list)
     policy: Policy = field(default_factory=Policy)
 
     def period(self) -> list[Event]:
@@ -233,6 +261,7 @@ class Recount:
         per_day = Counter((day_of(e.time), e.source) for e in self.period())
         gaps = self.source_gaps(by_source)
         down = self.service_gaps()
+        failing, recorded = self.service_failing()
         figures = {
             "period_start": text(self.since),
             "period_end": text(self.until),
@@ -241,13 +270,39 @@ class Recount:
             "services": len({e.service for e in self.period() if e.service}),
             "source_gaps": len(gaps),
             "service_gaps": len(down),
+            "service_minutes_recorded": recorded,
+            "service_failing": len(failing),
+            "records_rejected": sum(f[2] for f in failing),
+            "inserts_failed": sum(f[3] for f in failing),
+            "requests_refused": sum(f[4] for f in failing),
+            "worker_restarts": sum(f[5] for f in failing),
         }
         return figures, {
             "sources": sources,
             "events_per_day": [[d, s, n] for (d, s), n in per_day.items()],
             "source_gaps": gaps,
             "service_gaps": down,
+            "service_failing": failing,
         }
+
+    def service_failing(self) -> tuple[list[list[Any]], int]:
+        """Each run of minutes in a row (each instance's counters of a minute added up) in
+        which the service rejected, failed, refused or replaced anything; and how many
+        minutes of the period have counters."""
+        by_minute: dict[int, list[int]] = {}
+        for minute, *counts in self.service_minutes:
+            if self.since <= minute * SECOND < self.until:
+                total = by_minute.setdefault(minute, [0, 0, 0, 0])
+                total[:] = [a + b for a, b in zip(total, counts, strict=True)]
+        runs: list[list[int]] = []
+        for minute in sorted(m for m, counts in by_minute.items() if any(counts)):
+            if runs and runs[-1][1] == minute:
+                runs[-1][1] = minute + 60
+                runs[-1][2:] = [a + b for a, b in zip(runs[-1][2:], by_minute[minute], strict=True)]
+            else:
+                runs.append([minute, minute + 60, *by_minute[minute]])
+        rows = [[text(a * SECOND), text(b * SECOND), *counts] for a, b, *counts in runs]
+        return rows, len(by_minute)
 
     def source_gaps(self, by_source: dict[str, list[Event]]) -> list[list[Any]]:
         """Silences of source_gap_hours or more between two events of a source that sent
@@ -571,7 +626,9 @@ class Recount:
 
 @pytest.fixture(scope="module")
 def recount(trail: Trail) -> Recount:
-    return Recount(trail.events, trail.alerts, scenario.SINCE, scenario.UNTIL)
+    return Recount(
+        trail.events, trail.alerts, scenario.SINCE, scenario.UNTIL, trail.service_minutes
+    )
 
 
 def unordered(rows: Iterable[Iterable[Any]]) -> list[tuple[Any, ...]]:
@@ -725,8 +782,10 @@ def test_the_recount_gives_the_known_answers(recount: Recount) -> None:
     def by_token(rows: list[list[Any]]) -> dict[str, list[Any]]:
         return {str(row[0]): row for row in rows}
 
-    scope = recount.scope()[1]
+    figures, scope = recount.scope()
     assert scope["source_gaps"] == scenario.SOURCE_GAPS
+    assert scope["service_failing"] == scenario.SERVICE_FAILING
+    assert figures["service_minutes_recorded"] == scenario.SERVICE_MINUTES_RECORDED
     assert [row[0] for row in scope["sources"]] == scenario.SOURCES
     statuses = {key: t.status for key, t in recount.tokens().items()}
     assert {key: statuses[key] for key in scenario.STATUS_AT_END} == scenario.STATUS_AT_END
@@ -754,6 +813,8 @@ def test_the_known_scope(trail: Trail) -> None:
     assert section.figures["services"] == len(scenario.SERVICE_NAMES)
     assert section.table("source_gaps").rows == scenario.SOURCE_GAPS
     assert section.figures["source_gaps"] == 1
+    assert section.table("service_failing").rows == scenario.SERVICE_FAILING
+    assert section.figures["service_minutes_recorded"] == scenario.SERVICE_MINUTES_RECORDED
 
 
 def test_the_known_statuses_at_the_end(trail: Trail) -> None:

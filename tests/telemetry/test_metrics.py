@@ -3,6 +3,7 @@ parser (prometheus_client), count exactly what the OpenTelemetry SDK sent."""
 
 from __future__ import annotations
 
+import socket
 import time
 import urllib.request
 from collections.abc import Callable
@@ -12,10 +13,18 @@ from opentelemetry._logs import LogRecord as SdkRecord
 from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
 from prometheus_client.parser import text_string_to_metric_families
 
+from inprocess import embedded_store
 from otel_sdk import logger_provider
 from processes import ServeProcess
 
 pytestmark = pytest.mark.e2e
+
+STORED_COUNTERS_SQL = """
+SELECT groupUniqArray(toString(instance)), sum(requests), sum(requests_refused),
+       sum(records_stored), sum(records_ignored), sum(records_rejected), sum(inserts),
+       sum(inserts_failed), sum(worker_restarts)
+FROM service_minutes
+"""
 
 
 def scrape(serve: ServeProcess) -> dict[str, float]:
@@ -71,3 +80,16 @@ def test_metrics_count_what_was_sent(serve_factory: Callable[..., ServeProcess])
     assert samples['tokenotel_insert_rows_bucket{le="+Inf"}'] == inserts
     assert samples["tokenotel_insert_duration_seconds_count"] == inserts
     assert samples["tokenotel_insert_duration_seconds_sum"] > 0
+
+    # The same counters in the store, a row a minute (the last written as it stops): what the
+    # compliance report reads for the times the service was failing.
+    assert serve.stop() == 0
+    store = embedded_store(serve.data_dir)
+    try:
+        rows = store.query(STORED_COUNTERS_SQL).result_rows
+    finally:
+        store.close()
+    [(instances, requests, refused, stored, ignored, rejected, inserted, failed, restarts)] = rows
+    assert instances == [socket.gethostname()]
+    assert (requests, refused, stored, ignored, rejected) == (11, 0, 8, 1, 1)
+    assert inserted >= inserts and (failed, restarts) == (0, 0)

@@ -20,7 +20,7 @@ from typing import Any
 from tokenotel.model import DEAD_STATUSES
 from tokenotel.query.readable import IP_TEXT_SQL
 from tokenotel.report.model import Chart, Policy, Rows, Section, Table, Value
-from tokenotel.store.client import ALERTS_TABLE, EVENTS_TABLE, Store
+from tokenotel.store.client import ALERTS_TABLE, EVENTS_TABLE, SERVICE_MINUTES_TABLE, Store
 
 NS = 1_000_000_000
 HOUR_NS = 3600 * NS
@@ -83,6 +83,25 @@ FROM {EVENTS_TABLE}
 WHERE ingested_at >= fromUnixTimestamp64Nano({{since:Int64}}, 'UTC')
   AND ingested_at < fromUnixTimestamp64Nano({{until:Int64}}, 'UTC')
 ORDER BY 1
+"""
+
+#: The minutes of the period in which the service, running, failed at something (its own
+#: counters, written a minute at a time: docs/schema.md), and how many minutes it wrote.
+SERVICE_FAILING_SQL = f"""
+SELECT toUnixTimestamp(minute) AS at, sum(records_rejected), sum(inserts_failed),
+       sum(requests_refused), sum(worker_restarts)
+FROM {SERVICE_MINUTES_TABLE}
+WHERE minute >= fromUnixTimestamp64Nano({{since:Int64}}, 'UTC')
+  AND minute < fromUnixTimestamp64Nano({{until:Int64}}, 'UTC')
+GROUP BY at
+HAVING sum(records_rejected) + sum(inserts_failed) + sum(requests_refused)
+       + sum(worker_restarts) > 0
+ORDER BY at
+"""
+SERVICE_MINUTES_SQL = f"""
+SELECT uniqExact(minute) FROM {SERVICE_MINUTES_TABLE}
+WHERE minute >= fromUnixTimestamp64Nano({{since:Int64}}, 'UTC')
+  AND minute < fromUnixTimestamp64Nano({{until:Int64}}, 'UTC')
 """
 
 # -- 2-6. tokens at the end of the period -----------------------------------------------------
@@ -326,6 +345,8 @@ class Builder:
         sources = _sources(source_days)
         gaps = self.source_gaps()
         down = self.service_gaps()
+        failing = self.service_failing()
+        ((recorded,),) = self.rows(SERVICE_MINUTES_SQL)
         section.figures = {
             "period_start": text_ns(self.since_ns),
             "period_end": text_ns(self.until_ns),
@@ -334,6 +355,12 @@ class Builder:
             "services": len({s for r in sources for s in r[1].split(", ") if s}),
             "source_gaps": len(gaps),
             "service_gaps": len(down),
+            "service_minutes_recorded": recorded,
+            "service_failing": len(failing),
+            "records_rejected": sum(f[2] for f in failing),
+            "inserts_failed": sum(f[3] for f in failing),
+            "requests_refused": sum(f[4] for f in failing),
+            "worker_restarts": sum(f[5] for f in failing),
         }
         section.tables = [
             Table(
@@ -359,6 +386,14 @@ class Builder:
                 ["from", "until", "hours"],
                 [[text_ns(a), text_ns(b), round((b - a) / HOUR_NS, 2)] for a, b in down],
             ),
+            Table(
+                "service_failing",
+                "Stretches in which the service, running, rejected records, failed to insert, "
+                "asked senders to slow down or replaced a mapping worker (its own counters)",
+                ["from", "until", "records rejected", "inserts failed", "requests refused",
+                 "workers replaced"],
+                [[text_ns(a), text_ns(b), *counts] for a, b, *counts in failing],
+            ),
         ]  # fmt: skip
         days = sorted({r[0] for r in per_day})
         series: dict[str, list[int]] = {}
@@ -368,9 +403,26 @@ class Builder:
         section.notes.append(
             "A source usually reports when it sent events in at least "
             f"{self.policy.usual_share:.0%} of the hours of the period. The service's stretches "
-            "count insert times: a trail imported later reads as stored then."
+            "count insert times: a trail imported later reads as stored then. The service writes "
+            f"its own counters a minute at a time ({SERVICE_MINUTES_TABLE}; "
+            f"{recorded:,} minutes of the period have them): a stretch of failing minutes runs "
+            "from the start of its first minute to the end of its last."
         )
         return section
+
+    def service_failing(self) -> list[list[int]]:
+        """[from, until, records rejected, inserts failed, requests refused, workers replaced]
+        of each run of consecutive minutes in which the service failed at something."""
+        found: list[list[int]] = []
+        for at, *counts in self.rows(SERVICE_FAILING_SQL):
+            begins = at * NS
+            if found and found[-1][1] == begins:  # the minute after the stretch's last
+                stretch = found[-1]
+                stretch[1] = begins + 60 * NS
+                stretch[2:] = [a + b for a, b in zip(stretch[2:], counts, strict=True)]
+            else:
+                found.append([begins, begins + 60 * NS, *counts])
+        return found
 
     def source_gaps(self) -> list[tuple[str, int, int]]:
         """(source, last event before, first event after) of each silence of a source that

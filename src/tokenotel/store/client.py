@@ -32,6 +32,8 @@ log = logging.getLogger(__name__)
 EVENTS_TABLE = "token_events"
 #: The alerts the detection rules raised (migration 0009, docs/detection.md).
 ALERTS_TABLE = "token_alerts"
+#: The service's own counters, a row a minute (docs/schema.md).
+SERVICE_MINUTES_TABLE = "service_minutes"
 #: tokenotel drops duplicate events itself before inserting, so ClickHouse need not merge
 #: rows of a ReplacingMergeTree while inserting: that saves about a third of insert CPU.
 INSERT_SETTINGS = {"optimize_on_insert": 0}

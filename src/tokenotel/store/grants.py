@@ -21,7 +21,7 @@ from collections.abc import Iterable, Mapping
 from dataclasses import dataclass, replace
 from typing import Literal
 
-from tokenotel.store.client import ALERTS_TABLE, EVENTS_TABLE
+from tokenotel.store.client import ALERTS_TABLE, EVENTS_TABLE, SERVICE_MINUTES_TABLE
 from tokenotel.store.ledger import CHECKPOINTS_TABLE, LEDGER_TABLE
 from tokenotel.store.migrate import MIGRATIONS_TABLE, available
 
@@ -32,16 +32,17 @@ READER_ROLE = "tokenotel_reader"
 #: What the running service writes itself; the materialized views then write their rollups
 #: (see ``writer_inserts``). A table the service starts to write goes here, with its reads below.
 SERVICE_WRITES: frozenset[str] = frozenset(
-    {EVENTS_TABLE, LEDGER_TABLE, CHECKPOINTS_TABLE, ALERTS_TABLE}
+    {EVENTS_TABLE, LEDGER_TABLE, CHECKPOINTS_TABLE, ALERTS_TABLE, SERVICE_MINUTES_TABLE}
 )
 #: What the running service reads: at start (the schema check), to prime the writer (recent
 #: event ids, each token's lifecycle, the ledger), to settle or seal a failed insert, and for
 #: the query API (verify included; a search by fingerprint or hash reads token_aliases), and
-#: for detection at start (the alerts raised lately, each token's last use in token_minutes).
+#: for detection at start (the alerts raised lately, each token's last use in token_minutes),
+#: and for the compliance report (GenerateReport reads service_minutes too).
 SERVICE_READS: frozenset[str] = frozenset(
     {
         MIGRATIONS_TABLE, EVENTS_TABLE, "token_inventory", "token_aliases", LEDGER_TABLE,
-        CHECKPOINTS_TABLE, ALERTS_TABLE, "token_minutes",
+        CHECKPOINTS_TABLE, ALERTS_TABLE, "token_minutes", SERVICE_MINUTES_TABLE,
     }
 )  # fmt: skip
 #: System tables the service and the migrator read: ``tables``, for the retention check at
