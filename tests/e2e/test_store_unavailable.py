@@ -24,6 +24,7 @@ from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsSer
 from opentelemetry.sdk._logs import ReadableLogRecord
 from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, LogRecordExportResult
 
+from inprocess import embedded_store
 from otel_sdk import logger_provider
 from otlp_builders import RECENT_NS, export_request, grpc_export, log_record, rfc3339_ns
 from processes import (
@@ -38,7 +39,7 @@ from rollups import rollup_differences
 from tokenotel.config import load_settings
 from tokenotel.pipeline import Pipeline
 from tokenotel.service import Service, running_in_thread
-from tokenotel.store.client import EVENTS_TABLE
+from tokenotel.store.client import EVENTS_TABLE, SERVICE_MINUTES_TABLE
 
 pytestmark = pytest.mark.e2e  # starts tokenotel processes
 
@@ -210,6 +211,52 @@ def test_injected_insert_failures_are_retried_until_every_record_is_stored_once(
     assert sum(calls[failures:]) == len(records)  # each record committed in exactly one insert
     stored = [e["token_id"] for e in query_json(data_dir)]
     assert sorted(stored) == [f"tok-{i:02d}" for i in range(20)]
+
+
+def test_the_services_counters_count_a_failed_insert_and_wait_for_the_store(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """service_minutes (docs/schema.md) holds the failed insert the compliance report names;
+    the row of counters the store refused is written with the next one."""
+    data_dir = tmp_path / "data"
+    with in_process_service(
+        data_dir=data_dir,
+        grpc_listen="127.0.0.1:0",
+        http_listen="127.0.0.1:0",
+        retry_after_s=0.2,
+    ) as service:
+        client = service.pipeline.store.connect()
+        real_insert = client.insert_arrow
+        refusals = {EVENTS_TABLE: 1, SERVICE_MINUTES_TABLE: 1}
+
+        def flaky_insert(table: str, data: Any, *args: Any, **kwargs: Any) -> Any:
+            if refusals.get(table):  # (the fake of the test above)
+                refusals[table] -= 1
+                raise DatabaseError(
+                    "Code: 243. DB::Exception: Cannot reserve 1.00 MiB (NOT_ENOUGH_SPACE)"
+                )
+            return real_insert(table, data, *args, **kwargs)
+
+        monkeypatch.setattr(client, "insert_arrow", flaky_insert)
+        target = f"127.0.0.1:{service.otlp_grpc.port}"
+        exporter = OTLPLogExporter(endpoint=target, insecure=True, timeout=60)
+        assert exporter.export(sdk_records(5)) == LogRecordExportResult.SUCCESS
+        service.health.record()  # refused by the store: kept
+        assert refusals == {EVENTS_TABLE: 0, SERVICE_MINUTES_TABLE: 0}
+        assert exporter.export(sdk_records(3)) == LogRecordExportResult.SUCCESS
+        exporter.shutdown()
+    # (the last row written as the service stopped, with the one refused before)
+    store = embedded_store(data_dir)
+    try:
+        [(rows, requests, stored, failed)] = store.query(
+            "SELECT count(), sum(requests), sum(records_stored), sum(inserts_failed) "
+            f"FROM {SERVICE_MINUTES_TABLE}"
+        ).result_rows
+    finally:
+        store.close()
+    # Stored 8: the 5 counted in the refused row are there (kept, then written with the last).
+    assert (stored, failed) == (8, 1)
+    assert requests >= 2 and rows >= 1  # (a request answered retryable comes again)
 
 
 def test_an_insert_committed_but_answered_as_failed_is_not_stored_twice_by_the_retry(
