@@ -145,6 +145,18 @@ def in_process_service(**settings: Any) -> contextlib.AbstractContextManager[Ser
     return running_in_thread(load_settings(api_listen="127.0.0.1:0", **settings))
 
 
+def retrying_service(data_dir: Path) -> contextlib.AbstractContextManager[Service]:
+    """The service in this process on free ports, asking clients to retry after 0.2 s."""
+    return in_process_service(
+        data_dir=data_dir, grpc_listen="127.0.0.1:0", http_listen="127.0.0.1:0", retry_after_s=0.2
+    )
+
+
+def disk_full() -> DatabaseError:
+    """The error chDB's client raises when the disk is full."""
+    return DatabaseError("Code: 243. DB::Exception: Cannot reserve 1.00 MiB (NOT_ENOUGH_SPACE)")
+
+
 def sdk_records(count: int) -> tuple[ReadableLogRecord, ...]:
     """``count`` token events as the SDK hands them to an exporter."""
     captured = InMemoryLogRecordExporter()
@@ -165,12 +177,7 @@ def test_injected_insert_failures_are_retried_until_every_record_is_stored_once(
     ready_while_failing: list[int] = []
     records = sdk_records(20)
 
-    with in_process_service(
-        data_dir=data_dir,
-        grpc_listen="127.0.0.1:0",
-        http_listen="127.0.0.1:0",
-        retry_after_s=0.2,
-    ) as service:
+    with retrying_service(data_dir) as service:
         # The one fake in the suite: chDB runs inside the service process and cannot be made to
         # fail from outside (no server to stop, no network to cut), so its client's insert raises
         # the error a full disk gives, a couple of times, then works again.
@@ -186,9 +193,7 @@ def test_injected_insert_failures_are_retried_until_every_record_is_stored_once(
                 return real_insert(table, data, *args, **kwargs)
             if len(calls) == failures:  # the previous insert failed: readiness must say so
                 ready_while_failing.append(http_get(readyz)[0])
-            raise DatabaseError(
-                "Code: 243. DB::Exception: Cannot reserve 1.00 MiB (NOT_ENOUGH_SPACE)"
-            )
+            raise disk_full()
 
         monkeypatch.setattr(client, "insert_arrow", flaky_insert)
 
@@ -219,12 +224,7 @@ def test_the_services_counters_count_a_failed_insert_and_wait_for_the_store(
     """service_minutes (docs/schema.md) holds the failed insert the compliance report names;
     the row of counters the store refused is written with the next one."""
     data_dir = tmp_path / "data"
-    with in_process_service(
-        data_dir=data_dir,
-        grpc_listen="127.0.0.1:0",
-        http_listen="127.0.0.1:0",
-        retry_after_s=0.2,
-    ) as service:
+    with retrying_service(data_dir) as service:
         client = service.pipeline.store.connect()
         real_insert = client.insert_arrow
         refusals = {EVENTS_TABLE: 1, SERVICE_MINUTES_TABLE: 1}
@@ -232,9 +232,7 @@ def test_the_services_counters_count_a_failed_insert_and_wait_for_the_store(
         def flaky_insert(table: str, data: Any, *args: Any, **kwargs: Any) -> Any:
             if refusals.get(table):  # (the fake of the test above)
                 refusals[table] -= 1
-                raise DatabaseError(
-                    "Code: 243. DB::Exception: Cannot reserve 1.00 MiB (NOT_ENOUGH_SPACE)"
-                )
+                raise disk_full()
             return real_insert(table, data, *args, **kwargs)
 
         monkeypatch.setattr(client, "insert_arrow", flaky_insert)
@@ -267,9 +265,7 @@ def test_an_insert_committed_but_answered_as_failed_is_not_stored_twice_by_the_r
     events stored. The rollups the first attempt fed are counted again, not twice."""
     data_dir = tmp_path / "data"
     records = sdk_records(20)
-    with in_process_service(
-        data_dir=data_dir, grpc_listen="127.0.0.1:0", http_listen="127.0.0.1:0", retry_after_s=0.2
-    ) as service:
+    with retrying_service(data_dir) as service:
         client = service.pipeline.store.connect()
         real_insert = client.insert_arrow
         committed_then_failed: list[int] = []
