@@ -425,11 +425,7 @@ class Window:
         start = bisect.bisect_left(times, horizon, self.start)
         if self.distinct:
             for value in values[self.start : start]:
-                left = counts[value] - 1
-                if left:
-                    counts[value] = left
-                else:
-                    del counts[value]
+                _drop(counts, value)
         self.start = start
         if start > 64 and 2 * start > len(times):
             del times[:start], values[:start]
@@ -454,13 +450,17 @@ class Window:
             if count >= best[0]:
                 best = (count, times[begin], last)
             if self.distinct:
-                value = values[end - 1]
-                left = counts[value] - 1
-                if left:
-                    counts[value] = left
-                else:
-                    del counts[value]
+                _drop(counts, values[end - 1])
         return best
+
+
+def _drop(counts: dict[str, int], value: str) -> None:
+    """One occurrence of ``value`` fewer (none left: gone from ``counts``)."""
+    left = counts[value] - 1
+    if left:
+        counts[value] = left
+    else:
+        del counts[value]
 
 
 def _ns(span: timedelta) -> int:

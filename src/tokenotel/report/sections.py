@@ -86,7 +86,7 @@ ORDER BY 1
 """
 
 #: The minutes of the period in which the service, running, failed at something (its own
-#: counters, written a minute at a time: docs/schema.md), and how many minutes it wrote.
+#: counters, written a minute at a time: docs/schema.md).
 SERVICE_FAILING_SQL = f"""
 SELECT toUnixTimestamp(minute) AS at, sum(records_rejected), sum(inserts_failed),
        sum(requests_refused), sum(worker_restarts)
@@ -98,6 +98,7 @@ HAVING sum(records_rejected) + sum(inserts_failed) + sum(requests_refused)
        + sum(worker_restarts) > 0
 ORDER BY at
 """
+#: How many minutes of the period have the service's counters.
 SERVICE_MINUTES_SQL = f"""
 SELECT uniqExact(minute) FROM {SERVICE_MINUTES_TABLE}
 WHERE minute >= fromUnixTimestamp64Nano({{since:Int64}}, 'UTC')
