@@ -30,6 +30,7 @@ import statistics
 import subprocess
 import sys
 import tempfile
+import threading
 import time
 from collections.abc import Callable
 from dataclasses import dataclass
@@ -325,10 +326,14 @@ class Call:
     rows: int
 
 
+#: The section of a read the report sent ahead of the sections, from its second thread.
+AHEAD = "(read ahead)"
+
+
 class QueryLog:
     """Times every query the report sends through ``store.query``: ClickHouse's part and the
     driver's, each named after the statement's constant in tokenotel.report.sections (or the
-    module that holds it) and the section it was sent for."""
+    module that holds it) and the section it was sent for, or AHEAD."""
 
     def __init__(self, store: Store) -> None:
         self.calls: list[Call] = []
@@ -343,8 +348,10 @@ class QueryLog:
         answered = time.perf_counter()
         rows = len(result.result_rows)  # kept by the result: the caller reads them again
         name = self._names.get(sql) or " ".join(sql.split())[:40]
+        # A read sent ahead (build_report's second thread) belongs to no section's own time.
+        section = self.section if threading.current_thread() is threading.main_thread() else AHEAD
         self.calls.append(
-            Call(self.section, name, answered - start, time.perf_counter() - answered, rows)
+            Call(section, name, answered - start, time.perf_counter() - answered, rows)
         )
         return result
 

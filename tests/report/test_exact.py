@@ -101,7 +101,7 @@ class Trail:
     alerts: list[Alert]
     sent: int
     #: The same report with no token key sent to ClickHouse as a parameter (as when the keys
-    #: of the privileged tokens or of the detections are longer than MOST_KEY_BYTES).
+    #: of the privileged tokens are longer than MOST_KEY_BYTES).
     keys_kept: Report
     #: The service's counters as stored: (minute in s, rejected, failed, refused, restarts).
     service_minutes: list[tuple[int, ...]]

@@ -63,10 +63,14 @@ def build_report(
     ]
     sections = []
     with collector_paused():
-        for number, (key, step) in enumerate(steps, 1):
-            if progress is not None:
-                progress(number, key)
-            sections.append(step())
+        builder.read_ahead()
+        try:
+            for number, (key, step) in enumerate(steps, 1):
+                if progress is not None:
+                    progress(number, key)
+                sections.append(step())
+        finally:
+            builder.close()
     relied = sections[7].figures.get("newest_checkpoint")
     return Report(
         period=period_name(since, until),

@@ -13,6 +13,7 @@ import time
 import urllib.parse
 from collections import defaultdict
 from collections.abc import Iterable, Sequence
+from concurrent.futures import Future, ThreadPoolExecutor
 from dataclasses import dataclass
 from datetime import UTC, datetime
 from typing import Any
@@ -110,34 +111,59 @@ WHERE minute >= fromUnixTimestamp64Nano({{since:Int64}}, 'UTC')
 #: Every token's newest values up to the end of the period, as token_inventory computes them
 #: for now (docs/schema.md): the value of the newest event that carries one (argMaxIf: a
 #: tuple's max, as the view keeps it, costs twice the time over a quarter of events). An id
-#: seen only in failed authentication is an attempt, not a token (section 7 counts it). The
-#: newest scopes are kept as their text (read back exactly by the CAST): ClickHouse keeps the
-#: newest of a string in half the time it takes for an array.
+#: seen only in failed authentication is an attempt, not a token (section 7 counts it).
+#: Two reads joined by token: the values any event may carry, over every event, and the
+#: lifecycle, over the lifecycle events alone (a few in a hundred), each aggregate costing
+#: ClickHouse a pass over the rows it is given. The newest scopes are kept as text, which
+#: ClickHouse keeps in half the time of an array: joined by NUL, or when a scope is empty or
+#: holds a NUL, NUL and then the array's text (read back exactly by the CAST); no scopes are
+#: ''. Ordered by token, as the report lists them.
 INVENTORY_SQL = f"""
 WITH multiIf(event_name IN ('token.created', 'token.enabled'), 'active',
              event_name = 'token.disabled', 'disabled',
              event_name = 'token.revoked', 'revoked',
-             event_name = 'token.expired', 'expired', '') AS lifecycle_now,
-     argMaxIf(toString(scopes), event_time, notEmpty(scopes)) AS scopes_text
-SELECT token_key,
-       toString(argMaxIf(token_type, event_time, token_type != '')),
-       argMaxIf(token_name, event_time, token_name != ''),
-       argMaxIf(principal_id, event_time, principal_id != ''),
-       CAST(if(scopes_text = '', '[]', scopes_text), 'Array(String)'),
-       toUnixTimestamp64Milli(argMaxIf(expires_at, event_time, expires_at IS NOT NULL)),
-       argMaxIf(lifecycle_now, event_time, lifecycle_now != ''),
-       toUnixTimestamp64Nano(maxIfOrNull(event_time, lifecycle_now != '')),
-       toUnixTimestamp64Nano(minIfOrNull(event_time, event_name = 'token.created')),
-       if(countIf(event_name = 'token.created') > 0,
-          argMinIf(actor_id, event_time, event_name = 'token.created'),
-          argMaxIf(actor_id, event_time, event_name = 'token.rotated')),
-       toUnixTimestamp64Nano(maxIfOrNull(event_time,
-                                         event_name = 'token.used' AND outcome = 'success')),
-       toUnixTimestamp64Nano(maxIfOrNull(event_time, event_name = 'token.rotated')),
-       toUnixTimestamp64Nano(min(event_time))
-FROM {EVENTS_TABLE} WHERE {BEFORE_END}
-GROUP BY token_key
-HAVING countIf(event_name != 'token.auth_failed') > 0
+             event_name = 'token.expired', 'expired', '') AS lifecycle_now
+SELECT token_key, type_now, name_now, owner,
+       multiIf(scopes_text = '', [],
+               startsWith(scopes_text, '\\0'), CAST(substring(scopes_text, 2), 'Array(String)'),
+               splitByChar('\\0', scopes_text)),
+       expires_ms, lifecycle, lifecycle_ns, created_ns, created_by, last_used_ns, rotated_in_ns,
+       first_seen_ns
+FROM (
+    SELECT token_key,
+           toString(argMaxIf(token_type, event_time, token_type != '')) AS type_now,
+           argMaxIf(token_name, event_time, token_name != '') AS name_now,
+           argMaxIf(principal_id, event_time, principal_id != '') AS owner,
+           argMaxIf(if(arrayAll(s -> notEmpty(s) AND position(s, '\\0') = 0, scopes),
+                       arrayStringConcat(scopes, '\\0'), concat('\\0', toString(scopes))),
+                    event_time, notEmpty(scopes)) AS scopes_text,
+           toUnixTimestamp64Milli(argMaxIf(expires_at, event_time, expires_at IS NOT NULL))
+               AS expires_ms,
+           toUnixTimestamp64Nano(maxIfOrNull(event_time,
+                                             event_name = 'token.used' AND outcome = 'success'))
+               AS last_used_ns,
+           toUnixTimestamp64Nano(min(event_time)) AS first_seen_ns
+    FROM {EVENTS_TABLE} WHERE {BEFORE_END}
+    GROUP BY token_key
+    HAVING countIf(event_name != 'token.auth_failed') > 0
+) AS seen LEFT JOIN (
+    SELECT token_key,
+           argMaxIf(lifecycle_now, event_time, lifecycle_now != '') AS lifecycle,
+           toUnixTimestamp64Nano(maxIfOrNull(event_time, lifecycle_now != '')) AS lifecycle_ns,
+           toUnixTimestamp64Nano(minIfOrNull(event_time, event_name = 'token.created'))
+               AS created_ns,
+           if(countIf(event_name = 'token.created') > 0,
+              argMinIf(actor_id, event_time, event_name = 'token.created'),
+              argMaxIf(actor_id, event_time, event_name = 'token.rotated')) AS created_by,
+           toUnixTimestamp64Nano(maxIfOrNull(event_time, event_name = 'token.rotated'))
+               AS rotated_in_ns
+    FROM {EVENTS_TABLE}
+    WHERE {BEFORE_END}
+      AND event_name IN ('token.created', 'token.enabled', 'token.disabled', 'token.revoked',
+                         'token.expired', 'token.rotated')
+    GROUP BY token_key
+) AS changes USING token_key
+ORDER BY token_key
 """
 #: A rotation retires the previous id (as token_inventory_rotated_mv does for now).
 ROTATED_AWAY_SQL = f"""
@@ -170,16 +196,17 @@ ORDER BY event_time, token_key
 OWNER_REMOVED = "token.owner_removed"
 #: What starts each token's revocation clock: its first leak or reuse detected, or its owner's
 #: removal, in the period.
+TRIGGERED = (
+    f"{PERIOD} AND event_name IN ('token.leak_detected', 'token.reuse_detected', '{OWNER_REMOVED}')"
+)
 TRIGGERS_SQL = f"""
 SELECT token_key, toUnixTimestamp64Nano(min(event_time)), argMin(event_name, event_time)
 FROM {EVENTS_TABLE}
-WHERE {PERIOD}
-  AND event_name IN ('token.leak_detected', 'token.reuse_detected', '{OWNER_REMOVED}')
+WHERE {TRIGGERED}
 GROUP BY token_key
 """
-#: Lifecycle up to the end of the period: an ending (a revoke, a disable, a rotation that
-#: retired it) or a beginning (a create, an enable); of the tokens {keys}, or with {every} of
-#: every token.
+#: Lifecycle up to the end of the period of the tokens whose clock started: an ending (a
+#: revoke, a disable, a rotation that retired it) or a beginning (a create, an enable).
 LIFECYCLE_SQL = f"""
 SELECT if(event_name = 'token.rotated', previous_token_id, token_key) AS key,
        toUnixTimestamp64Nano(event_time), event_name
@@ -187,7 +214,7 @@ FROM {EVENTS_TABLE}
 WHERE {BEFORE_END}
   AND (event_name IN ('token.revoked', 'token.disabled', 'token.created', 'token.enabled')
        OR (event_name = 'token.rotated' AND previous_token_id != ''))
-  AND ({{every:Bool}} OR key IN {{keys:Array(String)}})
+  AND key IN (SELECT token_key FROM {EVENTS_TABLE} WHERE {TRIGGERED})
 ORDER BY event_time
 """
 USED_DEAD_SQL = f"""
@@ -252,6 +279,14 @@ FROM {EVENTS_TABLE} GROUP BY month ORDER BY month
 """
 
 
+#: The statuses of a token no longer usable (USED_DEAD_SQL's parameter).
+_DEAD = {"dead": sorted(DEAD_STATUSES)}
+
+
+def _read_key(sql: str, extra: dict[str, Any]) -> tuple[str, str]:
+    return sql, repr(sorted(extra.items()))
+
+
 def text_ns(ns: int | None) -> str | None:
     """A time as an auditor reads it: RFC 3339 UTC to the second."""
     return None if ns is None else time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(ns // NS))
@@ -306,9 +341,56 @@ class Builder:
         self.params = {"since": self.since_ns, "until": self.until_ns}
         self._tokens: list[Token] | None = None
         self._active: list[Token] | None = None
+        self._ahead: dict[tuple[str, str], Future[Sequence[Sequence[Any]]]] = {}
+        self._reader: ThreadPoolExecutor | None = None
 
     def rows(self, sql: str, **extra: Any) -> Sequence[Sequence[Any]]:
+        ahead = self._ahead.pop(_read_key(sql, extra), None)
+        if ahead is not None:
+            return ahead.result()
+        return self._read(sql, extra)
+
+    def _read(self, sql: str, extra: dict[str, Any]) -> Sequence[Sequence[Any]]:
         return self.store.query(sql, self.params | extra).result_rows
+
+    def read_ahead(self) -> None:
+        """Sends the reads that need only the period and the policy, in the order the sections
+        ask for them, from a second thread: ClickHouse answers the next read (and the driver
+        turns it into rows) while the sections work in Python on the last. ``close`` ends it."""
+        self._reader = ThreadPoolExecutor(1, thread_name_prefix="report-reads")
+        for sql, extra in self._fixed_reads():
+            self._ahead[_read_key(sql, extra)] = self._reader.submit(self._read, sql, extra)
+
+    def _fixed_reads(self) -> list[tuple[str, dict[str, Any]]]:
+        return [
+            (SOURCE_DAYS_SQL, {}),
+            (SOURCE_GAPS_SQL, self._gap_params()),
+            (SERVICE_FAILING_SQL, {}),
+            (SERVICE_MINUTES_SQL, {}),
+            (INSERT_MINUTES_SQL, {}),
+            (INVENTORY_SQL, {}),
+            (ROTATED_AWAY_SQL, {}),
+            (TRIGGERS_SQL, {}),
+            (LIFECYCLE_SQL, {}),
+            (USED_DEAD_SQL, _DEAD),
+            (FAILURES_BY_REASON_SQL, {}),
+            (FAILING_TOKENS_SQL, {}),
+            (FAILING_IPS_SQL, {}),
+            (ALERTS_SQL, {}),
+            (OLDEST_SQL, {}),
+            (MONTHS_SQL, {}),
+        ]
+
+    def close(self) -> None:
+        """Drops the reads not asked for and ends the second thread, closing its connection."""
+        if self._reader is None:
+            return
+        for ahead in self._ahead.values():
+            ahead.cancel()
+        self._ahead.clear()
+        self._reader.submit(self.store.release_reader)
+        self._reader.shutdown(wait=True)
+        self._reader = None
 
     # -- the tokens at the end of the period --------------------------------------------------
 
@@ -428,14 +510,18 @@ class Builder:
     def source_gaps(self) -> list[tuple[str, int, int]]:
         """(source, last event before, first event after) of each silence of a source that
         usually reports, at least source_gap_hours long."""
+        rows = self.rows(SOURCE_GAPS_SQL, **self._gap_params())
+        return [(source, before, after) for source, before, after in rows]
+
+    def _gap_params(self) -> dict[str, Any]:
         gap_ns = round(self.policy.source_gap_hours * HOUR_NS)
         hours = max(1, math.ceil((self.until_ns - self.since_ns) / HOUR_NS))
         bucket_ns = next(b for b in (HOUR_NS, 60 * NS, NS, 1_000_000, 1) if b <= max(gap_ns, 1))
-        rows = self.rows(
-            SOURCE_GAPS_SQL, gap_ns=gap_ns, bucket_ns=bucket_ns,
-            usual_hours=self.policy.usual_share * hours,
-        )  # fmt: skip
-        return [(source, before, after) for source, before, after in rows]
+        return {
+            "gap_ns": gap_ns,
+            "bucket_ns": bucket_ns,
+            "usual_hours": self.policy.usual_share * hours,
+        }
 
     def service_gaps(self) -> list[tuple[int, int]]:
         """Stretches of the period with no insert at all, at least source_gap_hours long (to
@@ -553,9 +639,7 @@ class Builder:
         triggers = self.rows(TRIGGERS_SQL)
         lifecycle: dict[str, list[tuple[int, str]]] = defaultdict(list)
         if triggers:
-            keys = [t[0] for t in triggers]
-            every = not _sendable(keys)
-            for key, at, name in self.rows(LIFECYCLE_SQL, every=every, keys=[] if every else keys):
+            for key, at, name in self.rows(LIFECYCLE_SQL):
                 lifecycle[key].append((at, name))
         rows = []
         removals = sum(what == OWNER_REMOVED for _, _, what in triggers)
@@ -587,7 +671,7 @@ class Builder:
                 counts["late" if late else "within_sla"] += 1
             rows.append([key, what, text_ns(detected), text_ns(at_ns), how, hours, verdict])
         rows.sort(key=lambda r: (_VERDICT_ORDER[str(r[6])], -_number(r[5], 0), str(r[0])))
-        used = self.rows(USED_DEAD_SQL, dead=sorted(DEAD_STATUSES))
+        used = self.rows(USED_DEAD_SQL, **_DEAD)
         section.figures.update(counts)
         section.figures |= {
             "sla_hours": self.policy.revocation_sla_hours,

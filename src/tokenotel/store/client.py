@@ -394,6 +394,18 @@ class Store:
             self._thread.client = (self._generation, client)
         return client
 
+    def release_reader(self) -> None:
+        """Closes this thread's client for reads, if it has one: for a thread that ends."""
+        held = getattr(self._thread, "client", None)
+        if held is None:
+            return
+        self._thread.client = None
+        with self._lock:
+            if held[1] not in self._readers:
+                return  # closed with the store already
+            self._readers.remove(held[1])
+        held[1].close()
+
     def close(self) -> None:
         with self._lock:
             for client in self._readers:
