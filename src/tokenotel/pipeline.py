@@ -235,6 +235,17 @@ class Pipeline:
             errors=tuple(mapped.errors),
         )
 
+    @property
+    def requests_received(self) -> int:
+        """Every request that came: those read, and those refused before they were read (the
+        body budget full)."""
+        return self.stats.requests + self.budget.refused
+
+    @property
+    def requests_refused(self) -> int:
+        """Requests asked to slow down: before they were read, or by the writer."""
+        return self.stats.requests_refused + self.budget.refused
+
     def hold(self, size: int) -> AbstractContextManager[Resize]:
         """Counts a request's ``size`` bytes while an edge reads and exports it; raises
         Overloaded when too many are held already (see BodyBudget)."""
@@ -252,8 +263,8 @@ class Pipeline:
             "tokenotel stopped: %d requests (%d asked to slow down), %d token events stored in %d "
             "inserts, %d sent again (retries, not stored twice), %d other records ignored, "
             "%d rejected",
-            self.stats.requests + self.budget.refused,
-            self.stats.requests_refused + self.budget.refused,
+            self.requests_received,
+            self.requests_refused,
             self.stats.records_stored,
             self.writer.stats.inserts,
             self.stats.records_already_stored,

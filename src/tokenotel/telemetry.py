@@ -77,12 +77,12 @@ class Telemetry:
         stats, writer = pipeline.stats, pipeline.writer
         counters = {
             "tokenotel.requests": (
-                "{request}", "Export requests received.", lambda: stats.requests
+                "{request}", "Export requests received.", lambda: pipeline.requests_received
             ),
             "tokenotel.requests.refused": (
                 "{request}",
                 "Requests asked to slow down (the store falling behind).",
-                lambda: stats.requests_refused + pipeline.budget.refused,
+                lambda: pipeline.requests_refused,
             ),
             "tokenotel.records.stored": (
                 "{event}", "Token events stored.", lambda: stats.records_stored
@@ -195,10 +195,9 @@ class HealthMinutes:
     def _counts(self) -> tuple[int, ...]:
         pipeline, stats = self.pipeline, self.pipeline.stats
         writer = pipeline.writer.stats
-        refused = pipeline.budget.refused
         return (
-            stats.requests + refused,
-            stats.requests_refused + refused,
+            pipeline.requests_received,
+            pipeline.requests_refused,
             stats.records_stored,
             stats.records_ignored,
             stats.records_rejected,
