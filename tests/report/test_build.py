@@ -1,6 +1,6 @@
 """How a report reads the trail (docs/report.md, "Cost"): a token's values come back exactly as
-stored; the reads sent ahead of the sections leave no thread or connection behind, and a read
-that fails stops the report as any read does."""
+stored; the reads sent ahead of the sections are the ones they ask for, leave no thread or
+connection behind, and a read that fails stops the report as any read does."""
 
 from __future__ import annotations
 
@@ -44,6 +44,11 @@ def store(tmp_path: Path) -> Iterator[Store]:
                 "'token.created', 'success', {key:String}, {scopes:Array(String)})",
                 {"n": n, "key": key, "scopes": scopes},
             )
+        store.command(  # a leak: the revocation section reads its token's lifecycle
+            "INSERT INTO token_events (event_time, event_name, outcome, token_id) VALUES "
+            "(toDateTime64('2026-08-02 00:00:00', 9, 'UTC'), 'token.leak_detected', 'success', "
+            "'tok-plain')"
+        )
         yield store
     finally:
         store.close()
@@ -60,12 +65,23 @@ def test_a_tokens_scopes_come_back_exactly_as_stored(store: Store) -> None:
     assert {t.key: t.scopes for t in tokens} == SCOPES
 
 
-def test_the_reads_sent_ahead_end_with_the_report(store: Store) -> None:
+def test_the_reads_sent_ahead_end_with_the_report(
+    store: Store, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    unasked: list[int] = []
+    close = sections.Builder.close
+
+    def closing(builder: sections.Builder) -> None:
+        unasked.append(len(builder._ahead))
+        close(builder)
+
+    monkeypatch.setattr(sections.Builder, "close", closing)
     build(store)
     readers = len(store._readers)  # this thread's, kept for its next read
     for _ in range(3):
         assert build(store).sections[1].figures["tokens"] == len(SCOPES)
     assert len(store._readers) == readers  # each report's second connection closed
+    assert unasked == [0] * 4  # every read sent ahead was one a section asked for
     assert not [t for t in threading.enumerate() if t.name.startswith("report-reads")]
 
 
