@@ -60,6 +60,11 @@ def build(store: Store) -> Report:
     )
 
 
+def reading_ahead() -> list[threading.Thread]:
+    """The threads a report reads ahead with, still alive."""
+    return [t for t in threading.enumerate() if t.name.startswith("report-reads")]
+
+
 def test_a_tokens_scopes_come_back_exactly_as_stored(store: Store) -> None:
     tokens = sections.Builder(store, SINCE, UNTIL, Policy()).tokens()
     assert {t.key: t.scopes for t in tokens} == SCOPES
@@ -82,7 +87,7 @@ def test_the_reads_sent_ahead_end_with_the_report(
         assert build(store).sections[1].figures["tokens"] == len(SCOPES)
     assert len(store._readers) == readers  # each report's second connection closed
     assert unasked == [0] * 4  # every read sent ahead was one a section asked for
-    assert not [t for t in threading.enumerate() if t.name.startswith("report-reads")]
+    assert not reading_ahead()
 
 
 def test_a_read_that_fails_ahead_stops_the_report(
@@ -98,4 +103,4 @@ def test_a_read_that_fails_ahead_stops_the_report(
     monkeypatch.setattr(store, "query", failing)
     with pytest.raises(StoreUnavailable, match="went away"):
         build(store)
-    assert not [t for t in threading.enumerate() if t.name.startswith("report-reads")]
+    assert not reading_ahead()

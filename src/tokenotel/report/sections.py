@@ -119,10 +119,6 @@ WHERE minute >= fromUnixTimestamp64Nano({{since:Int64}}, 'UTC')
 #: holds a NUL, NUL and then the array's text (read back exactly by the CAST); no scopes are
 #: ''. Ordered by token, as the report lists them.
 INVENTORY_SQL = f"""
-WITH multiIf(event_name IN ('token.created', 'token.enabled'), 'active',
-             event_name = 'token.disabled', 'disabled',
-             event_name = 'token.revoked', 'revoked',
-             event_name = 'token.expired', 'expired', '') AS lifecycle_now
 SELECT token_key, type_now, name_now, owner,
        multiIf(scopes_text = '', [],
                startsWith(scopes_text, '\\0'), CAST(substring(scopes_text, 2), 'Array(String)'),
@@ -147,6 +143,10 @@ FROM (
     GROUP BY token_key
     HAVING countIf(event_name != 'token.auth_failed') > 0
 ) AS seen LEFT JOIN (
+    WITH multiIf(event_name IN ('token.created', 'token.enabled'), 'active',
+                 event_name = 'token.disabled', 'disabled',
+                 event_name = 'token.revoked', 'revoked',
+                 event_name = 'token.expired', 'expired', '') AS lifecycle_now
     SELECT token_key,
            argMaxIf(lifecycle_now, event_time, lifecycle_now != '') AS lifecycle,
            toUnixTimestamp64Nano(maxIfOrNull(event_time, lifecycle_now != '')) AS lifecycle_ns,
@@ -365,9 +365,9 @@ class Builder:
         return [
             (SOURCE_DAYS_SQL, {}),
             (SOURCE_GAPS_SQL, self._gap_params()),
+            (INSERT_MINUTES_SQL, {}),
             (SERVICE_FAILING_SQL, {}),
             (SERVICE_MINUTES_SQL, {}),
-            (INSERT_MINUTES_SQL, {}),
             (INVENTORY_SQL, {}),
             (ROTATED_AWAY_SQL, {}),
             (TRIGGERS_SQL, {}),
