@@ -59,6 +59,11 @@ class InProcessIngest:
         """Runs ``work`` on the pipeline's event loop (what else feeds the pipeline)."""
         return self._loop.run_until_complete(work)
 
+    def feed_rollups(self) -> None:
+        """What is committed reaches the analytics rollups now (the service feeds them within
+        ``rollup_delay_ms``, while its event loop runs)."""
+        self._loop.run_until_complete(self.pipeline.writer.feed_rollups())
+
     def rows(self, sql: str, parameters: dict[str, Any] | None = None) -> list[tuple[Any, ...]]:
         return self.pipeline.store.query(sql, parameters).result_rows
 

@@ -11,7 +11,7 @@ from pathlib import Path
 from processes import clean_env
 from tokenotel.config import load_settings
 from tokenotel.store.client import Store
-from tokenotel.store.repair import VIEWS_SQL
+from tokenotel.store.repair import rollup_views
 
 SCRATCH = "rollup_recount"
 
@@ -19,7 +19,7 @@ SCRATCH = "rollup_recount"
 def rollup_differences(store: Store) -> dict[str, tuple[int, int, int]]:
     """For each rollup that differs: (rows it holds, rows of the recount, rows in both)."""
     database = store.options.database
-    views = store.query(VIEWS_SQL).result_rows
+    views = rollup_views(store)
     differences = {}
     store.command(f"DROP DATABASE IF EXISTS {SCRATCH}")
     store.command(f"CREATE DATABASE {SCRATCH}")

@@ -225,6 +225,13 @@ class Settings(BaseSettings):
     batch_max_delay_ms: int = _setting(
         50, ge=0, description="How long a batch waits for more requests."
     )
+    rollup_delay_ms: int = _setting(
+        1000,
+        gt=0,
+        description="With the embedded store, how long committed events may wait to reach the "
+        "analytics rollups (token_minutes, event_minutes, token_hours, ip_failure_minutes, "
+        "token_ip_first_seen), which are fed after commit in larger inserts.",
+    )
     max_pending_bytes: int = _setting(
         128 * 1024 * 1024,
         shown="134217728 (128 MiB)",

@@ -36,13 +36,15 @@ from tokenotel.mapping.mapper import EVENTS, NOT_TOKEN_EVENTS, RECORDS, REJECTED
 from tokenotel.mapping.workers import MappedTable, MappingPool
 from tokenotel.store import ledger
 from tokenotel.store.client import Store
-from tokenotel.store.repair import InsertJournal
+from tokenotel.store.repair import FeedJournal, InsertJournal
 from tokenotel.store.writer import BatchWriter
 
 log = logging.getLogger(__name__)
 
 #: In the data directory: the insert in progress (see store/repair.py).
 JOURNAL_FILE = "insert-in-progress.json"
+#: Names the first insert that may not have reached the rollups fed after commit.
+FEED_FILE = "rollups-unfed.json"
 #: How often (at most) the service logs what came of each source's raw records, in seconds.
 SOURCE_LOG_INTERVAL_S = 60.0
 
@@ -148,6 +150,11 @@ class Pipeline:
             if settings.clickhouse_server is None
             else None,
             ledger=self.ledger,
+            # The embedded store's rollups are fed after commit, in fewer inserts.
+            feed=FeedJournal(settings.data_dir / FEED_FILE)
+            if settings.clickhouse_server is None
+            else None,
+            feed_delay_s=settings.rollup_delay_ms / 1000,
         )
         if self.detection is not None:
             detection = self.detection

@@ -11,7 +11,7 @@ import pytest
 
 from inprocess import embedded_store
 from tokenotel.model import COLUMNS
-from tokenotel.store.cluster import NOT_REPLICATED, cluster_statements
+from tokenotel.store.cluster import LOCAL_ONLY, NOT_REPLICATED, cluster_statements
 
 DOC = Path(__file__).parents[2] / "docs" / "schema.md"
 
@@ -103,6 +103,10 @@ def test_cluster_ddl_parses_and_is_replicated_and_distributed(tmp_path: Path) ->
             s for s in statements if s.startswith(f"CREATE TABLE IF NOT EXISTS {table}_local")
         )
         assert "ON CLUSTER two_shards" in local
+        if table in LOCAL_ONLY:  # keeps nothing, written by the views of its own node
+            assert "ENGINE = Null" in local and " AS token_events_local " in local
+            assert not any(s.startswith(f"CREATE TABLE IF NOT EXISTS {table} ") for s in statements)
+            continue
         replicated = r"ENGINE = Replicated\w*MergeTree\('/clickhouse/tables/\{shard\}/"
         if table in NOT_REPLICATED:  # recomputed by every node for itself
             assert not re.search(replicated, local) and "ENGINE = MergeTree" in local
@@ -118,4 +122,8 @@ def test_cluster_ddl_parses_and_is_replicated_and_distributed(tmp_path: Path) ->
     assert views and all("ON CLUSTER two_shards" in v and "_local AS" in v for v in views)
     refreshed = [v for v in views if " REFRESH " in v]
     assert refreshed and all("FROM token_hours_local" in v for v in refreshed)
-    assert all("FROM token_events_local" in v for v in views if v not in refreshed)
+    assert all(
+        "FROM token_events_local" in v or "FROM token_events_feed_local" in v
+        for v in views
+        if v not in refreshed
+    )

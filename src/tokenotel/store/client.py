@@ -30,6 +30,10 @@ from tokenotel.store.retention import apply_retention, retention_changes
 log = logging.getLogger(__name__)
 
 EVENTS_TABLE = "token_events"
+#: The settings of an insert into EVENTS_TABLE whose rows its writer feeds to FEED_TABLE (the
+#: rollups' source, store/migrate.py) itself once committed: the view between the two tables
+#: reads the log comment.
+FED_LATER = {"log_comment": "tokenotel: rollups fed after commit"}
 #: The alerts the detection rules raised (migration 0009, docs/detection.md).
 ALERTS_TABLE = "token_alerts"
 #: The service's own counters, a row a minute (docs/schema.md).
@@ -289,12 +293,15 @@ class Store:
             return False
         return self.options.server is None or client.ping()
 
-    def insert_arrow(self, table: str, data: pa.Table) -> None:
-        """Inserts and returns once the rows are committed; raises StoreUnavailable."""
+    def insert_arrow(
+        self, table: str, data: pa.Table, settings: dict[str, Any] | None = None
+    ) -> None:
+        """Inserts and returns once the rows are committed; raises StoreUnavailable.
+        ``settings``: the insert's own, beside the store's."""
         client = self.connect()
         try:
             with self._write_lock:
-                client.insert_arrow(table, data, settings=self._insert_settings)
+                client.insert_arrow(table, data, settings=self._insert_settings | (settings or {}))
         except Exception as e:
             raise self._unavailable(f"insert into {self.target} failed", e) from e
 

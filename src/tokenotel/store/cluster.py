@@ -15,6 +15,7 @@ from tokenotel.errors import MigrationFailed
 from tokenotel.store.client import ClickHouseServer, server_client
 from tokenotel.store.migrate import (
     CREATE_MIGRATIONS_TABLE,
+    FEED_TABLE,
     MIGRATIONS_TABLE,
     applied_versions,
     available,
@@ -34,6 +35,9 @@ SHARD_KEYS = {
 ZOOKEEPER_PATH = "/clickhouse/tables/{{shard}}/{database}/{table}"
 #: Tables every node recomputes for itself (refreshable views): replication would only race.
 NOT_REPLICATED = frozenset({"top_tokens_24h"})
+#: Tables only the views of each shard write, that keep nothing (the rollups' feed): a local
+#: table on each node, with no Distributed table over them.
+LOCAL_ONLY = frozenset({FEED_TABLE})
 
 _CREATE_TABLE = re.compile(r"^CREATE TABLE IF NOT EXISTS (\w+)")
 _ENGINE = re.compile(r"ENGINE = (\w*MergeTree)\b")
@@ -121,6 +125,8 @@ def _rewrite(statement: str, cluster: str, database: str, tables: set[str]) -> l
 def _table(statement: str, cluster: str, database: str, table: str) -> list[str]:
     head = f"CREATE TABLE IF NOT EXISTS {table}"
     local = statement.replace(head, f"{head}_local ON CLUSTER {cluster}", 1)
+    if table in LOCAL_ONLY:  # (made like a local table: AS names the local one)
+        return [re.sub(r" AS (\w+) ", r" AS \1_local ", local, count=1)]
     path = ZOOKEEPER_PATH.format(database=database, table=f"{table}_local")
     if table not in NOT_REPLICATED:
         local = _ENGINE.sub(

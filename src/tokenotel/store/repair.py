@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -24,6 +25,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from tokenotel.store.client import EVENTS_TABLE, Store
+from tokenotel.store.migrate import FEED_TABLE
 
 #: The materialized views that write to rollups as events are inserted (refreshable views
 #: recompute themselves), with the table each writes to.
@@ -34,6 +36,7 @@ WHERE database = currentDatabase() AND engine = 'MaterializedView'
   AND create_table_query NOT LIKE '% REFRESH %'
 ORDER BY name
 """
+_FEED = re.compile(rf"\b{FEED_TABLE}\b")
 TABLES_SQL = """
 SELECT name, partition_key, sorting_key FROM system.tables
 WHERE database = currentDatabase() AND name IN {names:Array(String)}
@@ -68,6 +71,19 @@ class InsertScope:
         )
 
 
+#: What InsertScope.of needs of the events stored by the inserts from a stamp on.
+SCOPE_SINCE_SQL = f"""
+SELECT event_time, token_id, token_fingerprint, previous_token_id
+FROM {EVENTS_TABLE}
+WHERE ingested_at >= fromUnixTimestamp64Milli({{stamp:Int64}}, 'UTC')
+"""
+
+
+def scope_since(store: Store, stamp: int) -> InsertScope:
+    """The scope of every event stored by the inserts stamped ``stamp`` or later."""
+    return InsertScope.of(store.query_arrow(SCOPE_SINCE_SQL, {"stamp": stamp}))
+
+
 class InsertJournal:
     """One file noting the insert in progress: written before it, removed once it is
     committed. A file found at start names an insert that was interrupted."""
@@ -93,6 +109,39 @@ class InsertJournal:
         self.path.unlink(missing_ok=True)
 
 
+class FeedJournal:
+    """One file naming the first insert whose events may not all have reached the rollups
+    fed after commit (``FEED_TABLE``): written before such an insert, removed once every
+    committed event is fed or its rollups counted again. A file found at start names the
+    inserts whose rollups must be counted again."""
+
+    def __init__(self, path: Path) -> None:
+        self.path = path
+        self._written = path.exists()
+
+    def begin(self, stamp: int) -> None:
+        """Before an insert stamped ``stamp`` (kept if an earlier one is noted already)."""
+        if self._written:
+            return
+        temporary = self.path.with_suffix(".tmp")
+        temporary.write_text(json.dumps({"from_stamp": stamp}), encoding="utf-8")
+        os.replace(temporary, self.path)
+        self._written = True
+
+    def pending(self) -> int | None:
+        """The stamp from which inserts may not have been fed, if any."""
+        try:
+            entry = json.loads(self.path.read_text(encoding="utf-8"))
+        except FileNotFoundError:
+            return None
+        return int(entry["from_stamp"])
+
+    def end(self) -> None:
+        if self._written:
+            self.path.unlink(missing_ok=True)
+            self._written = False
+
+
 def recount_rollups(store: Store, scope: InsertScope) -> list[str]:
     """Rebuilds, from the events, every rollup row that an insert of ``scope`` may have
     touched; returns the rollups recounted. Nothing else may write meanwhile.
@@ -100,7 +149,7 @@ def recount_rollups(store: Store, scope: InsertScope) -> list[str]:
     The embedded store's alone (the writer is given no journal for a server): it drops
     partitions, deletes rows and creates a table, which the writer role of a server may not
     (docs/least-privilege.md); a server finishes or fails an insert without the service."""
-    views = store.query(VIEWS_SQL).result_rows
+    views = rollup_views(store)
     targets = sorted({target for _, _, target in views})
     tables = {
         name: (partition_key, sorting_key)
@@ -121,6 +170,17 @@ def recount_rollups(store: Store, scope: InsertScope) -> list[str]:
                 "token_key among its keys"
             )
     return targets
+
+
+def rollup_views(store: Store) -> list[tuple[str, str, str]]:
+    """Each view that writes a rollup as events arrive: (name, its SELECT over the events,
+    the rollup). The views of the rollups fed through FEED_TABLE read token_events here; the
+    view that passes events on to the feed is not one."""
+    return [
+        (name, _FEED.sub(EVENTS_TABLE, select), target)
+        for name, select, target in store.query(VIEWS_SQL).result_rows
+        if target != FEED_TABLE
+    ]
 
 
 def _recount_months(
