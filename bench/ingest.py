@@ -322,10 +322,12 @@ def store_limit(served: Path, fresh: Path) -> StoreLimit:
     """The store's own speed on the same events, already mapped: the rows the service stored
     in ``served`` (a stopped data directory), inserted again into a new data directory
     ``fresh`` one stored insert at a time (rows sharing an ``ingested_at`` stamp: the
-    service's batch sizes, in its order), by this process alone."""
+    service's batch sizes, in its order), the analytics rollups fed as the service feeds them,
+    by this process alone."""
     from tokenotel.config import load_settings
     from tokenotel.model import COLUMNS, Filled
-    from tokenotel.store.client import EVENTS_TABLE, Store
+    from tokenotel.store.client import EVENTS_TABLE, FED_LATER, Store
+    from tokenotel.store.migrate import FEED_TABLE
 
     # What an insert carries: the mapping's columns and the writer's (docs/schema.md).
     columns = [c.name for c in COLUMNS if c.filled is not Filled.STORE]
@@ -339,7 +341,8 @@ def store_limit(served: Path, fresh: Path) -> StoreLimit:
     stamps = rows.column("ingested_at").cast(pa.int64()).to_numpy()
     edges = [0, *(np.flatnonzero(stamps[1:] != stamps[:-1]) + 1).tolist(), len(stamps)]
     batches = [rows.slice(a, b - a) for a, b in itertools.pairwise(edges)]
-    target = Store(load_settings(data_dir=fresh).store_options)
+    settings = load_settings(data_dir=fresh)
+    target = Store(settings.store_options)
     try:
         target.connect()  # the schema: the events table and its rollups
         with Progress(
@@ -347,9 +350,23 @@ def store_limit(served: Path, fresh: Path) -> StoreLimit:
         ) as progress:
             task = progress.add_task("insert", total=len(batches))
             cpu_before, started = time.process_time(), time.perf_counter()
+            unfed: list[pa.Table] = []
+            unfed_since = 0.0
             for batch in batches:
-                target.insert_arrow(EVENTS_TABLE, batch)
+                # As the service does: the analytics rollups fed after commit (docs/schema.md).
+                target.insert_arrow(EVENTS_TABLE, batch, FED_LATER)
+                if not unfed:
+                    unfed_since = time.monotonic()
+                unfed.append(batch)
+                if (
+                    sum(t.num_rows for t in unfed) >= settings.batch_max_rows
+                    or time.monotonic() - unfed_since >= settings.rollup_delay_ms / 1000
+                ):
+                    target.insert_arrow(FEED_TABLE, pa.concat_tables(unfed))
+                    unfed = []
                 progress.advance(task)
+            if unfed:
+                target.insert_arrow(FEED_TABLE, pa.concat_tables(unfed))
             seconds = time.perf_counter() - started
             cpu_s = time.process_time() - cpu_before
     finally:
