@@ -268,12 +268,13 @@ class Pipeline:
         self.sources.flush()
         log.info(
             "tokenotel stopped: %d requests (%d asked to slow down), %d token events stored in %d "
-            "inserts, %d sent again (retries, not stored twice), %d other records ignored, "
-            "%d rejected",
+            "inserts (%d into the rollups' feed), %d sent again (retries, not stored twice), "
+            "%d other records ignored, %d rejected",
             self.requests_received,
             self.requests_refused,
             self.stats.records_stored,
             self.writer.stats.inserts,
+            self.writer.stats.feeds,
             self.stats.records_already_stored,
             self.stats.records_ignored,
             self.stats.records_rejected,
