@@ -9,6 +9,7 @@ from opentelemetry import trace
 from opentelemetry.context import Context
 from opentelemetry.sdk._logs import LoggerProvider, ReadableLogRecord
 from opentelemetry.sdk._logs.export import (
+    InMemoryLogRecordExporter,
     LogRecordExporter,
     LogRecordExportResult,
     SimpleLogRecordProcessor,
@@ -51,3 +52,14 @@ def span_context(trace_id: int, span_id: int) -> Context:
     """A context whose current span has the given ids, as an instrumented request would have."""
     span_ctx = SpanContext(trace_id, span_id, is_remote=False, trace_flags=TraceFlags(1))
     return trace.set_span_in_context(NonRecordingSpan(span_ctx))
+
+
+def token_uses(count: int) -> tuple[ReadableLogRecord, ...]:
+    """``count`` uses of tokens ``tok-00``, ``tok-01`` … as the SDK hands them to an exporter."""
+    captured = InMemoryLogRecordExporter()
+    provider = logger_provider(captured, {"service.name": "api"})
+    logger = provider.get_logger("api.auth")
+    for i in range(count):
+        logger.emit(event_name="token.used", attributes={"token.id": f"tok-{i:02d}"})
+    provider.shutdown()
+    return captured.get_finished_logs()

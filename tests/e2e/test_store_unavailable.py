@@ -21,11 +21,10 @@ from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_status import rpc_status
 from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
 from opentelemetry.proto.collector.logs.v1.logs_service_pb2 import ExportLogsServiceResponse
-from opentelemetry.sdk._logs import ReadableLogRecord
-from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, LogRecordExportResult
+from opentelemetry.sdk._logs.export import LogRecordExportResult
 
 from inprocess import embedded_store
-from otel_sdk import logger_provider
+from otel_sdk import token_uses
 from otlp_builders import RECENT_NS, export_request, grpc_export, log_record, rfc3339_ns
 from processes import (
     ServeProcess,
@@ -157,17 +156,6 @@ def disk_full() -> DatabaseError:
     return DatabaseError("Code: 243. DB::Exception: Cannot reserve 1.00 MiB (NOT_ENOUGH_SPACE)")
 
 
-def sdk_records(count: int) -> tuple[ReadableLogRecord, ...]:
-    """``count`` token events as the SDK hands them to an exporter."""
-    captured = InMemoryLogRecordExporter()
-    provider = logger_provider(captured, {"service.name": "api"})
-    logger = provider.get_logger("api.auth")
-    for i in range(count):
-        logger.emit(event_name="token.used", attributes={"token.id": f"tok-{i:02d}"})
-    provider.shutdown()
-    return captured.get_finished_logs()
-
-
 def test_injected_insert_failures_are_retried_until_every_record_is_stored_once(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
 ) -> None:
@@ -175,7 +163,7 @@ def test_injected_insert_failures_are_retried_until_every_record_is_stored_once(
     failures = 2
     calls: list[int] = []
     ready_while_failing: list[int] = []
-    records = sdk_records(20)
+    records = token_uses(20)
 
     with retrying_service(data_dir) as service:
         # The one fake in the suite: chDB runs inside the service process and cannot be made to
@@ -238,10 +226,10 @@ def test_the_services_counters_count_a_failed_insert_and_wait_for_the_store(
         monkeypatch.setattr(client, "insert_arrow", flaky_insert)
         target = f"127.0.0.1:{service.otlp_grpc.port}"
         exporter = OTLPLogExporter(endpoint=target, insecure=True, timeout=60)
-        assert exporter.export(sdk_records(5)) == LogRecordExportResult.SUCCESS
+        assert exporter.export(token_uses(5)) == LogRecordExportResult.SUCCESS
         service.health.record()  # refused by the store: kept
         assert refusals == {EVENTS_TABLE: 0, SERVICE_MINUTES_TABLE: 0}
-        assert exporter.export(sdk_records(3)) == LogRecordExportResult.SUCCESS
+        assert exporter.export(token_uses(3)) == LogRecordExportResult.SUCCESS
         exporter.shutdown()
     # (the last row written as the service stopped, with the one refused before)
     store = embedded_store(data_dir)
@@ -264,7 +252,7 @@ def test_an_insert_committed_but_answered_as_failed_is_not_stored_twice_by_the_r
     timeout, a connection reset): the client is told to retry, and the retry must find the
     events stored. The rollups the first attempt fed are counted again, not twice."""
     data_dir = tmp_path / "data"
-    records = sdk_records(20)
+    records = token_uses(20)
     with retrying_service(data_dir) as service:
         client = service.pipeline.store.connect()
         real_insert = client.insert_arrow

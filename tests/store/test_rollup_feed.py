@@ -11,10 +11,10 @@ from typing import Any
 
 import pytest
 from opentelemetry.exporter.otlp.proto.grpc._log_exporter import OTLPLogExporter
-from opentelemetry.sdk._logs.export import InMemoryLogRecordExporter, LogRecordExportResult
+from opentelemetry.sdk._logs.export import LogRecordExportResult
 
 from inprocess import InProcessIngest
-from otel_sdk import logger_provider
+from otel_sdk import token_uses
 from otlp_builders import export_request, log_record
 from processes import ServeProcess, clean_env, kill_serve
 from rollups import rollup_differences, rollup_differences_in
@@ -48,17 +48,6 @@ def _requests(count: int, per_request: int = 20) -> list:
             )
         requests.append(export_request(*records))
     return requests
-
-
-def _sdk_records(count: int) -> tuple:
-    """``count`` uses of distinct tokens, as the SDK hands them to an exporter."""
-    captured = InMemoryLogRecordExporter()
-    provider = logger_provider(captured, {"service.name": "api"})
-    logger = provider.get_logger("api.auth")
-    for i in range(count):
-        logger.emit(event_name="token.used", attributes={"token.id": f"tok-{i:02d}"})
-    provider.shutdown()
-    return captured.get_finished_logs()
 
 
 def _rollup_rows(ingest: InProcessIngest) -> int:
@@ -139,7 +128,7 @@ def test_events_not_fed_when_the_service_was_killed_are_counted_at_the_next_star
     serve = serve_factory(data_dir=data, env=env)
     exporter = OTLPLogExporter(endpoint=serve.grpc_target, insecure=True, timeout=30)
     try:
-        assert exporter.export(_sdk_records(20)) == LogRecordExportResult.SUCCESS
+        assert exporter.export(token_uses(20)) == LogRecordExportResult.SUCCESS
     finally:
         exporter.shutdown()
     kill_serve(serve)
