@@ -126,6 +126,7 @@ def test_lifecycle_marks_each_event_and_the_inventory(ingest: InProcessIngest) -
         0,
         expiry_ms,
     )
+    ingest.feed_rollups()  # (fed within a second of the commit while the service runs)
     first_seen = ingest.rows(
         "SELECT token_key, toString(client_ip) AS ip, toUnixTimestamp(min(first_seen)) "
         "FROM token_ip_first_seen GROUP BY token_key, client_ip ORDER BY token_key, client_ip"
