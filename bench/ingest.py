@@ -328,6 +328,7 @@ def store_limit(served: Path, fresh: Path) -> StoreLimit:
     from tokenotel.model import COLUMNS, Filled
     from tokenotel.store.client import EVENTS_TABLE, FED_LATER, Store
     from tokenotel.store.migrate import FEED_TABLE
+    from tokenotel.store.writer import feed_due
 
     # What an insert carries: the mapping's columns and the writer's (docs/schema.md).
     columns = [c.name for c in COLUMNS if c.filled is not Filled.STORE]
@@ -358,10 +359,9 @@ def store_limit(served: Path, fresh: Path) -> StoreLimit:
                 if not unfed:
                     unfed_since = time.monotonic()
                 unfed.append(batch)
-                if (
-                    sum(t.num_rows for t in unfed) >= settings.batch_max_rows
-                    or time.monotonic() - unfed_since >= settings.rollup_delay_ms / 1000
-                ):
+                rows_unfed = sum(t.num_rows for t in unfed)
+                delay_s = settings.rollup_delay_ms / 1000
+                if feed_due(rows_unfed, unfed_since, settings.batch_max_rows, delay_s):
                     target.insert_arrow(FEED_TABLE, pa.concat_tables(unfed))
                     unfed = []
                 progress.advance(task)

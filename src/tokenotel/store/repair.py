@@ -20,6 +20,7 @@ import os
 import re
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pyarrow as pa
 import pyarrow.compute as pc
@@ -84,6 +85,22 @@ def scope_since(store: Store, stamp: int) -> InsertScope:
     return InsertScope.of(store.query_arrow(SCOPE_SINCE_SQL, {"stamp": stamp}))
 
 
+def _write_whole(path: Path, entry: dict[str, object]) -> None:
+    """Writes ``entry`` as JSON to ``path`` whole or not at all."""
+    temporary = path.with_suffix(".tmp")
+    temporary.write_text(json.dumps(entry), encoding="utf-8")
+    os.replace(temporary, path)
+
+
+def _read_entry(path: Path) -> dict[str, Any] | None:
+    """The JSON entry at ``path``, or None when there is no file."""
+    try:
+        entry: dict[str, Any] = json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return None
+    return entry
+
+
 class InsertJournal:
     """One file noting the insert in progress: written before it, removed once it is
     committed. A file found at start names an insert that was interrupted."""
@@ -92,16 +109,14 @@ class InsertJournal:
         self.path = path
 
     def begin(self, stamp: int, scope: InsertScope) -> None:
-        entry = {"stamp": stamp, "months": scope.months, "token_keys": scope.token_keys}
-        temporary = self.path.with_suffix(".tmp")
-        temporary.write_text(json.dumps(entry), encoding="utf-8")
-        os.replace(temporary, self.path)  # whole or not at all
+        _write_whole(
+            self.path, {"stamp": stamp, "months": scope.months, "token_keys": scope.token_keys}
+        )
 
     def pending(self) -> tuple[int, InsertScope] | None:
         """The insert that began and did not end, if any."""
-        try:
-            entry = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
+        entry = _read_entry(self.path)
+        if entry is None:
             return None
         return entry["stamp"], InsertScope(tuple(entry["months"]), tuple(entry["token_keys"]))
 
@@ -123,18 +138,13 @@ class FeedJournal:
         """Before an insert stamped ``stamp`` (kept if an earlier one is noted already)."""
         if self._written:
             return
-        temporary = self.path.with_suffix(".tmp")
-        temporary.write_text(json.dumps({"from_stamp": stamp}), encoding="utf-8")
-        os.replace(temporary, self.path)
+        _write_whole(self.path, {"from_stamp": stamp})
         self._written = True
 
     def pending(self) -> int | None:
         """The stamp from which inserts may not have been fed, if any."""
-        try:
-            entry = json.loads(self.path.read_text(encoding="utf-8"))
-        except FileNotFoundError:
-            return None
-        return int(entry["from_stamp"])
+        entry = _read_entry(self.path)
+        return None if entry is None else int(entry["from_stamp"])
 
     def end(self) -> None:
         if self._written:

@@ -86,6 +86,13 @@ class WriterStats:
     feeds: int = 0  # inserts into the rollups' feed
 
 
+def feed_due(rows: int, since: float | None, max_rows: int, delay_s: float) -> bool:
+    """Whether the ``rows`` committed and not yet fed go to the rollups now: ``max_rows`` of
+    them wait, or the first, committed at ``since`` (``time.monotonic()``), has waited
+    ``delay_s``."""
+    return since is not None and (rows >= max_rows or time.monotonic() - since >= delay_s)
+
+
 class BatchWriter:
     """Group commit into the events table, with a window of recently committed event ids."""
 
@@ -112,7 +119,7 @@ class BatchWriter:
         their commit; None: each insert reaches the rollups through the views."""
         self._store = store
         self._journal = journal
-        self._feed = feed if journal is not None else None
+        self._feed = feed
         self._feed_delay_s = feed_delay_s
         self._insert_settings = FED_LATER if self._feed is not None else None
         #: Committed and not yet fed to the rollups, with the time the first was committed.
@@ -358,10 +365,7 @@ class BatchWriter:
         return written
 
     def _feed_due(self) -> bool:
-        return self._unfed_since is not None and (
-            self._unfed_rows >= self._max_rows
-            or time.monotonic() - self._unfed_since >= self._feed_delay_s
-        )
+        return feed_due(self._unfed_rows, self._unfed_since, self._max_rows, self._feed_delay_s)
 
     def _feed_now(self) -> None:
         """Runs in a worker thread: what is committed and not yet fed goes to the rollups in one
@@ -375,14 +379,14 @@ class BatchWriter:
         try:
             self._store.insert_arrow(FEED_TABLE, table)
         except Exception as e:
-            if not isinstance(e, StoreUnavailable):  # a bug: the rollups are counted again
-                log.exception("feeding %d events to the rollups failed", table.num_rows)
-            else:
+            if isinstance(e, StoreUnavailable):
                 log.warning(
                     "feeding %d events to the rollups failed, they will be counted again: %s",
                     table.num_rows,
                     e,
                 )
+            else:  # a bug: the rollups are counted again all the same
+                log.exception("feeding %d events to the rollups failed", table.num_rows)
             self._unsettled.append((first_stamp, InsertScope.of(table)))
             return
         self.stats.feeds += 1
@@ -407,7 +411,7 @@ class BatchWriter:
             )
             self._unsettled.append(pending)
         unfed = self._feed.pending() if self._feed is not None else None
-        if unfed is not None and not any(stamp == unfed for stamp, _ in self._unsettled):
+        if unfed is not None:
             log.warning(
                 "the service stopped before the inserts from stamp %d reached the rollups: "
                 "counting them again",
