@@ -259,8 +259,9 @@ class Settings(BaseSettings):
         ge=0,
         le=19,
         description="How much lower ingest's CPU priority is than the query API's reads (a nice "
-        "value): the mapping workers, and where the service may set thread priorities "
-        "(CAP_SYS_NICE), the store's inserts and merges. 0: the same priority.",
+        "value): the mapping workers, the detection rules' process, and where the service may "
+        "set thread priorities (CAP_SYS_NICE), the store's inserts and merges. 0: the same "
+        "priority.",
     )
     retry_after_s: float = _setting(
         1.0,

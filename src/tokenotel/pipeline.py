@@ -123,7 +123,7 @@ class Pipeline:
         )
         self.store = Store(settings.store_options)
         if settings.ingest_nice and settings.clickhouse_server is None:
-            reniced = "the mapping workers" + (
+            reniced = "the mapping workers, the detection rules" + (
                 ", inserts and merges"
                 if self.store.renices_threads
                 else " (the store's inserts and merges keep the service's: this process may not "
@@ -319,6 +319,7 @@ def _detection(settings: Settings, store: Store) -> StreamDetector | None:
         settings.grafana_url,
         notifiers,
         separate_process=settings.mapping_workers > 0,  # (none: the service is one process)
+        nice=settings.ingest_nice,
     )
 
 

@@ -12,10 +12,13 @@ import pytest
 from test_stream import NEW_IP, _batch
 
 from inprocess import InProcessIngest
+from tokenotel.config import load_settings
 from tokenotel.detect import Detector
 from tokenotel.detect.batch import frame
 from tokenotel.detect.stream import StreamDetector
 from tokenotel.detect.worker import Rules, RulesStopped
+from tokenotel.pipeline import _detection
+from tokenotel.store.client import Store
 
 S = 10**9
 HISTORY = [(0, "t1", "192.0.2.1"), (60, "t2", "192.0.2.9"), (120, "t1", "192.0.2.1")]
@@ -45,6 +48,28 @@ def test_the_rules_raise_and_clear_in_their_own_process_what_they_do_here() -> N
         assert _outcome(apart) == expected
     finally:
         apart.close()
+
+
+def test_the_rules_process_runs_at_ingests_priority_below_the_reads() -> None:
+    # README, ingest_nice: the rules are ingest's work; the query API's reads go first.
+    apart = Rules(Detector([NEW_IP]), separate=True, nice=3)
+    try:
+        assert apart.pid is not None
+        niced = min(os.getpriority(os.PRIO_PROCESS, 0) + 3, 19)
+        assert os.getpriority(os.PRIO_PROCESS, apart.pid) == niced
+    finally:
+        apart.close()
+
+
+def test_the_service_gives_its_rules_process_ingests_priority(tmp_path: Path) -> None:
+    settings = load_settings(data_dir=tmp_path / "data", mapping_workers=1, ingest_nice=4)
+    store = Store(settings.store_options)
+    detection = _detection(settings, store)
+    try:
+        assert detection is not None
+        assert (detection.separate_process, detection.nice) == (True, 4)
+    finally:
+        store.close()
 
 
 def test_a_rules_process_that_died_is_told_and_then_replaced(tmp_path: Path) -> None:

@@ -127,11 +127,14 @@ class StreamDetector:
         notifiers: Iterable[Notifier] = (),
         clock: Callable[[], int] = time.time_ns,
         separate_process: bool = False,
+        nice: int = 0,
     ) -> None:
-        """``separate_process``: the rules run in a process of their own (``worker``)."""
+        """``separate_process``: the rules run in a process of their own (``worker``),
+        ``nice`` below the service's CPU priority."""
         self.store = store
         self.rules = list(rules)
         self.separate_process = separate_process
+        self.nice = nice
         self.grafana_url = grafana_url
         self.notifiers = list(notifiers)
         self._clock = clock
@@ -281,7 +284,7 @@ class StreamDetector:
             except Exception:
                 log.exception("detection could not learn the store's state; it starts afresh")
                 detector = Detector(self.rules)
-            rules = Rules(detector, self.separate_process)
+            rules = Rules(detector, self.separate_process, self.nice)
             self.rules_pid = rules.pid
             self.ready.set()
             return rules

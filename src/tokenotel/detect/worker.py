@@ -11,6 +11,7 @@ process: no mapping workers) the same runs in the calling thread.
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import struct
 from multiprocessing.connection import Connection
@@ -36,12 +37,14 @@ class RulesStopped(Exception):
 class Rules:
     """A ``Detector``, here or in a process of its own; one caller at a time."""
 
-    def __init__(self, detector: Detector, separate: bool) -> None:
+    def __init__(self, detector: Detector, separate: bool, nice: int = 0) -> None:
+        """``nice``: how far below the service's CPU priority a process of their own runs
+        (ingest's, ``ingest_nice``: the rules are ingest's work, and the reads go first)."""
         self._detector: Detector | None = None if separate else detector
         self._child: ChildProcess | None = None
         if separate:
             setup = pickle.dumps(detector, protocol=pickle.HIGHEST_PROTOCOL)
-            self._child = ChildProcess(_serve, (), "tokenotel-rules", setup)
+            self._child = ChildProcess(_serve, (nice,), "tokenotel-rules", setup)
 
     @property
     def pid(self) -> int | None:
@@ -74,8 +77,9 @@ def _outcome(detector: Detector, events: pa.Table | None, now_ns: int) -> Outcom
     return raised, detector.resolved(now_ns)
 
 
-def _serve(conn: Connection) -> None:
+def _serve(conn: Connection, nice: int) -> None:
     """The process's life: the detector first, then each insert until the pipe closes."""
+    os.nice(nice)
     try:
         detector: Detector = pickle.loads(conn.recv_bytes())
     except (EOFError, OSError):
