@@ -353,6 +353,7 @@ def store_limit(served: Path, fresh: Path) -> StoreLimit:
             cpu_before, started = time.process_time(), time.perf_counter()
             unfed: list[pa.Table] = []
             unfed_since = 0.0
+            delay_s = settings.rollup_delay_ms / 1000
             for batch in batches:
                 # As the service does: the analytics rollups fed after commit (docs/schema.md).
                 target.insert_arrow(EVENTS_TABLE, batch, FED_LATER)
@@ -360,7 +361,6 @@ def store_limit(served: Path, fresh: Path) -> StoreLimit:
                     unfed_since = time.monotonic()
                 unfed.append(batch)
                 rows_unfed = sum(t.num_rows for t in unfed)
-                delay_s = settings.rollup_delay_ms / 1000
                 if feed_due(rows_unfed, unfed_since, settings.batch_max_rows, delay_s):
                     target.insert_arrow(FEED_TABLE, pa.concat_tables(unfed))
                     unfed = []

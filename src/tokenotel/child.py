@@ -7,6 +7,7 @@ read back without copying (pickling a table costs both sides more)."""
 from __future__ import annotations
 
 import multiprocessing
+import os
 import pickle
 from collections.abc import Callable
 from multiprocessing.connection import Connection
@@ -17,14 +18,21 @@ import pyarrow as pa
 
 class ChildProcess:
     """The child and this side of its pipe. ``target(conn, *args)`` is its life: it reads
-    ``setup`` (when given), answers ``ready`` once it can take calls, then ``serve_calls``."""
+    ``setup`` (when given), answers ``ready`` once it can take calls, then ``serve_calls``.
+    It runs ``nice`` below this process's CPU priority (ingest's, ``ingest_nice``: the query
+    API's reads go first when the cores are busy)."""
 
     def __init__(
-        self, target: Callable[..., None], args: tuple[Any, ...], name: str, setup: bytes = b""
+        self,
+        target: Callable[..., None],
+        args: tuple[Any, ...],
+        name: str,
+        setup: bytes = b"",
+        nice: int = 0,
     ) -> None:
         context = multiprocessing.get_context("spawn")
         self._conn, theirs = context.Pipe()
-        self._process = context.Process(target=target, args=(theirs, *args), name=name)
+        self._process = context.Process(target=_live, args=(target, nice, theirs, *args), name=name)
         self._process.daemon = True
         self._process.start()
         theirs.close()
@@ -55,6 +63,12 @@ class ChildProcess:
         if self._process.is_alive():
             self._process.kill()
             self._process.join()
+
+
+def _live(target: Callable[..., None], nice: int, *args: Any) -> None:
+    """In the child: its priority lowered, then its life."""
+    os.nice(nice)
+    target(*args)
 
 
 def ready(conn: Connection) -> None:

@@ -11,7 +11,6 @@ process: no mapping workers) the same runs in the calling thread.
 from __future__ import annotations
 
 import logging
-import os
 import pickle
 import struct
 from multiprocessing.connection import Connection
@@ -44,7 +43,7 @@ class Rules:
         self._child: ChildProcess | None = None
         if separate:
             setup = pickle.dumps(detector, protocol=pickle.HIGHEST_PROTOCOL)
-            self._child = ChildProcess(_serve, (nice,), "tokenotel-rules", setup)
+            self._child = ChildProcess(_serve, (), "tokenotel-rules", setup, nice)
 
     @property
     def pid(self) -> int | None:
@@ -77,9 +76,8 @@ def _outcome(detector: Detector, events: pa.Table | None, now_ns: int) -> Outcom
     return raised, detector.resolved(now_ns)
 
 
-def _serve(conn: Connection, nice: int) -> None:
+def _serve(conn: Connection) -> None:
     """The process's life: the detector first, then each insert until the pipe closes."""
-    os.nice(nice)
     try:
         detector: Detector = pickle.loads(conn.recv_bytes())
     except (EOFError, OSError):

@@ -10,7 +10,6 @@ import asyncio
 import gc
 import importlib.abc
 import logging
-import os
 import queue
 import struct
 import sys
@@ -175,7 +174,7 @@ class _Worker:
     """One worker process and the service's end of its pipe (one request at a time)."""
 
     def __init__(self, key: bytes, nice: int = 0) -> None:
-        self._child = ChildProcess(_serve, (key, nice), "tokenotel-map")
+        self._child = ChildProcess(_serve, (key,), "tokenotel-map", nice=nice)
 
     @property
     def pid(self) -> int:
@@ -204,11 +203,8 @@ class _WithoutPandas(importlib.abc.MetaPathFinder):
             raise ModuleNotFoundError("pandas is not used by mapping workers", name=fullname)
 
 
-def _serve(conn: Connection, key: bytes, nice: int) -> None:
-    """A worker's life: map each request that comes down the pipe until the pipe closes.
-    ``nice`` lowers its CPU priority below the service's, whose reads then go first when the
-    cores are busy."""
-    os.nice(nice)
+def _serve(conn: Connection, key: bytes) -> None:
+    """A worker's life: map each request that comes down the pipe until the pipe closes."""
     sys.meta_path.insert(0, _WithoutPandas())
     mapper = Mapper(Fingerprinter(key))
     # Mapping allocates many short-lived rows and makes no reference cycles: the modules
