@@ -211,15 +211,29 @@ def test_a_rule_reads_the_first_and_last_event_of_each_key_and_value_in_an_inser
     events = [(1000 + s, "t1", "192.0.2.1") for s in range(500)]
     events += [(1100, "t1", "192.0.2.2"), (1200, "t2", "192.0.2.1")]
     seen = observations(NEW_IP, frame(_batch(events)))
-    assert [(o.time_ns // 10**9, o.token, o.ip) for o in seen] == [
-        (1000, "t1", "192.0.2.1"),
-        (1100, "t1", "192.0.2.2"),
-        (1200, "t2", "192.0.2.1"),
-        (1499, "t1", "192.0.2.1"),
+    # (time, the token, the address; each stands for one event)
+    assert [(at // 10**9, key, ip, weight) for at, key, ip, weight in seen] == [
+        (1000, ("t1",), "192.0.2.1", 1),
+        (1100, ("t1",), "192.0.2.2", 1),
+        (1200, ("t2",), "192.0.2.1", 1),
+        (1499, ("t1",), "192.0.2.1", 1),
     ]
     # A key and value spread over more than the window (a backfill): every event counts.
     spread = [(0, "t1", "192.0.2.1"), (1800, "t1", "192.0.2.1"), (3600, "t1", "192.0.2.1")]
     assert len(observations(NEW_IP, frame(_batch(spread)))) == 3
+
+
+def test_a_rule_reads_nothing_of_events_that_lack_a_field_it_groups_by_or_counts() -> None:
+    told = [(1000, "t1", "192.0.2.1"), (1001, "t2", "192.0.2.2")]
+    untold = frame(_batch([*told, (1002, "t1", "0.0.0.0"), (1003, "", "192.0.2.3")]))
+    # (an address of :: is none: the source gave none)
+    untold = untold.set_column(
+        untold.schema.get_field_index("client_ip"),
+        "client_ip",
+        pa.array([*untold["client_ip"].to_pylist()[:2], b"\0" * 16, b"\0" * 16], pa.binary(16)),
+    )
+    assert observations(NEW_IP, untold) == observations(NEW_IP, frame(_batch(told)))
+    assert len(observations(NEW_IP, untold)) == 2
 
 
 def test_a_resolved_notice_follows_when_the_condition_clears(

@@ -8,13 +8,14 @@ first and the last of them, which say all those rules can tell within an insert
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from functools import lru_cache
 from operator import itemgetter
 
 import pyarrow as pa
 import pyarrow.compute as pc
 
-from tokenotel.detect.engine import NS_PER_MINUTE, NS_PER_S, Alert, Detector, Observed
+from tokenotel.detect.engine import NS_PER_MINUTE, NS_PER_S, Alert, Detector, Reading, counted
 from tokenotel.detect.rules import Kind, Match, Rule
 from tokenotel.query.readable import ip_to_text
 
@@ -93,40 +94,30 @@ def _fields(rule: Rule) -> list[str]:
     return [*rule.group_by, *([value] if value and value not in rule.group_by else [])]
 
 
-def _observe(rule: Rule, rows: pa.Table, times: str, weights: str | None = None) -> list[Observed]:
-    """Each row of ``rows`` as the rule reads it: its time (column ``times``), the fields the
-    rule groups by or counts (the other fields of ``Observed`` are left empty), and what it
-    stands for (column ``weights``, else one event)."""
-    fields = _fields(rule)
-    values: dict[str, list[str]] = {}
-    for field in fields:
+def _readings(rule: Rule, rows: pa.Table, times: str, weights: str | None = None) -> list[Reading]:
+    """What the rule reads (``Reading``) of each row of ``rows``: its time (column ``times``),
+    the values of the fields it groups by and counts, and what it stands for (column
+    ``weights``, else one event)."""
+    texts: dict[str, list[str]] = {}
+    for field in _fields(rule):
         column = rows[_COLUMNS[field]]
-        if field not in ("ip", "asn") and not column.null_count:
-            values[field] = column.to_pylist()  # (text already)
-            continue
-        texts = {value: _text(field, value) for value in set(column.to_pylist())}
-        values[field] = [texts[value] for value in column.to_pylist()]
-    empty = [""] * rows.num_rows
-    token, ip, principal, actor, asn, country = (
-        values.get(field, empty)
-        for field in ("token", "ip", "principal", "actor", "asn", "country")
-    )
+        if field in ("ip", "asn") or column.null_count:  # each distinct value as text, once
+            encoded = column.combine_chunks().dictionary_encode()
+            distinct = [_text(field, value) for value in encoded.dictionary.to_pylist()]
+            column = pc.fill_null(pa.array(distinct, pa.string()).take(encoded.indices), "")
+        texts[field] = column.to_pylist()
+    keys = zip(*(texts[field] for field in rule.group_by), strict=True)
     weight = rows[weights].to_pylist() if weights else [1] * rows.num_rows
-    return [
-        Observed(at, "", "", "", t, i, p, a, None, s, c, n)
-        for at, t, i, p, a, s, n, c in zip(
-            rows[times].to_pylist(), token, ip, principal, actor, asn, weight, country, strict=True
-        )
-    ]
+    return list(zip(rows[times].to_pylist(), keys, texts[counted(rule)], weight, strict=True))
 
 
-def observations(rule: Rule, events: pa.Table) -> list[Observed]:
+def observations(rule: Rule, events: pa.Table) -> list[Reading]:
     """The events of ``events`` (a ``frame``) that ``rule`` matches, as the rule reads them,
     oldest first. For a new-value, dormant or distinct rule, the events of one key and value
     within less than the rule's window are its first and its last: what such a rule knows of
     them (whether the value is new, the gap before the first, the windows holding one of them).
     """
-    return _read(rule, _matching(rule.match, events))
+    return _read(rule, _told(_fields(rule), _matching(rule.match, events)))
 
 
 def _matching(match: Match, events: pa.Table) -> pa.Table:
@@ -134,12 +125,12 @@ def _matching(match: Match, events: pa.Table) -> pa.Table:
     return events if mask is None else events.filter(mask)
 
 
-def _read(rule: Rule, chosen: pa.Table) -> list[Observed]:
-    """``observations`` of the events a rule matches."""
+def _read(rule: Rule, chosen: pa.Table) -> list[Reading]:
+    """``observations`` of the events a rule matches that tell its fields (``_told``)."""
     if not chosen.num_rows:
         return []
     if rule.kind in (Kind.EVENT, Kind.COUNT):
-        observed = _observe(rule, chosen, "time")
+        observed = _readings(rule, chosen, "time")
     elif rule.kind is Kind.SPIKE:
         observed = _by_minute(rule, chosen)
     else:
@@ -148,16 +139,43 @@ def _read(rule: Rule, chosen: pa.Table) -> list[Observed]:
         span_ns = int(rule.window.total_seconds() * NS_PER_S)
         spread = pc.subtract(groups["time_max"], groups["time_min"])
         if pc.any(pc.greater_equal(spread, span_ns)).as_py():
-            observed = _observe(rule, chosen, "time")  # (a backfill, most likely)
+            observed = _readings(rule, chosen, "time")  # (a backfill, most likely)
         else:
-            observed = _observe(rule, groups, "time_min")
+            observed = _readings(rule, groups, "time_min")
             twice = groups.filter(pc.not_equal(groups["time_max"], groups["time_min"]))
-            observed += _observe(rule, twice, "time_max")
+            observed += _readings(rule, twice, "time_max")
     observed.sort(key=itemgetter(0))  # (by time)
     return observed
 
 
-def _by_minute(rule: Rule, events: pa.Table) -> list[Observed]:
+#: A stored address that is none (``::``: the source gave none).
+_NO_ADDRESS = b"\0" * 16
+
+
+def _told(fields: Iterable[str], events: pa.Table) -> pa.Table:
+    """The events that tell every one of ``fields`` (those a rule groups by or counts): one
+    that lacks any of them is no key's, or has no value to count (``Detector.apply_all``
+    passes it by), so it is left out before it is read."""
+    if not events.num_rows:
+        return events
+    told = None
+    for field in fields:
+        column = events[_COLUMNS[field]]
+        if field == "ip":
+            test = pc.not_equal(column, pa.scalar(_NO_ADDRESS, column.type))
+        elif field == "asn":
+            test = pc.not_equal(column, 0)
+        else:
+            test = pc.not_equal(column, "")
+        if column.null_count:
+            test = pc.fill_null(test, False)
+        told = test if told is None else pc.and_(told, test)
+    if told is None or pc.all(told).as_py():
+        return events
+    return events.filter(told)
+
+
+def _by_minute(rule: Rule, events: pa.Table) -> list[Reading]:
     """A spike rule's events: one for each key and minute, the count of its events, at the
     last of them."""
     columns = [_COLUMNS[field] for field in _fields(rule)]
@@ -167,16 +185,22 @@ def _by_minute(rule: Rule, events: pa.Table) -> list[Observed]:
     groups = with_minute.group_by([*columns, "minute"]).aggregate(
         [("time", "max"), ("time", "count")]
     )
-    return _observe(rule, groups, "time_max", "time_count")
+    return _readings(rule, groups, "time_max", "time_count")
 
 
 def evaluate(detector: Detector, events: pa.Table) -> list[Alert]:
     """Every rule of ``detector`` on one committed insert (its ``frame``): the alerts raised."""
     alerts = []
-    matching: dict[Match, pa.Table] = {}  # (rules that match alike share the filtering)
+    # Rules that match alike share the filtering, and those that read the same fields too.
+    matching: dict[Match, pa.Table] = {}
+    told: dict[tuple[Match, tuple[str, ...]], pa.Table] = {}
     for rule in detector.rules:
-        chosen = matching.get(rule.match)
+        fields = tuple(_fields(rule))
+        chosen = told.get((rule.match, fields))
         if chosen is None:
-            chosen = matching[rule.match] = _matching(rule.match, events)
-        alerts += detector.apply_all(rule, _read(rule, chosen))
+            within = matching.get(rule.match)
+            if within is None:
+                within = matching[rule.match] = _matching(rule.match, events)
+            chosen = told[rule.match, fields] = _told(fields, within)
+        alerts += detector.apply_readings(rule, _read(rule, chosen))
     return alerts

@@ -4,10 +4,10 @@ from __future__ import annotations
 
 import bisect
 import math
-from collections.abc import Iterable, Iterator
+from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass
 from datetime import timedelta
-from operator import attrgetter
+from operator import attrgetter, itemgetter
 from typing import NamedTuple
 
 from tokenotel.detect.rules import Kind, Match, Rule
@@ -36,10 +36,17 @@ class Observed(NamedTuple):
     #: counts a minute).
     weight: int = 1
 
-    def value(self, name: str) -> str:
-        """The field a rule groups by or counts distinct (token, ip, principal, actor, asn,
-        country)."""
-        return str(getattr(self, name))
+
+#: What a rule reads of an event it matches: its time (ns), the values of the fields the rule
+#: groups by, the value of the field it counts (``counted``), and how many events of the same
+#: key and minute it stands for (a spike rule reads counts a minute; else 1).
+Reading = tuple[int, tuple[str, ...], str, int]
+
+
+def counted(rule: Rule) -> str:
+    """The field whose value ``rule`` counts: the one it finds new values of, else the one it
+    counts distinct values of, else the first it groups by (its events are counted)."""
+    return rule.new_of or rule.distinct_of or rule.group_by[0]
 
 
 @dataclass(frozen=True)
@@ -118,6 +125,8 @@ class Detector:
         self._span_ns = {rule.id: _ns(rule.window) for rule in self.rules}
         # (attrgetter: picklable, as the Detector goes to the rules' process)
         self._key_of = {rule.id: attrgetter(*rule.group_by) for rule in self.rules}
+        self._value_of = {rule.id: attrgetter(counted(rule)) for rule in self.rules}
+        self._hold = {rule.id: self._hold_ns(rule) for rule in self.rules}
         # The state of each kind of rule, per key: the matching events inside the window
         # (times and the values counted, oldest first); the values seen, each with its latest
         # time, and the latest of them; the latest matching event; and the end of each key's
@@ -148,23 +157,40 @@ class Detector:
         return alerts[0] if alerts else None
 
     def apply_all(self, rule: Rule, events: Iterable[Observed]) -> list[Alert]:
-        """``rule`` on events it matches (``matches``, or the same test over many events at
-        once), in their order: the alerts they complete. What each event does depends on the
-        rule alone, so the rule is read once, not once an event."""
-        alerts = []
-        key_of = self._key_of[rule.id]
+        """``rule`` on events it matches (``matches``), in their order: the alerts they
+        complete."""
+        key_of, value_of = self._key_of[rule.id], self._value_of[rule.id]
         single = len(rule.group_by) == 1
+        readings = [
+            (
+                event.time_ns,
+                (key_of(event),) if single else key_of(event),
+                str(value_of(event)),
+                event.weight,
+            )
+            for event in events
+        ]
+        return self.apply_readings(rule, readings)
+
+    def apply_readings(self, rule: Rule, readings: Sequence[Reading]) -> list[Alert]:
+        """``rule`` on what it reads (``Reading``) of events it matches (``matches``, or the
+        same test over many events at once), in their order: the alerts they complete. What
+        each event does depends on the rule alone, so the rule is read once, not once an
+        event."""
+        if not readings:
+            return []
+        # What no later event can count is let go now and then, as the newest event seen
+        # before these tells.
+        before, self._observed = self._observed, self._observed + len(readings)
+        if before // SWEEP_EVERY != self._observed // SWEEP_EVERY:
+            self._sweep()
+        self._latest_ns = max(self._latest_ns, max(map(itemgetter(0), readings)))
+        alerts = []
         handle = getattr(self, _HANDLERS[rule.kind])
-        for event in events:
-            self._observed += 1
-            if event.time_ns > self._latest_ns:
-                self._latest_ns = event.time_ns
-            if self._observed % SWEEP_EVERY == 0:
-                self._sweep()
-            key = (key_of(event),) if single else key_of(event)
+        for at, key, value, weight in readings:
             if not all(key):  # an event without an address is no one's in a rule by address
                 continue
-            alert = handle(rule, key, event)
+            alert = handle(rule, key, at, value, weight)
             if alert is not None:
                 alerts.append(alert)
         return alerts
@@ -224,35 +250,44 @@ class Detector:
             if until_ns <= latest:
                 del self._quiet[held]
 
-    def _new_value(self, rule: Rule, key: tuple[str, ...], event: Observed) -> Alert | None:
+    def _new_value(
+        self, rule: Rule, key: tuple[str, ...], at: int, value: str, _: int
+    ) -> Alert | None:
         assert rule.new_of is not None
-        at, value = event.time_ns, event.value(rule.new_of)
         if not value:
             return None
         held = (rule.id, key)
         horizon = at - self._span_ns[rule.id]
         # New: not seen within the window before (a value seen longer ago is new again), while
-        # the key was in use within it, so from elsewhere.
-        known = self._seen.get(held, {}).get(value, horizon - 1) >= horizon
-        in_use = self._seen_last.get(held, horizon - 1) >= horizon
-        self._see(held, value, at)
+        # the key was in use within it, so from elsewhere. (``_see``, written out: this runs
+        # for most events.)
+        seen = self._seen.get(held)
+        if seen is None:
+            seen = self._seen[held] = {}
+        before = seen.get(value)
+        known = before is not None and before >= horizon
+        if before is None or at > before:
+            seen[value] = at
+        last = self._seen_last.get(held)
+        in_use = last is not None and last >= horizon
+        if last is None or at > last:
+            self._seen_last[held] = at
         if known or not in_use:
             return None
         return self._alert(rule, (*key, value), (*rule.group_by, rule.new_of), 1, at, at)
 
-    def _event(self, rule: Rule, key: tuple[str, ...], event: Observed) -> Alert | None:
-        return self._alert(rule, key, rule.group_by, 1, event.time_ns, event.time_ns)
+    def _event(self, rule: Rule, key: tuple[str, ...], at: int, _: str, __: int) -> Alert | None:
+        return self._alert(rule, key, rule.group_by, 1, at, at)
 
-    def _dormant(self, rule: Rule, key: tuple[str, ...], event: Observed) -> Alert | None:
-        at, previous = event.time_ns, self._last.get((rule.id, key))
+    def _dormant(self, rule: Rule, key: tuple[str, ...], at: int, _: str, __: int) -> Alert | None:
+        previous = self._last.get((rule.id, key))
         self._last[rule.id, key] = at if previous is None else max(previous, at)
         if previous is None or at - previous < self._span_ns[rule.id]:
             return None
         return self._alert(rule, key, rule.group_by, 1, previous, at)
 
-    def _count(self, rule: Rule, key: tuple[str, ...], event: Observed) -> Alert | None:
-        at, span_ns = event.time_ns, self._span_ns[rule.id]
-        value = event.value(rule.distinct_of or rule.group_by[0])
+    def _count(self, rule: Rule, key: tuple[str, ...], at: int, value: str, _: int) -> Alert | None:
+        span_ns = self._span_ns[rule.id]
         if not value:  # a distinct count of what the source did not tell
             return None
         window = self._events.get((rule.id, key))
@@ -263,10 +298,14 @@ class Detector:
             return None
         return self._alert(rule, key, rule.group_by, count, first, last)
 
-    def _spike(self, rule: Rule, key: tuple[str, ...], event: Observed) -> Alert | None:
-        at, window_ns = event.time_ns, self._span_ns[rule.id]
-        rate = self._rates.setdefault((rule.id, key), Rate())
-        rate.add(at, event.weight)
+    def _spike(
+        self, rule: Rule, key: tuple[str, ...], at: int, _: str, weight: int
+    ) -> Alert | None:
+        window_ns = self._span_ns[rule.id]
+        rate = self._rates.get((rule.id, key))
+        if rate is None:
+            rate = self._rates[rule.id, key] = Rate()
+        rate.add(at, weight)
         start = at - window_ns
         calls, first = rate.calls_since(start)
         usual = rate.usual_per_minute(start, _ns(rule.baseline))
@@ -275,7 +314,7 @@ class Detector:
             return None
         # The count that went over, also when this event stands for a minute's events.
         crossed = math.floor(limit) + 1
-        count = crossed if calls - event.weight < crossed else calls
+        count = crossed if calls - weight < crossed else calls
         return self._alert(rule, key, rule.group_by, count, max(first, start), at)
 
     def _alert(
@@ -290,7 +329,7 @@ class Detector:
         """An alert, unless the rule alerted for the same key within its suppression (then the
         alert it raised holds longer)."""
         held = (rule.id, values[: len(rule.group_by)])
-        clears_ns = last_ns + self._hold_ns(rule)
+        clears_ns = last_ns + self._hold[rule.id]
         if last_ns < self._quiet.get(held, -1):
             active = self.active.get(held)
             if active is not None and clears_ns > active[1]:
