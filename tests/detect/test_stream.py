@@ -4,6 +4,8 @@ neither raises again what was raised nor loses a window in progress."""
 
 from __future__ import annotations
 
+import ipaddress
+import random
 import sys
 import time
 from collections.abc import Iterator
@@ -21,12 +23,14 @@ import grafana_scenarios as scenarios
 
 from inprocess import InProcessIngest
 from otlp_builders import export_request, log_record
-from tokenotel.detect import Detector, shipped_rules
-from tokenotel.detect.batch import frame, observations
+from tokenotel.detect import Alert, Detector, Observed, shipped_rules
+from tokenotel.detect.batch import evaluate, frame, observations
 from tokenotel.detect.replay import replay
 from tokenotel.detect.rules import parse_rules
 from webhook_receiver import Receiver, running_receiver
 
+S = 10**9
+DAY = 86_400 * S
 ALERTS_SQL = "SELECT rule, token_key, client_ip, event_count, link FROM token_alerts"
 
 
@@ -207,18 +211,17 @@ def _batch(events: list[tuple[int, str, str]]) -> pa.Table:
     )
 
 
-def test_a_rule_reads_the_first_and_last_event_of_each_key_and_value_in_an_insert() -> None:
+def test_a_rule_reads_the_first_event_of_each_key_and_value_in_an_insert_up_to_the_last() -> None:
     events = [(1000 + s, "t1", "192.0.2.1") for s in range(500)]
     events += [(1100, "t1", "192.0.2.2"), (1200, "t2", "192.0.2.1")]
     seen = observations(NEW_IP, frame(_batch(events)))
-    # (time, the token, the address; each stands for one event)
-    assert [(at // 10**9, key, ip, weight) for at, key, ip, weight in seen] == [
-        (1000, ("t1",), "192.0.2.1", 1),
-        (1100, ("t1",), "192.0.2.2", 1),
-        (1200, ("t2",), "192.0.2.1", 1),
-        (1499, ("t1",), "192.0.2.1", 1),
+    # (time, the token, the address, events it stands for, the last of them)
+    assert [(at // 10**9, key, ip, n, until // 10**9) for at, key, ip, n, until in seen] == [
+        (1000, ("t1",), "192.0.2.1", 1, 1499),
+        (1100, ("t1",), "192.0.2.2", 1, 1100),
+        (1200, ("t2",), "192.0.2.1", 1, 1200),
     ]
-    # A key and value spread over more than the window (a backfill): every event counts.
+    # An insert spread over the window or more (a backfill): every event counts.
     spread = [(0, "t1", "192.0.2.1"), (1800, "t1", "192.0.2.1"), (3600, "t1", "192.0.2.1")]
     assert len(observations(NEW_IP, frame(_batch(spread)))) == 3
 
@@ -234,6 +237,88 @@ def test_a_rule_reads_nothing_of_events_that_lack_a_field_it_groups_by_or_counts
     )
     assert observations(NEW_IP, untold) == observations(NEW_IP, frame(_batch(told)))
     assert len(observations(NEW_IP, untold)) == 2
+
+
+def _traffic(seed: int) -> list[Observed]:
+    """Years of a few tokens' uses and failures from a few addresses and networks (some
+    untold), mostly seconds apart, with quiet spells of days between some of them."""
+    rng = random.Random(seed)
+    at, events = 0, []
+    for _ in range(1500):
+        at += rng.choice([1, 2, 5, 30]) * S if rng.random() > 0.02 else rng.randrange(1, 60) * DAY
+        failed = rng.random() < 0.3
+        events.append(
+            Observed(
+                at + rng.randrange(S),
+                "token.auth_failed" if failed else "token.used",
+                "failure" if failed else "success",
+                "active",
+                f"t{rng.randrange(4)}",
+                rng.choice(["", "192.0.2.1", "192.0.2.2", "198.51.100.7", "2001:db8::1"]),
+                "someone",
+                "",
+                None,
+                rng.choice(["", "64500", "64501"]),
+                rng.choice(["", "DE", "FR"]),
+            )
+        )
+    return events
+
+
+def _as_batch(events: list[Observed]) -> pa.Table:
+    """``events`` as the rows of an insert."""
+
+    def address(text: str) -> bytes:
+        return ipaddress.IPv6Address(f"::ffff:{text}" if "." in text else text or "::").packed
+
+    return pa.table(
+        {
+            "event_time": pa.array([e.time_ns for e in events], pa.timestamp("ns", "UTC")),
+            "event_name": [e.event for e in events],
+            "outcome": [e.outcome for e in events],
+            "token_status": [e.token_status for e in events],
+            "token_id": [e.token for e in events],
+            "token_fingerprint": [""] * len(events),
+            "client_ip": pa.array([address(e.ip) for e in events], pa.binary(16)),
+            "principal_id": [e.principal for e in events],
+            "actor_id": [e.actor for e in events],
+            "asn": pa.array([int(e.asn or 0) for e in events], pa.uint32()),
+            "country": [e.country for e in events],
+            "expires_at": pa.array([None] * len(events), pa.timestamp("ms", "UTC")),
+        }
+    )
+
+
+@pytest.mark.parametrize("seed", range(4))
+def test_the_rules_raise_over_whole_inserts_what_they_raise_event_by_event(seed: int) -> None:
+    events = _traffic(seed)
+    one_by_one = Detector(shipped_rules())
+    expected = [alert for event in events for alert in one_by_one.observe(event)]
+    inserts, rng, start = Detector(shipped_rules()), random.Random(seed), 0
+    found = []
+    while start < len(events):
+        end = start + rng.randrange(1, 200)
+        found += evaluate(inserts, frame(_as_batch(events[start:end])))
+        start = end
+
+    def said(alerts: list[Alert]) -> list[tuple[object, ...]]:
+        return sorted((a.rule.id, a.key, a.count, a.first_ns, a.last_ns) for a in alerts)
+
+    assert said(found) == said(expected)
+    assert {a.rule.id for a in expected} >= {"new-ip-for-token", "dormant-token-used"}
+
+
+def test_an_address_seen_again_in_an_insert_is_known_for_the_window_after_the_last_time() -> None:
+    def use(minute: int, ip: str) -> Observed:
+        return Observed(minute * 60 * S, "token.used", "success", "", "t1", ip, "", "", None)
+
+    first = [use(0, "192.0.2.1"), use(50, "192.0.2.1"), use(55, "192.0.2.2")]
+    then = [use(100, "192.0.2.1")]  # (an hour after the first use, 50 minutes after the last)
+    one_by_one = Detector([NEW_IP])
+    expected = [alert for event in first + then for alert in one_by_one.observe(event)]
+    inserts = Detector([NEW_IP])
+    found = evaluate(inserts, frame(_as_batch(first))) + evaluate(inserts, frame(_as_batch(then)))
+    assert [a.labels["ip"] for a in found] == [a.labels["ip"] for a in expected] == ["192.0.2.2"]
 
 
 def test_a_resolved_notice_follows_when_the_condition_clears(

@@ -1,9 +1,9 @@
 """The rules over one committed insert at once, with Arrow compute.
 
-Each rule picks out the events it matches together; for the rules that remember values (new
-address, dormant token, distinct networks) the events of one key and value are taken as the
-first and the last of them, which say all those rules can tell within an insert
-(``observations``); a spike rule reads counts a minute.
+Each rule picks out the events it matches together; a new-value or dormant rule reads the
+events of one key and value as the first of them standing for all up to the last, which says
+all such a rule can tell within an insert (``observations``); a spike rule reads counts a
+minute.
 """
 
 from __future__ import annotations
@@ -94,10 +94,12 @@ def _fields(rule: Rule) -> list[str]:
     return [*rule.group_by, *([value] if value and value not in rule.group_by else [])]
 
 
-def _readings(rule: Rule, rows: pa.Table, times: str, weights: str | None = None) -> list[Reading]:
+def _readings(
+    rule: Rule, rows: pa.Table, times: str, weights: str | None = None, until: str | None = None
+) -> list[Reading]:
     """What the rule reads (``Reading``) of each row of ``rows``: its time (column ``times``),
     the values of the fields it groups by and counts, and what it stands for (column
-    ``weights``, else one event)."""
+    ``weights``, else one event; column ``until``, else up to its own time)."""
     texts: dict[str, list[str]] = {}
     for field in _fields(rule):
         column = rows[_COLUMNS[field]]
@@ -108,14 +110,18 @@ def _readings(rule: Rule, rows: pa.Table, times: str, weights: str | None = None
         texts[field] = column.to_pylist()
     keys = zip(*(texts[field] for field in rule.group_by), strict=True)
     weight = rows[weights].to_pylist() if weights else [1] * rows.num_rows
-    return list(zip(rows[times].to_pylist(), keys, texts[counted(rule)], weight, strict=True))
+    at = rows[times].to_pylist()
+    last = rows[until].to_pylist() if until else at
+    return list(zip(at, keys, texts[counted(rule)], weight, last, strict=True))
 
 
 def observations(rule: Rule, events: pa.Table) -> list[Reading]:
     """The events of ``events`` (a ``frame``) that ``rule`` matches, as the rule reads them,
-    oldest first. For a new-value, dormant or distinct rule, the events of one key and value
-    within less than the rule's window are its first and its last: what such a rule knows of
-    them (whether the value is new, the gap before the first, the windows holding one of them).
+    oldest first. A new-value or a dormant rule learns no more of the events of one key and
+    value (of one key) within less than its window than whether the first is new (or the
+    gap before it) and the time of the last: when the insert spans less than the window, it
+    reads the first standing for all of them up to the last (``Reading``). A spike rule reads
+    counts a minute.
     """
     return _read(rule, _told(_fields(rule), _matching(rule.match, events)))
 
@@ -129,21 +135,21 @@ def _read(rule: Rule, chosen: pa.Table) -> list[Reading]:
     """``observations`` of the events a rule matches that tell its fields (``_told``)."""
     if not chosen.num_rows:
         return []
-    if rule.kind in (Kind.EVENT, Kind.COUNT):
+    if rule.kind in (Kind.EVENT, Kind.COUNT, Kind.DISTINCT):
         observed = _readings(rule, chosen, "time")
     elif rule.kind is Kind.SPIKE:
         observed = _by_minute(rule, chosen)
     else:
-        columns = [_COLUMNS[field] for field in _fields(rule)]
-        groups = chosen.group_by(columns).aggregate([("time", "min"), ("time", "max")])
         span_ns = int(rule.window.total_seconds() * NS_PER_S)
-        spread = pc.subtract(groups["time_max"], groups["time_min"])
-        if pc.any(pc.greater_equal(spread, span_ns)).as_py():
-            observed = _readings(rule, chosen, "time")  # (a backfill, most likely)
+        first, last = pc.min_max(chosen["time"]).values()
+        if last.as_py() - first.as_py() >= span_ns:  # (a backfill, most likely)
+            observed = _readings(rule, chosen, "time")
         else:
-            observed = _readings(rule, groups, "time_min")
-            twice = groups.filter(pc.not_equal(groups["time_max"], groups["time_min"]))
-            observed += _readings(rule, twice, "time_max")
+            columns = [_COLUMNS[field] for field in _fields(rule)]
+            groups = chosen.group_by(columns, use_threads=False).aggregate(
+                [("time", "min"), ("time", "max")]
+            )
+            observed = _readings(rule, groups, "time_min", until="time_max")
     observed.sort(key=itemgetter(0))  # (by time)
     return observed
 
@@ -182,7 +188,7 @@ def _by_minute(rule: Rule, events: pa.Table) -> list[Reading]:
     with_minute = events.append_column(
         "minute", pc.multiply(pc.divide(events["time"], NS_PER_MINUTE), NS_PER_MINUTE)
     )
-    groups = with_minute.group_by([*columns, "minute"]).aggregate(
+    groups = with_minute.group_by([*columns, "minute"], use_threads=False).aggregate(
         [("time", "max"), ("time", "count")]
     )
     return _readings(rule, groups, "time_max", "time_count")

@@ -38,9 +38,12 @@ class Observed(NamedTuple):
 
 
 #: What a rule reads of an event it matches: its time (ns), the values of the fields the rule
-#: groups by, the value of the field it counts (``counted``), and how many events of the same
-#: key and minute it stands for (a spike rule reads counts a minute; else 1).
-Reading = tuple[int, tuple[str, ...], str, int]
+#: groups by, the value of the field it counts (``counted``), how many events of the same key
+#: and minute it stands for (a spike rule reads counts a minute; else 1), and the time of the
+#: last event of the same key and value it stands for (a new-value or dormant rule learns the
+#: latest time of a value or key: the events between it and the first can raise nothing when
+#: they lie within the rule's window; else its own time).
+Reading = tuple[int, tuple[str, ...], str, int, int]
 
 
 def counted(rule: Rule) -> str:
@@ -167,6 +170,7 @@ class Detector:
                 (key_of(event),) if single else key_of(event),
                 str(value_of(event)),
                 event.weight,
+                event.time_ns,
             )
             for event in events
         ]
@@ -184,13 +188,13 @@ class Detector:
         before, self._observed = self._observed, self._observed + len(readings)
         if before // SWEEP_EVERY != self._observed // SWEEP_EVERY:
             self._sweep()
-        self._latest_ns = max(self._latest_ns, max(map(itemgetter(0), readings)))
+        self._latest_ns = max(self._latest_ns, max(map(itemgetter(4), readings)))
         alerts = []
         handle = getattr(self, _HANDLERS[rule.kind])
-        for at, key, value, weight in readings:
+        for at, key, value, weight, until in readings:
             if not all(key):  # an event without an address is no one's in a rule by address
                 continue
-            alert = handle(rule, key, at, value, weight)
+            alert = handle(rule, key, at, value, weight, until)
             if alert is not None:
                 alerts.append(alert)
         return alerts
@@ -251,7 +255,7 @@ class Detector:
                 del self._quiet[held]
 
     def _new_value(
-        self, rule: Rule, key: tuple[str, ...], at: int, value: str, _: int
+        self, rule: Rule, key: tuple[str, ...], at: int, value: str, _: int, until: int
     ) -> Alert | None:
         assert rule.new_of is not None
         if not value:
@@ -266,27 +270,33 @@ class Detector:
             seen = self._seen[held] = {}
         before = seen.get(value)
         known = before is not None and before >= horizon
-        if before is None or at > before:
-            seen[value] = at
+        if before is None or until > before:
+            seen[value] = until
         last = self._seen_last.get(held)
         in_use = last is not None and last >= horizon
-        if last is None or at > last:
-            self._seen_last[held] = at
+        if last is None or until > last:
+            self._seen_last[held] = until
         if known or not in_use:
             return None
         return self._alert(rule, (*key, value), (*rule.group_by, rule.new_of), 1, at, at)
 
-    def _event(self, rule: Rule, key: tuple[str, ...], at: int, _: str, __: int) -> Alert | None:
+    def _event(
+        self, rule: Rule, key: tuple[str, ...], at: int, _: str, __: int, ___: int
+    ) -> Alert | None:
         return self._alert(rule, key, rule.group_by, 1, at, at)
 
-    def _dormant(self, rule: Rule, key: tuple[str, ...], at: int, _: str, __: int) -> Alert | None:
+    def _dormant(
+        self, rule: Rule, key: tuple[str, ...], at: int, _: str, __: int, until: int
+    ) -> Alert | None:
         previous = self._last.get((rule.id, key))
-        self._last[rule.id, key] = at if previous is None else max(previous, at)
+        self._last[rule.id, key] = until if previous is None else max(previous, until)
         if previous is None or at - previous < self._span_ns[rule.id]:
             return None
         return self._alert(rule, key, rule.group_by, 1, previous, at)
 
-    def _count(self, rule: Rule, key: tuple[str, ...], at: int, value: str, _: int) -> Alert | None:
+    def _count(
+        self, rule: Rule, key: tuple[str, ...], at: int, value: str, _: int, __: int
+    ) -> Alert | None:
         span_ns = self._span_ns[rule.id]
         if not value:  # a distinct count of what the source did not tell
             return None
@@ -299,7 +309,7 @@ class Detector:
         return self._alert(rule, key, rule.group_by, count, first, last)
 
     def _spike(
-        self, rule: Rule, key: tuple[str, ...], at: int, _: str, weight: int
+        self, rule: Rule, key: tuple[str, ...], at: int, _: str, weight: int, __: int
     ) -> Alert | None:
         window_ns = self._span_ns[rule.id]
         rate = self._rates.get((rule.id, key))
