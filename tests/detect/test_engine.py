@@ -315,3 +315,19 @@ def test_a_spike_counts_the_events_an_observation_stands_for() -> None:
                       weight=101)  # fmt: skip
     (alert,) = detector.observe(minute)
     assert alert.count == 101
+
+
+@pytest.mark.parametrize("seed", range(3))
+def test_a_keys_calls_since_a_time_are_those_of_its_minutes_from_then_on(seed: int) -> None:
+    """A busy key's minutes are looked up one by one, a quiet key's read through: either way
+    the answer is the definition's."""
+    rng, minute = random.Random(seed), 60 * NS_PER_S
+    for _ in range(300):
+        rate, base = engine.Rate(), rng.randrange(10**15)
+        for _ in range(rng.randrange(1, 150)):
+            rate.add(
+                base + rng.randrange(200) * minute + rng.randrange(minute), rng.randrange(1, 4)
+            )
+        start = min(base + rng.randrange(-5, 200) * minute, rate.newest_ns)
+        inside = {m: n for m, n in rate.minutes.items() if m >= start - start % minute}
+        assert rate.calls_since(start) == (sum(inside.values()), min(inside, default=start))

@@ -399,7 +399,17 @@ class Rate:
         """The events of the minutes from the one holding ``start_ns`` on, and the start of
         the first such minute that has any."""
         first_minute = start_ns - start_ns % NS_PER_MINUTE
-        inside = [(m, n) for m, n in self.minutes.items() if m >= first_minute]
+        minutes = self.minutes
+        last_minute = self.newest_ns - self.newest_ns % NS_PER_MINUTE  # (none is later)
+        if (last_minute - first_minute) // NS_PER_MINUTE < len(minutes):  # (a busy key)
+            calls, first = 0, None
+            for minute in range(first_minute, last_minute + 1, NS_PER_MINUTE):
+                n = minutes.get(minute)
+                if n is not None:
+                    calls += n
+                    first = minute if first is None else first
+            return calls, start_ns if first is None else first
+        inside = [(m, n) for m, n in minutes.items() if m >= first_minute]
         return sum(n for _, n in inside), min((m for m, _ in inside), default=start_ns)
 
     def usual_per_minute(self, before_ns: int, baseline_ns: int) -> float:
