@@ -189,25 +189,11 @@ rules:
 
 def _batch(events: list[tuple[int, str, str]]) -> pa.Table:
     """Committed rows as the rules read them: (time s, token, IPv4)."""
-    n = len(events)
-    return pa.table(
-        {
-            "event_time": pa.array([t * 10**9 for t, _, _ in events], pa.timestamp("ns", "UTC")),
-            "event_name": ["token.used"] * n,
-            "outcome": ["success"] * n,
-            "token_status": [""] * n,
-            "token_id": [token for _, token, _ in events],
-            "token_fingerprint": [""] * n,
-            "client_ip": pa.array(
-                [b"\0" * 10 + b"\xff\xff" + bytes(map(int, ip.split("."))) for _, _, ip in events],
-                pa.binary(16),
-            ),
-            "principal_id": [""] * n,
-            "actor_id": [""] * n,
-            "asn": pa.array([0] * n, pa.uint32()),
-            "country": [""] * n,
-            "expires_at": pa.array([None] * n, pa.timestamp("ms", "UTC")),
-        }
+    return _as_batch(
+        [
+            Observed(t * S, "token.used", "success", "", token, ip, "", "", None)
+            for t, token, ip in events
+        ]
     )
 
 

@@ -160,8 +160,8 @@ _NO_ADDRESS = b"\0" * 16
 
 def _told(fields: Iterable[str], events: pa.Table) -> pa.Table:
     """The events that tell every one of ``fields`` (those a rule groups by or counts): one
-    that lacks any of them is no key's, or has no value to count (``Detector.apply_readings``
-    passes it by), so it is left out before it is read."""
+    that lacks any of them is no key's, or has no value to count, and changes nothing a rule
+    holds (``Detector.apply_all`` passes it by), so it is left out before it is read."""
     if not events.num_rows:
         return events
     told = None

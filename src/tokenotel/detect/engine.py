@@ -164,23 +164,20 @@ class Detector:
         complete."""
         key_of, value_of = self._key_of[rule.id], self._value_of[rule.id]
         single = len(rule.group_by) == 1
-        readings = [
-            (
-                event.time_ns,
-                (key_of(event),) if single else key_of(event),
-                str(value_of(event)),
-                event.weight,
-                event.time_ns,
-            )
-            for event in events
-        ]
+        readings = []
+        for event in events:
+            key = (key_of(event),) if single else key_of(event)
+            if all(key):  # an event without an address is no one's in a rule by address
+                readings.append(
+                    (event.time_ns, key, str(value_of(event)), event.weight, event.time_ns)
+                )
         return self.apply_readings(rule, readings)
 
     def apply_readings(self, rule: Rule, readings: Sequence[Reading]) -> list[Alert]:
         """``rule`` on what it reads (``Reading``) of events it matches (``matches``, or the
-        same test over many events at once), in their order: the alerts they complete. What
-        each event does depends on the rule alone, so the rule is read once, not once an
-        event."""
+        same test over many events at once) and that tell every field it groups by, in their
+        order: the alerts they complete. What each event does depends on the rule alone, so
+        the rule is read once, not once an event."""
         if not readings:
             return []
         # What no later event can count is let go now and then, as the newest event seen
@@ -192,8 +189,6 @@ class Detector:
         alerts = []
         handle = getattr(self, _HANDLERS[rule.kind])
         for at, key, value, weight, until in readings:
-            if not all(key):  # an event without an address is no one's in a rule by address
-                continue
             alert = handle(rule, key, at, value, weight, until)
             if alert is not None:
                 alerts.append(alert)
@@ -212,10 +207,19 @@ class Detector:
         """A new-value rule learns that the key had ``value`` at ``at_ns`` (from the store)."""
         self._see((rule.id, key), value, at_ns)
 
-    def _see(self, held: Key, value: str, at_ns: int) -> None:
-        seen = self._seen.setdefault(held, {})
-        seen[value] = max(seen.get(value, at_ns), at_ns)
-        self._seen_last[held] = max(self._seen_last.get(held, at_ns), at_ns)
+    def _see(self, held: Key, value: str, at_ns: int) -> tuple[int | None, int | None]:
+        """The key had ``value`` at ``at_ns``; returns when it last had it before, and when
+        it last had any value before (None: not within what is kept)."""
+        seen = self._seen.get(held)
+        if seen is None:
+            seen = self._seen[held] = {}
+        before = seen.get(value)
+        if before is None or at_ns > before:
+            seen[value] = at_ns
+        last = self._seen_last.get(held)
+        if last is None or at_ns > last:
+            self._seen_last[held] = at_ns
+        return before, last
 
     def remember_rate(self, rule: Rule, key: tuple[str, ...], hour_ns: int, count: int) -> None:
         """A spike rule learns the key's matching events of an hour before what it will see
@@ -263,19 +267,10 @@ class Detector:
         held = (rule.id, key)
         horizon = at - self._span_ns[rule.id]
         # New: not seen within the window before (a value seen longer ago is new again), while
-        # the key was in use within it, so from elsewhere. (``_see``, written out: this runs
-        # for most events.)
-        seen = self._seen.get(held)
-        if seen is None:
-            seen = self._seen[held] = {}
-        before = seen.get(value)
+        # the key was in use within it, so from elsewhere.
+        before, last = self._see(held, value, until)
         known = before is not None and before >= horizon
-        if before is None or until > before:
-            seen[value] = until
-        last = self._seen_last.get(held)
         in_use = last is not None and last >= horizon
-        if last is None or until > last:
-            self._seen_last[held] = until
         if known or not in_use:
             return None
         return self._alert(rule, (*key, value), (*rule.group_by, rule.new_of), 1, at, at)
