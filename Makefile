@@ -6,7 +6,10 @@ STAMP := $(VENV)/.installed
 
 .PHONY: demo test test-fast lint format proto collector telemetrygen grpcurl chgo fuzz fuzz-merge bench-ingest bench-query bench-report bench-overload bench-import bench-api bench-detect clean
 
-$(STAMP): pyproject.toml
+# The modules setup.py compiles (mypyc): installing again rebuilds them when one changes.
+COMPILED := $(shell sed -n 's/^ *"\(src\/.*\.py\)",$$/\1/p' setup.py)
+
+$(STAMP): pyproject.toml setup.py $(COMPILED)
 	$(PYTHON) -m venv $(VENV)
 	$(BIN)/pip install --quiet --upgrade pip
 	$(BIN)/pip install --quiet -e ".[dev]"
@@ -90,4 +93,5 @@ bench-api: $(STAMP)
 	$(BIN)/python bench/api.py
 
 clean:
-	rm -rf $(VENV) .build tokenotel-data tokenotel-demo
+	rm -rf $(VENV) .build build tokenotel-data tokenotel-demo
+	find src -name '*.so' -delete
