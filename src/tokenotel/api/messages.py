@@ -14,7 +14,7 @@ from tokenotel.query.readable import format_ms, format_ns
 
 M = TypeVar("M", bound=Message)
 #: Times the store keeps to the millisecond; the others to the nanosecond.
-_MS_TIMES = frozenset({"expires_at", "issued_at"})
+MS_TIMES = frozenset({"expires_at", "issued_at"})
 _TIMESTAMP = Timestamp.DESCRIPTOR
 
 
@@ -52,7 +52,7 @@ def from_message(message: Message) -> dict[str, Any]:
             else:
                 ns = value.ToNanoseconds()
                 values[field.name] = (
-                    format_ms(ns // 1_000_000) if field.name in _MS_TIMES else format_ns(ns)
+                    format_ms(ns // 1_000_000) if field.name in MS_TIMES else format_ns(ns)
                 )
         elif field.message_type is not None and field.message_type.GetOptions().map_entry:
             values[field.name] = dict(sorted(value.items()))

@@ -10,6 +10,7 @@ from typing import Any
 from google.protobuf.descriptor import FieldDescriptor
 from google.protobuf.timestamp_pb2 import Timestamp
 
+from tokenotel.api.messages import MS_TIMES
 from tokenotel.mapping.wire import read_varint
 from tokenotel.query.readable import IP_TEXT_SQL
 from tokenotel.query.search import (
@@ -62,11 +63,17 @@ def columns_of(message: Any, sources: dict[str, str]) -> str:
     """SELECT expressions named after ``message``'s fields: each field's column, or its
     expression in ``sources``; a time (a DateTime64) as its seconds and nanoseconds, and as no
     field at all when NULL. Named in capitals: ClickHouse matches names to fields whatever
-    their case, and an alias named as a column would stand for it in the WHERE clause."""
+    their case, and an alias named as a column would stand for it in the WHERE clause. A time
+    kept to the millisecond (an expiry: any year to 2299) is read in milliseconds: in
+    nanoseconds, one after April 2262 does not fit in an Int64."""
     columns = []
     for field in message.fields:
         source = sources.get(field.name, field.name)
-        if field.message_type is Timestamp.DESCRIPTOR:
+        if field.message_type is Timestamp.DESCRIPTOR and field.name in MS_TIMES:
+            ms = f"toUnixTimestamp64Milli({source})"
+            columns.append(f"intDiv({ms}, 1000) AS `{field.name}.seconds`")
+            columns.append(f"toInt32({ms} % 1000 * 1000000) AS `{field.name}.nanos`")
+        elif field.message_type is Timestamp.DESCRIPTOR:
             ns = f"toUnixTimestamp64Nano({source})"
             columns.append(f"intDiv({ns}, 1000000000) AS `{field.name}.seconds`")
             columns.append(f"toInt32({ns} % 1000000000) AS `{field.name}.nanos`")
