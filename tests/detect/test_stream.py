@@ -72,6 +72,43 @@ def test_the_service_raises_what_a_replay_of_the_same_history_raises(
         assert spray == []
 
 
+def test_a_token_that_expires_after_2262_is_long_lived_live_and_in_a_replay(
+    tmp_path: Path,
+) -> None:
+    """An expiry is kept to 2299; in nanoseconds one after April 2262 overflows an Int64."""
+    now_ns = time.time_ns()
+    soon = datetime.fromtimestamp(now_ns / 1e9 + 30 * 86400, UTC).strftime("%Y-%m-%dT%H:%M:%SZ")
+    created = [
+        log_record(
+            "token.created",
+            {"token.id": token, "token.expires_at": expiry, "user.id": "alice"},
+            time_unix_nano=now_ns + n,
+        )
+        for n, (token, expiry) in enumerate([("far", "2290-01-01T00:00:00.250Z"), ("soon", soon)])
+    ]
+    ingest = InProcessIngest(tmp_path / "data")
+    try:
+        assert ingest.send(export_request(*created)).stored == 2
+        live = [row[1] for row in _alerts(ingest) if row[0] == "long-lived-token-created"]
+        now = datetime.fromtimestamp(now_ns / 1e9, UTC)
+        window = now - timedelta(hours=1), now + timedelta(seconds=1)
+        replayed = [
+            alert.labels["token"]
+            for alert in replay(Detector(shipped_rules()), ingest.pipeline.store, *window)
+            if alert.rule.id == "long-lived-token-created"
+        ]
+    finally:
+        ingest.close()
+    assert live == replayed == ["far"]
+    # What the rules read of the insert: the expiry at the last nanosecond an Int64 holds.
+    batch = _as_batch([Observed(now_ns, "token.created", "success", "", "far", "", "", "", None)])
+    far_ms = pa.array([int(datetime(2290, 1, 1, tzinfo=UTC).timestamp() * 1000)])
+    batch = batch.set_column(
+        batch.column_names.index("expires_at"), "expires_at", far_ms.cast(pa.timestamp("ms", "UTC"))
+    )
+    assert frame(batch)["expires_at"].to_pylist() == [(2**63 - 1) // 1_000_000 * 1_000_000]
+
+
 def _failure(token: str, at_ns: int, n: int) -> Any:
     return log_record(
         "token.auth_failed",

@@ -28,6 +28,9 @@ _COLUMNS = {
     "asn": "asn",
     "country": "country",
 }
+#: The last millisecond whose nanoseconds fit in an Int64 (April 2262). An expiry after it
+#: (expiries are kept to 2299) is read as that moment: as far beyond any rule's window.
+LAST_NS_MS = (2**63 - 1) // 1_000_000
 
 
 def frame(batch: pa.Table) -> pa.Table:
@@ -47,7 +50,12 @@ def frame(batch: pa.Table) -> pa.Table:
             "actor_id": batch.column("actor_id"),
             "asn": batch.column("asn"),
             "country": batch.column("country"),
-            "expires_at": pc.multiply(batch.column("expires_at").cast(pa.int64()), 1_000_000),
+            "expires_at": pc.multiply(
+                pc.min_element_wise(
+                    batch.column("expires_at").cast(pa.int64()), LAST_NS_MS, skip_nulls=False
+                ),
+                1_000_000,
+            ),
         }
     )
 

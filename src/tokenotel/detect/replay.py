@@ -19,11 +19,12 @@ FIELD_SQL = {
     "asn": "if(asn = 0, '', toString(asn))",
     "country": "country",
 }
-#: The fields the rules read, of the events in one slice of time, oldest first.
+#: The fields the rules read, of the events in one slice of time, oldest first. (An expiry
+#: in ns as an Int128: one after April 2262 does not fit in an Int64.)
 EVENTS_SQL = f"""
 SELECT toUnixTimestamp64Nano(event_time), event_name, outcome, token_status,
        {FIELD_SQL["token"]}, {FIELD_SQL["ip"]}, {FIELD_SQL["principal"]}, {FIELD_SQL["actor"]},
-       toUnixTimestamp64Nano(toDateTime64(expires_at, 9, 'UTC')), {FIELD_SQL["asn"]},
+       toInt128(toUnixTimestamp64Milli(expires_at)) * 1000000, {FIELD_SQL["asn"]},
        {FIELD_SQL["country"]}
 FROM {EVENTS_TABLE}
 WHERE event_time >= fromUnixTimestamp64Nano({{start:Int64}}, 'UTC')
