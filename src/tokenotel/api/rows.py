@@ -69,14 +69,12 @@ def columns_of(message: Any, sources: dict[str, str]) -> str:
     columns = []
     for field in message.fields:
         source = sources.get(field.name, field.name)
-        if field.message_type is Timestamp.DESCRIPTOR and field.name in MS_TIMES:
-            ms = f"toUnixTimestamp64Milli({source})"
-            columns.append(f"intDiv({ms}, 1000) AS `{field.name}.seconds`")
-            columns.append(f"toInt32({ms} % 1000 * 1000000) AS `{field.name}.nanos`")
-        elif field.message_type is Timestamp.DESCRIPTOR:
-            ns = f"toUnixTimestamp64Nano({source})"
-            columns.append(f"intDiv({ns}, 1000000000) AS `{field.name}.seconds`")
-            columns.append(f"toInt32({ns} % 1000000000) AS `{field.name}.nanos`")
+        if field.message_type is Timestamp.DESCRIPTOR:
+            unit, per_s = ("Milli", 1000) if field.name in MS_TIMES else ("Nano", 1000000000)
+            ticks = f"toUnixTimestamp64{unit}({source})"
+            columns.append(f"intDiv({ticks}, {per_s}) AS `{field.name}.seconds`")
+            nanos = f"{ticks} % {per_s} * {1000000000 // per_s}"
+            columns.append(f"toInt32({nanos}) AS `{field.name}.nanos`")
         else:
             columns.append(f"{source} AS {field.name.upper()}")
     return ",\n    ".join(columns)
