@@ -16,6 +16,7 @@ A line that is not a record of the source is reported (file and line) and skippe
 from __future__ import annotations
 
 import asyncio
+import gc
 import re
 import time
 from collections.abc import Callable, Iterator
@@ -191,6 +192,7 @@ class Importer:
 
     async def run(self) -> Summary:
         await self.sink.start()
+        gc.freeze()  # what start-up loaded stays: the collections of the lines need not scan it
         try:
             slots = asyncio.Semaphore(IN_FLIGHT)
             tasks: set[asyncio.Task[None]] = set()
