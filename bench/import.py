@@ -6,13 +6,22 @@ an event of its own; then imports each source's files (two runs of `tokenotel im
 source) and times them. Prints events/s (stored events over the wall time of both imports), the
 CPU time of an event (all the import's processes: a measure other load on the machine changes
 less than the wall time), the load average before and after, and the peak RSS of the import's
-processes (with its mapping workers); the last line is machine-readable:
-``events_per_s=<n> peak_rss_mb=<n>``.
+processes (with its mapping workers).
+
+Then what bounds that figure, each part alone on the same lines: the CPU an event of the
+mapping (the same requests sent one at a time to one mapping worker, the worker's CPU) and of
+the store (the import's stored rows inserted again into a new data directory, insert by
+insert, with the rollups fed, by this process alone: bench/ingest.py's store limit, which
+leaves out the ledger's and progress's writes). Their sum is the least CPU an event can cost,
+and the CPUs over it the most events/s the import could reach with both parts using every core
+and nothing else running. The last line is machine-readable:
+``events_per_s=<n> peak_rss_mb=<n> mapping_us=<n> store_us=<n> bound_events_per_s=<n>``.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import gzip
 import os
 import random
@@ -30,6 +39,13 @@ from typing import Any
 
 import orjson
 import psutil
+
+sys.path.insert(0, str(Path(__file__).parent))
+
+from ingest import store_limit
+from tokenotel.history.run import REQUEST_LINES
+from tokenotel.mapping.fingerprint import Fingerprinter
+from tokenotel.mapping.workers import MappingPool
 
 ROOT = Path(__file__).resolve().parents[1]
 FIXTURES = ROOT / "tests" / "sources" / "fixtures"
@@ -150,6 +166,28 @@ def run_import(source: str, data_dir: Path, files: Path) -> tuple[int, float, fl
     return stored, elapsed, cpu_s, peak[0]
 
 
+def mapping_alone(source: str, directory: Path) -> tuple[int, float]:
+    """Events and the worker's CPU seconds of mapping ``directory``'s lines in requests of the
+    import's size, one at a time, in one mapping worker."""
+    pool = MappingPool(Fingerprinter(bytes(32)), workers=1, retry_after_s=1.0)
+
+    async def run() -> tuple[int, float]:
+        await pool.start()
+        (worker,) = (psutil.Process(pid) for pid in pool.pids)
+        events, before = 0, sum(worker.cpu_times()[:2])
+        for path in sorted(directory.glob("*.gz")):
+            lines = [line for line in gzip.decompress(path.read_bytes()).split(b"\n") if line]
+            for i in range(0, len(lines), REQUEST_LINES):
+                mapped = await pool.map_lines(source, lines[i : i + REQUEST_LINES], time.time_ns())
+                events += mapped.table.num_rows
+        return events, sum(worker.cpu_times()[:2]) - before
+
+    try:
+        return asyncio.run(run())
+    finally:
+        pool.close()
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--events", type=int, default=200_000, help="events per source")
@@ -176,7 +214,27 @@ def main() -> None:
             f"{', '.join(f'{x:.2f}' for x in load_after)} after; {os.cpu_count()} CPUs",
             file=sys.stderr,
         )
-        print(f"events_per_s={total_events / total_s:.0f} peak_rss_mb={peak / 2**20:.0f}")
+        mapped_events = mapping_cpu_s = 0.0
+        for source in ("vault", "cloudtrail"):
+            events, cpu_s = mapping_alone(source, workdir / source)
+            mapped_events += events
+            mapping_cpu_s += cpu_s
+        limit = store_limit(workdir / "data", workdir / "store-limit")
+        mapping_us = mapping_cpu_s / mapped_events * 1e6
+        store_us = limit.cpu_s / limit.rows * 1e6
+        cpus = os.cpu_count() or 1
+        bound = cpus / (mapping_us + store_us) * 1e6
+        print(
+            f"each part alone: the mapping {mapping_us:.1f} µs of CPU an event (one worker), "
+            f"the store {store_us:.1f} µs ({limit.rows:,} rows in {limit.inserts} inserts, "
+            f"{limit.events_per_s:,.0f} events/s); {cpus} CPUs over their sum: at most "
+            f"{bound:,.0f} events/s",
+            file=sys.stderr,
+        )
+        print(
+            f"events_per_s={total_events / total_s:.0f} peak_rss_mb={peak / 2**20:.0f} "
+            f"mapping_us={mapping_us:.1f} store_us={store_us:.1f} bound_events_per_s={bound:.0f}"
+        )
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
 
