@@ -167,10 +167,10 @@ def test_injected_insert_failures_are_retried_until_every_record_is_stored_once(
 
     with retrying_service(data_dir) as service:
         # The one fake in the suite: chDB runs inside the service process and cannot be made to
-        # fail from outside (no server to stop, no network to cut), so its client's insert raises
-        # the error a full disk gives, a couple of times, then works again.
-        client = service.pipeline.store.connect()
-        real_insert = client.insert_arrow
+        # fail from outside (no server to stop, no network to cut), so the store's insert into it
+        # raises the error a full disk gives, a couple of times, then works again.
+        service_store = service.pipeline.store
+        real_insert = service_store._insert_in_place
         readyz = f"http://127.0.0.1:{service.otlp_http.port}/readyz"
 
         def flaky_insert(table: str, data: Any, *args: Any, **kwargs: Any) -> Any:
@@ -183,7 +183,7 @@ def test_injected_insert_failures_are_retried_until_every_record_is_stored_once(
                 ready_while_failing.append(http_get(readyz)[0])
             raise disk_full()
 
-        monkeypatch.setattr(client, "insert_arrow", flaky_insert)
+        monkeypatch.setattr(service_store, "_insert_in_place", flaky_insert)
 
         target = f"127.0.0.1:{service.otlp_grpc.port}"
         exporters = [OTLPLogExporter(endpoint=target, insecure=True, timeout=60) for _ in range(2)]
@@ -213,8 +213,8 @@ def test_the_services_counters_count_a_failed_insert_and_wait_for_the_store(
     the row of counters the store refused is written with the next one."""
     data_dir = tmp_path / "data"
     with retrying_service(data_dir) as service:
-        client = service.pipeline.store.connect()
-        real_insert = client.insert_arrow
+        service_store = service.pipeline.store
+        real_insert = service_store._insert_in_place
         refusals = {EVENTS_TABLE: 1, SERVICE_MINUTES_TABLE: 1}
 
         def flaky_insert(table: str, data: Any, *args: Any, **kwargs: Any) -> Any:
@@ -223,7 +223,7 @@ def test_the_services_counters_count_a_failed_insert_and_wait_for_the_store(
                 raise disk_full()
             return real_insert(table, data, *args, **kwargs)
 
-        monkeypatch.setattr(client, "insert_arrow", flaky_insert)
+        monkeypatch.setattr(service_store, "_insert_in_place", flaky_insert)
         target = f"127.0.0.1:{service.otlp_grpc.port}"
         exporter = OTLPLogExporter(endpoint=target, insecure=True, timeout=60)
         assert exporter.export(token_uses(5)) == LogRecordExportResult.SUCCESS
@@ -254,8 +254,8 @@ def test_an_insert_committed_but_answered_as_failed_is_not_stored_twice_by_the_r
     data_dir = tmp_path / "data"
     records = token_uses(20)
     with retrying_service(data_dir) as service:
-        client = service.pipeline.store.connect()
-        real_insert = client.insert_arrow
+        service_store = service.pipeline.store
+        real_insert = service_store._insert_in_place
         committed_then_failed: list[int] = []
 
         def insert_then_fail_once(table: str, data: Any, *args: Any, **kwargs: Any) -> Any:
@@ -265,7 +265,7 @@ def test_an_insert_committed_but_answered_as_failed_is_not_stored_twice_by_the_r
                 raise DatabaseError("Code: 210. DB::NetException: Connection reset by peer")
             return result
 
-        monkeypatch.setattr(client, "insert_arrow", insert_then_fail_once)
+        monkeypatch.setattr(service_store, "_insert_in_place", insert_then_fail_once)
         exporter = OTLPLogExporter(
             endpoint=f"127.0.0.1:{service.otlp_grpc.port}", insecure=True, timeout=60
         )
