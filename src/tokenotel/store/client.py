@@ -15,6 +15,7 @@ from urllib.parse import unquote, urlsplit
 import chdb
 import clickhouse_connect
 import pyarrow as pa
+from clickhouse_connect.driver.binding import quote_identifier
 from clickhouse_connect.driver.client import Client
 from clickhouse_connect.driver.query import QueryResult
 
@@ -320,14 +321,14 @@ class Store:
         embedded engine's client would write them as an Arrow stream to a temporary file for
         the engine to read back: a third of the CPU of an insert of 20,000 rows.)"""
         if self._inserter is None:
-            inserter = chdb.connect(os.path.realpath(self.options.data_dir))
+            inserter = chdb.connect(str(self.options.data_dir.resolve()))  # (the clients' path)
             try:
                 inserter.query(f"USE {self.options.database}")
             except BaseException:
                 inserter.close()  # (an open handle keeps the engine open)
                 raise
             self._inserter = inserter
-        columns = ", ".join(f"`{name}`" for name in data.column_names)
+        columns = ", ".join(quote_identifier(name) for name in data.column_names)
         sql = (
             f"INSERT INTO {table} ({columns}) "
             f"{_settings_clause(settings)} SELECT * FROM Python(data)"
